@@ -1,0 +1,35 @@
+"""The root command, `circuitstore`. Subcommands load lazily: `query` never pulls in torch."""
+
+from __future__ import annotations
+
+import click
+
+from circuitstore import __version__
+from circuitstore.clitools import CircuitStoreGroup
+
+COMMANDS = {
+    "server": ("circuitstore.server.cli:server", "Run a local Neo4j server (no Docker needed)."),
+    "schema": ("circuitstore.schema.cli:schema", "Create and inspect constraints and indexes."),
+    "attribute": ("circuitstore.ingest.cli:attribute", "Print one prompt's attribution graph."),
+    "query": ("circuitstore.query.cli:query", "Ask the store: drivers, targets, examples..."),
+}
+
+
+@click.group(
+    cls=CircuitStoreGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, "--version", prog_name="circuitstore")
+def cli() -> None:
+    """circuitstore: transcoder attribution graphs in Neo4j.
+
+    \b
+    Bring up a local store and apply the schema:
+      export NEO4J_PASSWORD=choose-a-password
+      circuitstore server start && circuitstore schema apply
+    """
+
+
+def main() -> None:
+    cli()

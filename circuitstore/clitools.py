@@ -1,0 +1,149 @@
+"""Pieces every command shares: the error boundary, option bundles, and output formatting.
+
+Commands stay thin: build settings or a config from their options, call the library, print.
+Only here do domain errors become one-line messages and exit statuses.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from circuitstore.errors import CircuitStoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CircuitStoreGroup(click.Group):
+    """A click group whose subcommands are imported only when used, and that turns our errors
+    into one line on stderr with the error's exit status (no traceback).
+
+    Lazy loading keeps `circuitstore query ...` from importing torch.
+    """
+
+    def __init__(
+        self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        """`lazy` maps a command name to ("module:attribute", one-line help)."""
+        super().__init__(*args, **kwargs)
+        self._lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module_name, _, attr = self._lazy[cmd_name][0].partition(":")
+            module = __import__(module_name, fromlist=[attr])
+            command: click.Command = getattr(module, attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing the commands must not import them (the ingest side imports torch).
+        eager = {name: cmd.get_short_help_str(60) for name, cmd in self.commands.items()}
+        rows = sorted({**eager, **{n: h for n, (_, h) in self._lazy.items()}}.items())
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with error_boundary():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    try:
+        yield
+    except CircuitStoreError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        raise SystemExit(130) from None
+
+
+def connection_options(func: F) -> F:
+    """`--uri/--username/--database/--env-file`; the password only from the environment or the
+    env file, so it never lands in shell history or `ps`."""
+
+    @click.option("--uri", envvar="NEO4J_URI", help="Bolt URI [env NEO4J_URI; default local].")
+    @click.option("--username", envvar="NEO4J_USERNAME", help="[env NEO4J_USERNAME; neo4j]")
+    @click.option("--database", envvar="NEO4J_DATABASE", help="[env NEO4J_DATABASE; neo4j]")
+    @click.option(
+        "--env-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A dotenv file with NEO4J_* settings (NEO4J_PASSWORD among them).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from circuitstore.schema.connection import Neo4jSettings
+
+        kwargs["settings"] = Neo4jSettings.load(
+            env_file=kwargs.pop("env_file"),
+            uri=kwargs.pop("uri"),
+            username=kwargs.pop("username"),
+            database=kwargs.pop("database"),
+        )
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    names = choices or ("table", "json", "csv")
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(names),
+        default=names[0],
+        show_default=True,
+        help="Output format: a table for people, json or csv for scripts.",
+    )
+
+
+def render_rows(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] = ()) -> str:
+    """Rows of dicts as a table, JSON or CSV."""
+    cols = list(columns) or (list(rows[0]) if rows else [])
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    return render_table(rows, cols)
+
+
+def render_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+    if not rows:
+        return "(no rows)"
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

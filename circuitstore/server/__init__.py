@@ -1,0 +1,1 @@
+"""A local Neo4j Community server assembled from Maven Central, run without Docker."""

@@ -1,0 +1,53 @@
+"""The root command: help, version, lazy loading, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from circuitstore import __version__
+from circuitstore.cli import COMMANDS, cli
+
+
+def test_help_lists_every_group():
+    result = CliRunner().invoke(cli, ["-h"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_every_subcommand_has_help_with_an_example():
+    runner = CliRunner()
+    for group in ("schema", "query"):
+        listing = runner.invoke(cli, [group, "-h"])
+        assert listing.exit_code == 0, listing.output
+        command = cli.get_command(None, group)  # type: ignore[arg-type]
+        for sub in command.commands:  # type: ignore[attr-defined]
+            text = runner.invoke(cli, [group, sub, "-h"]).output
+            assert "Example:" in text, f"{group} {sub} has no example in its help"
+
+
+def test_missing_password_is_one_line(monkeypatch):
+    monkeypatch.delenv("NEO4J_PASSWORD", raising=False)
+    result = CliRunner().invoke(cli, ["schema", "show"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: NEO4J_PASSWORD is not set: export it or put it in a file named by --env-file"
+    )
+
+
+def test_query_side_never_imports_torch():
+    code = (
+        "import sys; from circuitstore.cli import cli; "
+        "cli.get_command(None, 'query'); import circuitstore.query.cli; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
