@@ -55,10 +55,18 @@ class Neo4jSettings(BaseSettings):
         return self.password.get_secret_value()
 
 
-def open_driver(settings: Neo4jSettings, verify: bool = True) -> neo4j.Driver:
-    """A driver for `settings`; with `verify`, fail now (one clear line) if Neo4j can't be used."""
+def open_driver(
+    settings: Neo4jSettings, verify: bool = True, retry_seconds: float = 30.0
+) -> neo4j.Driver:
+    """A driver for `settings`; with `verify`, fail now (one clear line) if Neo4j can't be used.
+
+    Managed transactions (`execute_read`/`execute_write`) are retried on transient errors
+    (deadlocks, a leader switch, a restarting server) for up to `retry_seconds`.
+    """
     driver = neo4j.GraphDatabase.driver(
-        settings.uri, auth=(settings.username, settings.require_password())
+        settings.uri,
+        auth=(settings.username, settings.require_password()),
+        max_transaction_retry_time=retry_seconds,
     )
     if verify:
         try:

@@ -36,8 +36,9 @@ def _start_container(image: str, password: str):  # type: ignore[no-untyped-def]
     from testcontainers.community.neo4j import Neo4jContainer
 
     container = Neo4jContainer(image=image, password=password)
-    # Publish Bolt on loopback only; and size the server for a 2-core, 24 GiB machine.
-    container.with_bind_ports(7687, ("127.0.0.1", None))  # type: ignore[arg-type]
+    # Publish Bolt on loopback only (docker-py's (host ip, host port) form; None picks a free
+    # port), and size the server for a 2-core, 24 GiB machine.
+    container.ports["7687"] = ("127.0.0.1", None)  # type: ignore[assignment]
     container.with_env("NEO4J_server_memory_heap_max__size", "1G")
     container.with_env("NEO4J_server_memory_heap_initial__size", "1G")
     container.with_env("NEO4J_server_memory_pagecache_size", "512M")

@@ -1,0 +1,260 @@
+"""The run catalog: every run's configuration and provenance, and the state of every prompt.
+
+SQLite by default, any SQLAlchemy URL by option (PostgreSQL for workers on several machines).
+The catalog is bookkeeping, not the source of truth for what the store holds: a prompt is in the
+store when its Prompt node is (written in the same transaction as its aggregates), and a resume
+reconciles the two (see `runner`). So a crash between the Neo4j commit and the catalog update
+loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from circuitstore.errors import CatalogError, InputError
+
+PENDING, DONE, SKIPPED = "pending", "done", "skipped"
+
+metadata = sa.MetaData()
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+run_prompts = sa.Table(
+    "run_prompts",
+    metadata,
+    sa.Column("run", sa.String(200), sa.ForeignKey("runs.name"), primary_key=True),
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("n_tokens", sa.Integer),
+    sa.Column("n_edges", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# A restarting database server or a locked SQLite file is waited out, not fatal. Each catalog
+# method is one transaction that is safe to run again, so the whole method is retried.
+_retry = retry(
+    retry=retry_if_exception_type(OperationalError),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    stop=stop_after_delay(120),
+    reraise=True,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retried(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return _retry(func)(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"catalog: {func.__name__} failed ({_reason(exc)})") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    config_hash: str
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    status: str
+    resumed: bool
+
+
+def default_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class Catalog:
+    """A handle on the catalog database; create with `Catalog.open(url)`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        # No retries here: a catalog that can't be opened at the start is a setup problem to
+        # report at once; retries are for a database that goes away in the middle of a run.
+        try:
+            engine = sa.create_engine(url, connect_args=_connect_args(url))
+            if engine.dialect.name == "sqlite":
+                _make_parent(engine)
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            metadata.create_all(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            raise CatalogError(f"catalog {_safe(url)}: cannot open ({_reason(exc)})") from exc
+        return cls(engine)
+
+    @_retried
+    def open_run(
+        self, name: str, config: dict[str, Any], config_hash: str, provenance: dict[str, Any]
+    ) -> RunRecord:
+        """Create run `name`, or resume it if its configuration is the same. A changed
+        configuration under the same name is refused, never mixed into the old run."""
+        now = _now()
+        with self._begin() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.name == name)).mappings().first()
+            if row is None:
+                conn.execute(
+                    runs.insert().values(
+                        name=name,
+                        config_hash=config_hash,
+                        config=json.dumps(config),
+                        provenance=json.dumps(provenance),
+                        status="running",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                return RunRecord(name, config_hash, config, provenance, "running", False)
+            if row["config_hash"] != config_hash:
+                changed = _changed_keys(json.loads(row["config"]), config)
+                raise InputError(
+                    f"run {name!r} exists with a different configuration ({changed}): "
+                    "choose a new --run name or restore the old settings"
+                )
+            conn.execute(
+                runs.update().where(runs.c.name == name).values(status="running", updated_at=now)
+            )
+        return RunRecord(name, config_hash, config, json.loads(row["provenance"]), "running", True)
+
+    @_retried
+    def register(self, run: str, prompts: Iterable[tuple[str, int]]) -> None:
+        """Add (key, line) pairs not yet known to the run, as pending."""
+        with self._begin() as conn:
+            known = set(
+                conn.execute(sa.select(run_prompts.c.key).where(run_prompts.c.run == run)).scalars()
+            )
+            now = _now()
+            rows = [
+                {"run": run, "key": k, "line": line, "state": PENDING, "updated_at": now}
+                for k, line in prompts
+                if k not in known
+            ]
+            if rows:
+                conn.execute(run_prompts.insert(), rows)
+
+    @_retried
+    def keys_in_state(self, run: str, state: str) -> set[str]:
+        with self._begin() as conn:
+            query = sa.select(run_prompts.c.key).where(
+                run_prompts.c.run == run, run_prompts.c.state == state
+            )
+            return set(conn.execute(query).scalars())
+
+    @_retried
+    def mark(self, run: str, updates: Sequence[dict[str, Any]]) -> None:
+        """`updates`: dicts with key, state and optionally n_tokens, n_edges, reason."""
+        if not updates:
+            return
+        now = _now()
+        stmt = (
+            run_prompts.update()
+            .where(
+                run_prompts.c.run == sa.bindparam("b_run"),
+                run_prompts.c.key == sa.bindparam("b_key"),
+            )
+            .values(
+                state=sa.bindparam("state"),
+                n_tokens=sa.bindparam("n_tokens"),
+                n_edges=sa.bindparam("n_edges"),
+                reason=sa.bindparam("reason"),
+                updated_at=sa.bindparam("updated_at"),
+            )
+        )
+        rows = [
+            {
+                "b_run": run,
+                "b_key": u["key"],
+                "state": u["state"],
+                "n_tokens": u.get("n_tokens"),
+                "n_edges": u.get("n_edges"),
+                "reason": u.get("reason"),
+                "updated_at": now,
+            }
+            for u in updates
+        ]
+        with self._begin() as conn:
+            conn.execute(stmt, rows)
+
+    @_retried
+    def finish(self, run: str, status: str) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                runs.update().where(runs.c.name == run).values(status=status, updated_at=_now())
+            )
+
+    @_retried
+    def counts(self, run: str) -> dict[str, int]:
+        with self._begin() as conn:
+            query = (
+                sa.select(run_prompts.c.state, sa.func.count())
+                .where(run_prompts.c.run == run)
+                .group_by(run_prompts.c.state)
+            )
+            return {state: int(n) for state, n in conn.execute(query)}
+
+    def _begin(self) -> Any:
+        return self.engine.begin()
+
+
+def _make_parent(engine: sa.Engine) -> None:
+    database = engine.url.database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    # Several shard workers may share one SQLite file: wait for its lock instead of failing.
+    return {"timeout": 60} if url.startswith("sqlite") else {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return "changed: " + ", ".join(keys) if keys else "changed provenance"
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0]
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL has no password we could show anyway
+        return "<invalid URL>"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,180 @@
+"""Prompt corpora: plain text (one prompt per line), JSONL (`{"id", "text", ...}`), or a
+HuggingFace dataset (`hf:NAME[:SPLIT[:COLUMN]]`, where the hub is reachable).
+
+Everything wrong with a file is found before any work starts, and reported as one line naming
+the file and line. Blank lines and repeated lines of a text file are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitstore.errors import InputError
+
+TEXT_FORMATS = ("txt", "jsonl")
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt of a corpus. `key` is the user's id, or a hash of the text for plain text."""
+
+    key: str
+    text: str
+    line: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    source: str
+    prompts: tuple[PromptRecord, ...]
+    blank_lines: int = 0
+    repeated_lines: int = 0
+
+    def shard(self, index: int, count: int) -> Corpus:
+        """The prompts of shard `index` of `count`: the same split on every machine."""
+        mine = tuple(p for p in self.prompts if shard_of(p.key, count) == index)
+        return Corpus(self.source, mine, self.blank_lines, self.repeated_lines)
+
+
+def shard_of(key: str, count: int) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % count
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`I/N` with 0 <= I < N."""
+    index, sep, count = spec.partition("/")
+    if not (sep and index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise InputError(f"--shard {spec!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+def text_key(text: str) -> str:
+    return "t" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_corpus(source: str, fmt: str | None = None) -> Corpus:
+    """Read and validate a whole corpus; raises `InputError` on the first problem."""
+    if source.startswith("hf:"):
+        return _read_hf(source)
+    path = Path(source)
+    fmt = fmt or ("jsonl" if path.suffix in (".jsonl", ".ndjson") else "txt")
+    lines = list(_decoded_lines(path))
+    if not any(text.strip() for _, text in lines):
+        raise InputError(f"{path}: no prompts (the file is empty or blank)")
+    return _from_jsonl(path, lines) if fmt == "jsonl" else _from_text(path, lines)
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(f"{path}: binary file (NUL byte at offset {nul}); expected UTF-8 text")
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}:{number}: invalid UTF-8 at byte {exc.start} of the line"
+            ) from None
+
+
+def _from_text(path: Path, lines: Iterable[tuple[int, str]]) -> Corpus:
+    prompts: dict[str, PromptRecord] = {}
+    blank = repeated = 0
+    for number, text in lines:
+        if not text.strip():
+            blank += 1
+            continue
+        key = text_key(text)
+        if key in prompts:
+            repeated += 1
+            continue
+        prompts[key] = PromptRecord(key, text, number)
+    return Corpus(str(path), tuple(prompts.values()), blank, repeated)
+
+
+def _from_jsonl(path: Path, lines: Iterable[tuple[int, str]]) -> Corpus:
+    prompts: dict[str, PromptRecord] = {}
+    blank = 0
+    for number, raw in lines:
+        if not raw.strip():
+            blank += 1
+            continue
+        record = _parse_json_line(path, number, raw)
+        key = record.key
+        if key in prompts:
+            first = prompts[key].line
+            raise InputError(
+                f"{path}:{number}: duplicate prompt id {key!r} (first on line {first})"
+            )
+        prompts[key] = record
+    return Corpus(str(path), tuple(prompts.values()), blank, 0)
+
+
+def _parse_json_line(path: Path, number: int, raw: str) -> PromptRecord:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise InputError(f'{path}:{number}: expected an object like {{"id": ..., "text": ...}}')
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f'{path}:{number}: "text" must be a non-empty string')
+    raw_id = obj.get("id")
+    if raw_id is None:
+        key = text_key(text)
+    elif isinstance(raw_id, str | int) and not isinstance(raw_id, bool) and str(raw_id).strip():
+        key = str(raw_id)
+    else:
+        raise InputError(f'{path}:{number}: "id" must be a non-empty string or an integer')
+    extra = {k: v for k, v in obj.items() if k not in ("id", "text") and _storable(v)}
+    return PromptRecord(key, text, number, extra)
+
+
+def _storable(value: Any) -> bool:
+    """Neo4j properties hold scalars and homogeneous lists of scalars, nothing nested."""
+    scalar = (str, int, float, bool)
+    if isinstance(value, scalar):
+        return True
+    return (
+        isinstance(value, list)
+        and len({type(v) for v in value}) <= 1
+        and all(isinstance(v, scalar) for v in value)
+    )
+
+
+def _read_hf(source: str) -> Corpus:
+    """`hf:NAME[:SPLIT[:COLUMN]]` through the `datasets` package (needs the hub)."""
+    name, _, rest = source[3:].partition(":")
+    split, _, column = rest.partition(":")
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise InputError(f"{source}: install the `datasets` package to read hub datasets") from None
+    try:
+        rows = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # the hub client raises many unrelated types
+        raise InputError(f"{source}: cannot load dataset ({type(exc).__name__}: {exc})") from None
+    column = column or "text"
+    prompts: dict[str, PromptRecord] = {}
+    for number, row in enumerate(rows, start=1):
+        text = row.get(column)
+        if isinstance(text, str) and text.strip():
+            prompts.setdefault(text_key(text), PromptRecord(text_key(text), text, number))
+    if not prompts:
+        raise InputError(f"{source}: no non-empty {column!r} strings")
+    return Corpus(source, tuple(prompts.values()))
