@@ -11,6 +11,7 @@ COMMANDS = {
     "server": ("circuitstore.server.cli:server", "Run a local Neo4j server (no Docker needed)."),
     "schema": ("circuitstore.schema.cli:schema", "Create and inspect constraints and indexes."),
     "attribute": ("circuitstore.ingest.cli:attribute", "Print one prompt's attribution graph."),
+    "ingest": ("circuitstore.ingest.commands:ingest", "Ingest a prompt corpus (resumable)."),
     "query": ("circuitstore.query.cli:query", "Ask the store: drivers, targets, examples..."),
 }
 
@@ -33,3 +34,7 @@ def cli() -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()
