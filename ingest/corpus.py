@@ -162,7 +162,7 @@ def _read_hf(source: str) -> Corpus:
     name, _, rest = source[3:].partition(":")
     split, _, column = rest.partition(":")
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise InputError(f"{source}: install the `datasets` package to read hub datasets") from None
     try:

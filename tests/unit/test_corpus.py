@@ -68,7 +68,7 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path, name, data, messag
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(InputError, match="nope.txt: no such file"):
+    with pytest.raises(InputError, match=r"nope\.txt: no such file"):
         read_corpus(str(tmp_path / "nope.txt"))
 
 

@@ -1,0 +1,165 @@
+"""The engine's front door: one prompt (or several) in, an :class:`AttributionGraph` out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from circuitstore.ingest.attribution.engine import ChunkPlan, iter_chunks
+from circuitstore.ingest.attribution.graph import (
+    AttributionGraph,
+    Code,
+    CollectSink,
+    EdgeChunk,
+    Edges,
+    EdgeSink,
+    NodeTable,
+)
+from circuitstore.ingest.attribution.prune import PruneConfig, PruneSink
+from circuitstore.ingest.attribution.state import Mode, PromptState, build_state
+from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
+from circuitstore.ingest.transcoder import TranscoderSet, validate_against
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    mode: Mode = "exact"
+    logit_top_k: int = 5
+    logit_positions: Literal["last", "all"] = "last"
+    prune: PruneConfig | None = field(default_factory=PruneConfig)
+    chunk: ChunkPlan = field(default_factory=ChunkPlan)
+
+
+class AttributionEngine:
+    """A model and its transcoders, checked against each other once."""
+
+    def __init__(self, model: LoadedModel, transcoders: TranscoderSet) -> None:
+        validate_against(transcoders, n_layers=model.n_layers, d_model=model.d_model)
+        self.model = model
+        self.transcoders = transcoders.to(model.dtype)
+
+    def prepare(
+        self, prompt: str, config: AttributionConfig, *, truncate: bool = False
+    ) -> PromptState:
+        """Tokenise, run the real model once, and freeze what the replacement model needs."""
+        return self.prepare_tokens(tokenize(self.model, prompt, truncate=truncate), config)
+
+    def prepare_tokens(self, tokens: Int[Tensor, " pos"], config: AttributionConfig) -> PromptState:
+        """As `prepare`, from token ids that already start with BOS."""
+        cache = run_forward(self.model, tokens)
+        return build_state(
+            self.model,
+            self.transcoders,
+            cache,
+            mode=config.mode,
+            logit_top_k=config.logit_top_k,
+            logit_positions=config.logit_positions,
+        )
+
+    def chunks(self, state: PromptState, config: AttributionConfig) -> Iterator[EdgeChunk]:
+        return iter_chunks(state, config.chunk)
+
+    def attribute(
+        self,
+        prompt: str,
+        config: AttributionConfig | None = None,
+        *,
+        truncate: bool = False,
+        sinks: Sequence[EdgeSink] = (),
+    ) -> AttributionGraph:
+        """The graph of one prompt; `sinks` also see every unpruned chunk (corpus aggregates)."""
+        config = config or AttributionConfig()
+        with torch.no_grad():
+            state = self.prepare(prompt, config, truncate=truncate)
+            return self.graph(state, config, sinks=sinks)
+
+    def attribute_batch(
+        self,
+        prompts: Iterable[str],
+        config: AttributionConfig | None = None,
+        *,
+        truncate: bool = False,
+    ) -> list[AttributionGraph]:
+        """Several prompts, each run on its own (no padding): results equal single-prompt runs."""
+        return [self.attribute(p, config, truncate=truncate) for p in prompts]
+
+    def graph(
+        self, state: PromptState, config: AttributionConfig, *, sinks: Sequence[EdgeSink] = ()
+    ) -> AttributionGraph:
+        main: CollectSink | PruneSink
+        if config.prune is None:
+            main = CollectSink()
+        else:
+            main = PruneSink(state.nodes, config.prune, _logit_seeds(state))
+        for chunk in self.chunks(state, config):
+            main.consume(chunk)
+            for sink in sinks:
+                sink.consume(chunk)
+        meta = self._metadata(state, config)
+        tokens = tuple(state.cache.str_tokens)
+        ids = tuple(int(t) for t in state.cache.tokens.tolist())
+        logit_ids = state.nodes.index[state.targets[-1].nodes].tolist()
+        names = {int(t): self.model.bridge.tokenizer.decode([int(t)]) for t in logit_ids}
+        if isinstance(main, CollectSink):
+            return AttributionGraph(
+                tokens, ids, state.nodes, main.edges(), meta, logit_tokens=names
+            )
+        kept, edges, accounting = main.finish()
+        nodes, new_row = subset(state.nodes, kept)
+        edges = Edges(new_row[edges.source], new_row[edges.target], edges.weight)
+        influence = main.influence[kept]
+        return AttributionGraph(tokens, ids, nodes, edges, meta, accounting, influence, names)
+
+    def _metadata(self, state: PromptState, config: AttributionConfig) -> dict[str, object]:
+        return {
+            "mode": config.mode,
+            "mode_note": (
+                "exact: edges are full direct effects through any number of attention layers"
+                if config.mode == "exact"
+                else "lumped: edges carry paths through at most one attention layer; "
+                "each target's remaining input is one remainder node (type error, id rem[...])"
+            ),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "model": self.model.name,
+            "transcoders": self.transcoders.source,
+            "transcoders_hash": self.transcoders.content_hash(),
+            "logit_top_k": config.logit_top_k,
+            "logit_positions": config.logit_positions,
+            "pruning": None if config.prune is None else config.prune.as_dict(),
+            "n_features_active": state.n_features,
+        }
+
+
+def _logit_seeds(state: PromptState) -> Tensor:
+    """Influence seeds: the chosen logits' probabilities, renormalised to sum to one."""
+    seeds = torch.zeros(len(state.nodes), dtype=torch.float64)
+    logits = state.targets[-1]
+    probs = torch.softmax(state.cache.logits.to(torch.float64), dim=-1)
+    tok = state.nodes.index[logits.nodes]
+    p = probs[logits.pos, tok]
+    seeds[logits.nodes] = p / p.sum().clamp_min(1e-30)
+    return seeds
+
+
+def subset(nodes: NodeTable, keep: Bool[Tensor, " n"]) -> tuple[NodeTable, Int[Tensor, " n"]]:
+    """The kept rows, and the map old row -> new row (-1 for dropped)."""
+    new_row = torch.full((len(nodes),), -1, dtype=torch.long)
+    rows = keep.nonzero(as_tuple=True)[0]
+    new_row[rows] = torch.arange(rows.shape[0])
+    index = nodes.index[rows].clone()
+    is_rem = nodes.kind[rows] == Code.REMAINDER
+    index[is_rem] = new_row[index[is_rem]]  # a remainder points at its target's row
+    table = NodeTable(
+        kind=nodes.kind[rows],
+        layer=nodes.layer[rows],
+        pos=nodes.pos[rows],
+        index=index,
+        activation=nodes.activation[rows],
+        value=nodes.value[rows],
+    )
+    return table, new_row

@@ -1,0 +1,202 @@
+"""The attribution graph's storage: a node table of tensors and edges streamed as chunks.
+
+A full graph at GPT-2-small scale has 10^8-10^9 edges, so edges are never held as Python objects:
+the engine yields one :class:`EdgeChunk` per batch of targets (a dense block over the sources they
+can see, plus a few COO extras), and consumers (:class:`EdgeSink`) reduce them on the fly: the
+pruner, a full COO collector for small graphs, the ingest writer's corpus aggregates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from circuitstore.schema.model import EdgeKind, NodeId, NodeKind
+
+
+class Code(IntEnum):
+    """Node kinds as small integers, for the node table's `kind` tensor."""
+
+    FEATURE = 0
+    EMBEDDING = 1
+    ERROR = 2
+    BIAS = 3
+    LOGIT = 4
+    REMAINDER = 5
+
+
+NODE_KIND = {
+    Code.FEATURE: NodeKind.FEATURE,
+    Code.EMBEDDING: NodeKind.EMBEDDING,
+    Code.ERROR: NodeKind.ERROR,
+    Code.BIAS: NodeKind.BIAS,
+    Code.LOGIT: NodeKind.LOGIT,
+    # A lumped-mode remainder is the part of one target's input the graph does not itemise,
+    # which is what error nodes stand for; its id says which target it belongs to.
+    Code.REMAINDER: NodeKind.ERROR,
+}
+
+# Constant terms. attn: attention output bias (b_O plus the folded b_V); mlp: the transcoder's
+# output bias b_dec_out; enc: a feature's own constant b_enc - b_dec @ W_enc; unembed: b_U.
+BIAS_NAMES = ("attn", "mlp", "enc", "unembed")
+
+
+def remainder_id(target_id: str) -> str:
+    """Lumped mode's one remainder node per target (paths through two or more attention layers)."""
+    return f"rem[{target_id}]"
+
+
+@dataclass(frozen=True)
+class NodeTable:
+    """One row per node. `index` is the feature index (features), token id (logits, embeddings),
+    bias name code (biases) or the target's row (remainders); `layer` is -1 where none."""
+
+    kind: Int[Tensor, " n"]
+    layer: Int[Tensor, " n"]
+    pos: Int[Tensor, " n"]
+    index: Int[Tensor, " n"]
+    activation: Float[Tensor, " n"]
+    value: Float[Tensor, " n"]  # features: pre-activation; logits: the logit; others: 0
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])
+
+    def node_id(self, i: int) -> str:
+        kind, layer, pos, index = (int(t[i]) for t in (self.kind, self.layer, self.pos, self.index))
+        if kind == Code.FEATURE:
+            return NodeId.feature(layer, pos, index)
+        if kind == Code.EMBEDDING:
+            return NodeId.embedding(pos)
+        if kind == Code.ERROR:
+            return NodeId.error(layer, pos)
+        if kind == Code.LOGIT:
+            return NodeId.logit(pos, index)
+        if kind == Code.REMAINDER:
+            return remainder_id(self.node_id(index))
+        name = BIAS_NAMES[index]
+        return NodeId.bias(name if layer < 0 else f"{name}{layer}", pos)
+
+    def ids(self) -> list[str]:
+        return [self.node_id(i) for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class EdgeChunk:
+    """Edges into one batch of targets: a dense block over the sources they can see, plus COO
+    extras (target constants, lumped remainders). `dense` may be a transposed view. Columns whose
+    source is -1 (padding) or lies after the target hold exact zeros and are not edges."""
+
+    targets: Int[Tensor, " b"]
+    target_pos: Int[Tensor, " b"]
+    sources: Int[Tensor, " s"]
+    source_pos: Int[Tensor, " s"]
+    dense: Float[Tensor, "b s"]
+    extra_source: Int[Tensor, " e"]
+    extra_target: Int[Tensor, " e"]
+    extra_weight: Float[Tensor, " e"]
+
+    def allowed(self) -> Bool[Tensor, "b s"]:
+        return (self.sources >= 0)[None, :] & (self.source_pos[None, :] <= self.target_pos[:, None])
+
+    def extra_rows(self) -> Int[Tensor, " e"]:
+        return torch.searchsorted(self.targets, self.extra_target)
+
+    def row_sums(self) -> Float[Tensor, " b"]:
+        """Each target's total input (conservation: equals its value)."""
+        return self.dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight)
+
+    def row_abs_sums(self, abs_dense: Tensor | None = None) -> Float[Tensor, " b"]:
+        abs_dense = self.dense.abs() if abs_dense is None else abs_dense
+        return abs_dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight.abs())
+
+    def coo(self) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
+        """(source, target, weight) of every edge in the chunk."""
+        rows, cols = self.allowed().nonzero(as_tuple=True)
+        src = torch.cat([self.sources[cols], self.extra_source])
+        tgt = torch.cat([self.targets[rows], self.extra_target])
+        return src, tgt, torch.cat([self.dense[rows, cols], self.extra_weight])
+
+    def feature_edges(
+        self, n_features: int
+    ) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
+        """Feature-to-feature edges only (features are nodes 0..n_features-1): the input of the
+        corpus-level DRIVES aggregate, without building the rest."""
+        keep_rows = self.targets < n_features
+        keep_cols = (self.sources >= 0) & (self.sources < n_features)
+        block = self.allowed()[keep_rows][:, keep_cols]
+        rows, cols = block.nonzero(as_tuple=True)
+        dense = self.dense[keep_rows][:, keep_cols]
+        return self.sources[keep_cols][cols], self.targets[keep_rows][rows], dense[rows, cols]
+
+
+class EdgeSink(Protocol):
+    """Anything that reduces edge chunks as they stream out of the engine."""
+
+    def consume(self, chunk: EdgeChunk) -> None: ...
+
+
+@dataclass
+class CollectSink:
+    """Keeps every edge as COO tensors (small graphs and tests: the full graph in memory)."""
+
+    source: list[Tensor] = field(default_factory=list)
+    target: list[Tensor] = field(default_factory=list)
+    weight: list[Tensor] = field(default_factory=list)
+
+    def consume(self, chunk: EdgeChunk) -> None:
+        src, tgt, w = chunk.coo()
+        self.source.append(src)
+        self.target.append(tgt)
+        self.weight.append(w)
+
+    def edges(self) -> Edges:
+        if not self.source:
+            empty = torch.zeros(0, dtype=torch.long)
+            return Edges(empty, empty, torch.zeros(0))
+        return Edges(torch.cat(self.source), torch.cat(self.target), torch.cat(self.weight))
+
+
+@dataclass(frozen=True)
+class Edges:
+    """A set of edges as COO tensors of node rows."""
+
+    source: Int[Tensor, " k"]
+    target: Int[Tensor, " k"]
+    weight: Float[Tensor, " k"]
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    def kinds(self, nodes: NodeTable) -> list[EdgeKind]:
+        same = nodes.pos[self.source] == nodes.pos[self.target]
+        return [EdgeKind.RESIDUAL if s else EdgeKind.ATTENTION for s in same.tolist()]
+
+
+@dataclass(frozen=True)
+class NodeAccounting:
+    """Per kept target: its value, what the kept edges add up to, and the share of its absolute
+    input they carry. value - kept_sum is the weight pruning removed."""
+
+    value: Float[Tensor, " n"]
+    kept_sum: Float[Tensor, " n"]
+    kept_abs_fraction: Float[Tensor, " n"]
+
+
+@dataclass(frozen=True)
+class AttributionGraph:
+    """One prompt's graph. `edges` is every edge (no pruning) or the kept ones; `accounting` is
+    set when pruned. `nodes` only lists kept nodes when pruned."""
+
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    nodes: NodeTable
+    edges: Edges
+    metadata: dict[str, object]
+    accounting: NodeAccounting | None = None
+    influence: Float[Tensor, " n"] | None = None
+    logit_tokens: dict[int, str] = field(default_factory=dict)  # token id -> text, for logits

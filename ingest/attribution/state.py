@@ -1,0 +1,300 @@
+"""Everything one prompt's attribution needs, computed once from the real forward pass:
+the node table, the source vectors grouped by layer and position, and the targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitstore.ingest.attribution.graph import Code, NodeTable
+from circuitstore.ingest.model import ForwardCache, LoadedModel
+from circuitstore.ingest.transcoder.types import TranscoderSet
+
+Mode = Literal["exact", "lumped"]
+
+
+@dataclass(frozen=True)
+class Slab:
+    """Source vectors of one kind at one layer, padded per position: vectors[s, k] is the k-th
+    source at position s (zero where idx is -1)."""
+
+    vectors: Float[Tensor, "pos n d_model"]
+    idx: Int[Tensor, "pos n"]
+
+
+@dataclass(frozen=True)
+class AttentionOp:
+    """One frozen attention layer as the backward pass uses it, with LayerNorm folded in:
+    ln1's centring into W_V (rows centred over d_model), ln1's scale into the pattern's columns."""
+
+    W_O_t: Float[Tensor, "d_model heads_x_dhead"]
+    W_V_centred_t: Float[Tensor, "heads_x_dhead d_model"]
+    W_V_centred_heads: Float[Tensor, "n_heads d_head d_model"]
+    pattern_scaled: Float[Tensor, "n_heads pos pos"]  # A[h, t, s] / ln1_scale[s]
+
+
+def attention_op(model: LoadedModel, cache: ForwardCache, layer: int) -> AttentionOp:
+    w = model.weights
+    H, dh, d = w.W_O.shape[1], w.W_O.shape[2], model.d_model
+    heads = centre(w.W_V[layer].permute(0, 2, 1)).contiguous()  # (H, dh, d)
+    return AttentionOp(
+        W_O_t=w.W_O[layer].reshape(H * dh, d).T.contiguous(),
+        W_V_centred_t=heads.reshape(H * dh, d),
+        W_V_centred_heads=heads,
+        pattern_scaled=(cache.pattern[layer] / cache.ln1_scale[layer][None, None, :]).contiguous(),
+    )
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The targets of one layer (n_layers = the logits), sorted by position."""
+
+    layer: int
+    nodes: Int[Tensor, " k"]
+    pos: Int[Tensor, " k"]
+    vectors: Float[Tensor, "k d_model"]  # gradient of the target w.r.t. its residual input
+    const: Float[Tensor, " k"]  # the constant part of the target
+    const_nodes: Int[Tensor, " k"]
+
+
+@dataclass(frozen=True)
+class PromptState:
+    model: LoadedModel
+    cache: ForwardCache
+    nodes: NodeTable
+    n_features: int
+    layer_slabs: tuple[Slab, ...]  # per layer: features, then the error, then b_dec_out
+    attn_bias_slabs: tuple[Slab, ...]
+    embed_slab: Slab
+    attention: tuple[AttentionOp, ...]
+    targets: tuple[Targets, ...]  # index = layer; the last one is the logits
+    remainder_base: int  # lumped mode: remainder of target row r is node remainder_base + r
+    mode: Mode
+
+
+def centre(x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """LayerNorm's mean removal; symmetric, so it is also its own transpose for gradients."""
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def feature_activations(
+    tcs: TranscoderSet, cache: ForwardCache
+) -> list[tuple[Float[Tensor, "pos d_tc"], Float[Tensor, "pos d_tc"]]]:
+    """(pre-activation, activation) at every layer and position."""
+    out = []
+    for layer, tc in enumerate(tcs.transcoders):
+        pre = tc.preactivation(cache.ln2_normalized[layer])
+        out.append((pre, torch.relu(pre)))
+    return out
+
+
+def _bias_rows(base: int, n_layers: int, n_pos: int, name: int, layer: int, pos: int) -> int:
+    return base + (name * n_layers + layer) * n_pos + pos
+
+
+def top_logits(
+    cache: ForwardCache, k: int, positions: Literal["last", "all"]
+) -> list[tuple[int, int]]:
+    """(pos, token) of the logit targets: top-k by value at the last position, or at every one."""
+    n_pos = cache.logits.shape[0]
+    chosen = range(n_pos) if positions == "all" else [n_pos - 1]
+    k = min(k, cache.logits.shape[1])
+    return [(p, int(v)) for p in chosen for v in torch.topk(cache.logits[p], k).indices.tolist()]
+
+
+def build_state(
+    model: LoadedModel,
+    tcs: TranscoderSet,
+    cache: ForwardCache,
+    *,
+    mode: Mode,
+    logit_top_k: int,
+    logit_positions: Literal["last", "all"],
+) -> PromptState:
+    L, T = model.n_layers, int(cache.tokens.shape[0])
+    acts = feature_activations(tcs, cache)
+    active = [(z > 0).nonzero() for _, z in acts]  # rows of (pos, index), sorted by pos then index
+    n_feat = sum(a.shape[0] for a in active)
+    feat_off = [0]
+    for a in active:
+        feat_off.append(feat_off[-1] + a.shape[0])
+    err_base = n_feat
+    emb_base = err_base + L * T
+    bias_base = emb_base + T
+    logit_base = bias_base + 3 * L * T + T
+    logits = top_logits(cache, logit_top_k, logit_positions)
+    remainder_base = logit_base + len(logits)
+    nodes = _node_table(model, cache, acts, active, logits, mode, remainder_base)
+
+    slabs = tuple(
+        _layer_slab(
+            model, tcs, cache, acts, active[layer], layer, feat_off[layer], err_base, bias_base
+        )
+        for layer in range(L)
+    )
+    attn_slabs = tuple(
+        _single_slab(
+            model.weights.attn_bias[layer].expand(T, -1), _bias_rows(bias_base, L, T, 0, layer, 0)
+        )
+        for layer in range(L)
+    )
+    emb = model.weights.W_E[cache.tokens] + model.weights.W_pos[:T]
+    targets = [
+        _feature_targets(tcs, cache, active[layer], layer, feat_off[layer], bias_base, L, T)
+        for layer in range(L)
+    ]
+    targets.append(_logit_targets(model, cache, logits, logit_base, bias_base, L, T))
+    return PromptState(
+        model=model,
+        cache=cache,
+        nodes=nodes,
+        n_features=n_feat,
+        layer_slabs=slabs,
+        attn_bias_slabs=attn_slabs,
+        embed_slab=_single_slab(emb, emb_base),
+        attention=tuple(attention_op(model, cache, layer) for layer in range(L)),
+        targets=tuple(targets),
+        remainder_base=remainder_base,
+        mode=mode,
+    )
+
+
+def _single_slab(vectors: Float[Tensor, "pos d_model"], first_row: int) -> Slab:
+    T = vectors.shape[0]
+    return Slab(vectors[:, None, :].contiguous(), (first_row + torch.arange(T))[:, None])
+
+
+def _layer_slab(
+    model: LoadedModel,
+    tcs: TranscoderSet,
+    cache: ForwardCache,
+    acts: list[tuple[Tensor, Tensor]],
+    active: Int[Tensor, "k 2"],
+    layer: int,
+    first_feature: int,
+    err_base: int,
+    bias_base: int,
+) -> Slab:
+    """Features z_j * W_dec[j] padded per position, then the error term, then b_dec_out."""
+    L, T, d = model.n_layers, int(cache.tokens.shape[0]), model.d_model
+    tc = tcs[layer]
+    z = acts[layer][1]
+    pos, index = active[:, 0], active[:, 1]
+    counts = torch.bincount(pos, minlength=T)
+    width = int(counts.max()) if active.shape[0] else 0
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(pos.shape[0]) - starts[pos]
+    vectors = torch.zeros(T, width + 2, d, dtype=model.dtype)
+    idx = torch.full((T, width + 2), -1, dtype=torch.long)
+    vectors[pos, rank] = z[pos, index, None] * tc.W_dec[index]
+    idx[pos, rank] = first_feature + torch.arange(pos.shape[0])
+    # Error = real MLP output minus the transcoder's whole output, so features + bias + error
+    # reproduce hook_mlp_out exactly.
+    vectors[:, width] = cache.mlp_out[layer] - tc.decode(z)
+    idx[:, width] = err_base + layer * T + torch.arange(T)
+    vectors[:, width + 1] = tc.b_dec_out
+    idx[:, width + 1] = _bias_rows(bias_base, L, T, 1, layer, 0) + torch.arange(T)
+    return Slab(vectors, idx)
+
+
+def _feature_targets(
+    tcs: TranscoderSet,
+    cache: ForwardCache,
+    active: Int[Tensor, "k 2"],
+    layer: int,
+    first_feature: int,
+    bias_base: int,
+    L: int,
+    T: int,
+) -> Targets:
+    tc = tcs[layer]
+    pos, index = active[:, 0], active[:, 1]
+    cols = tc.W_enc[:, index].T  # (k, d_model)
+    return Targets(
+        layer=layer,
+        nodes=first_feature + torch.arange(pos.shape[0]),
+        pos=pos,
+        vectors=centre(cols) / cache.ln2_scale[layer, pos, None],
+        const=tc.b_enc[index] - cols @ tc.b_dec,
+        const_nodes=_bias_rows(bias_base, L, T, 2, layer, 0) + pos,
+    )
+
+
+def _logit_targets(
+    model: LoadedModel,
+    cache: ForwardCache,
+    logits: list[tuple[int, int]],
+    base: int,
+    bias_base: int,
+    L: int,
+    T: int,
+) -> Targets:
+    pos = torch.tensor([p for p, _ in logits], dtype=torch.long)
+    tok = torch.tensor([v for _, v in logits], dtype=torch.long)
+    cols = model.weights.W_U[:, tok].T
+    return Targets(
+        layer=L,
+        nodes=base + torch.arange(len(logits)),
+        pos=pos,
+        vectors=centre(cols) / cache.final_scale[pos, None],
+        const=model.weights.b_U[tok],
+        const_nodes=bias_base + 3 * L * T + pos,
+    )
+
+
+Part = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _part(code: int, layer: Tensor, pos: Tensor, index: Tensor, act: Tensor, value: Tensor) -> Part:
+    return (torch.full_like(pos, code), layer, pos, index, act, value)
+
+
+def _node_table(
+    model: LoadedModel,
+    cache: ForwardCache,
+    acts: list[tuple[Tensor, Tensor]],
+    active: list[Tensor],
+    logits: list[tuple[int, int]],
+    mode: Mode,
+    remainder_base: int,
+) -> NodeTable:
+    """Rows in this order: features (by layer, pos, index), errors (layer, pos), embeddings,
+    biases (attn, mlp, enc by layer and pos; then unembed by pos), logits, remainders."""
+    L, T, dt = model.n_layers, int(cache.tokens.shape[0]), model.dtype
+    parts: list[Part] = []
+    for layer, rows in enumerate(active):
+        pre, z = acts[layer]
+        p, i = rows[:, 0], rows[:, 1]
+        parts.append(_part(Code.FEATURE, torch.full_like(p, layer), p, i, z[p, i], pre[p, i]))
+    ar, none_t, zeros_t = torch.arange(T), torch.full((T,), -1), torch.zeros(T, dtype=dt)
+    grid_l, grid_p = torch.arange(L).repeat_interleave(T), ar.repeat(L)
+    zeros_lt = torch.zeros(L * T, dtype=dt)
+    parts.append(_part(Code.ERROR, grid_l, grid_p, torch.zeros_like(grid_l), zeros_lt, zeros_lt))
+    parts.append(_part(Code.EMBEDDING, none_t, ar, cache.tokens.long(), zeros_t, zeros_t))
+    for name in range(3):
+        parts.append(
+            _part(Code.BIAS, grid_l, grid_p, torch.full_like(grid_l, name), zeros_lt, zeros_lt)
+        )
+    parts.append(_part(Code.BIAS, none_t, ar, torch.full_like(ar, 3), zeros_t, zeros_t))
+    lp = torch.tensor([p for p, _ in logits], dtype=torch.long)
+    lt = torch.tensor([v for _, v in logits], dtype=torch.long)
+    lv = cache.logits[lp, lt]
+    parts.append(_part(Code.LOGIT, torch.full_like(lp, -1), lp, lt, torch.zeros_like(lv), lv))
+    if mode == "lumped":
+        # One remainder per target; target rows are the features, then the logits.
+        n_feat = sum(a.shape[0] for a in active)
+        rows = torch.cat(
+            [torch.arange(n_feat), remainder_base - len(logits) + torch.arange(len(logits))]
+        )
+        layer_of = torch.cat(
+            [torch.full_like(a[:, 0], layer) for layer, a in enumerate(active)]
+            + [torch.full_like(lp, -1)]
+        )
+        pos_of = torch.cat([a[:, 0] for a in active] + [lp])
+        zeros = torch.zeros(rows.shape[0], dtype=dt)
+        parts.append(_part(Code.REMAINDER, layer_of, pos_of, rows, zeros, zeros))
+    return NodeTable(*(torch.cat([p[k] for p in parts]) for k in range(6)))

@@ -1,0 +1,71 @@
+"""`circuitstore attribute`: one prompt's attribution graph as JSON or a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import torch
+
+from circuitstore.errors import CircuitStoreError
+from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
+from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@click.command("attribute")
+@click.option(
+    "--model", "model_name", required=True, help="HF model name (gpt2) or a saved model folder."
+)
+@click.option("--transcoders", required=True, help="Transcoder folder or HF repo id.")
+@click.option("--prompt", required=True, help="Text; a BOS token is put in front.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
+)
+@click.option("--no-prune", is_flag=True, help="Every edge (conservation holds exactly).")
+@click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
+@click.option("--truncate", is_flag=True, help="Cut prompts longer than the model's context.")
+@click.option("--mode", type=click.Choice(["exact", "lumped"]), default="exact", show_default=True)
+@click.option("--top-logits", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--all-positions", is_flag=True, help="Logit targets at every position, not only the last."
+)
+@click.option("--node-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True)
+@click.option("--edge-threshold", type=click.FloatRange(0, 1), default=0.98, show_default=True)
+def attribute(
+    model_name: str,
+    transcoders: str,
+    prompt: str,
+    fmt: str,
+    no_prune: bool,
+    dtype: str,
+    truncate: bool,
+    mode: str,
+    top_logits: int,
+    all_positions: bool,
+    node_threshold: float,
+    edge_threshold: float,
+) -> None:
+    """Compute the attribution graph of PROMPT in the transcoders' local replacement model."""
+    from circuitstore.ingest.model import load_model
+    from circuitstore.ingest.transcoder import load_transcoders
+
+    config = AttributionConfig(
+        mode="exact" if mode == "exact" else "lumped",
+        logit_top_k=top_logits,
+        logit_positions="all" if all_positions else "last",
+        prune=None if no_prune else PruneConfig(node_threshold, edge_threshold),
+    )
+    try:
+        model = load_model(model_name, dtype=_DTYPES[dtype])
+        tcs = load_transcoders(transcoders, dtype=_DTYPES[dtype])
+        graph = AttributionEngine(model, tcs).attribute(prompt, config, truncate=truncate)
+    except CircuitStoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if fmt == "json":
+        click.echo(json.dumps(graph_to_json(graph)))
+    else:
+        click.echo(graph_to_table(graph))

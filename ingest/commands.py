@@ -1,0 +1,79 @@
+"""`circuitstore ingest`: a thin command over `IngestRunner`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from circuitstore.clitools import connection_options
+from circuitstore.schema.connection import Neo4jSettings, open_driver
+
+
+@click.command("ingest")
+@click.option("--model", required=True, help="HF model name (gpt2) or a saved model folder.")
+@click.option("--transcoders", required=True, help="HF repo id or a folder of transcoder files.")
+@click.option(
+    "--prompts", required=True, help="Corpus: .txt (a prompt a line), .jsonl, or hf:NAME."
+)
+@click.option("--run", "run_name", help="Run name [default: corpus name + settings hash].")
+@click.option("--max-tokens", type=click.IntRange(min=2), help="Skip longer prompts (BOS counted).")
+@click.option("--truncate", is_flag=True, help="Cut over-long prompts instead of skipping them.")
+@click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Prompts between catalog updates.",
+)
+@click.option("--shard", default="0/1", show_default=True, help="I/N: this worker's share.")
+@click.option("--mode", type=click.Choice(["exact", "lumped"]), default="exact", show_default=True)
+@click.option(
+    "--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
+)
+@click.option("--logit-top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--node-threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+)
+@click.option(
+    "--edge-threshold", default=0.98, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+)
+@click.option(
+    "--aggregate-min-abs",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Leave feature edges weaker than this out of the corpus aggregates.",
+)
+@click.option(
+    "--top-examples",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Top activating prompts kept per feature.",
+)
+@click.option(
+    "--catalog", help="SQLAlchemy URL of the run catalog [default: SQLite in $CIRCUITSTORE_HOME]."
+)
+@click.option("--progress/--no-progress", default=None, help="[default: on a terminal only]")
+@connection_options
+def ingest(settings: Neo4jSettings, shard: str, run_name: str | None, **options: Any) -> None:
+    """Run the model and transcoders over a corpus and write graphs and aggregates to Neo4j.
+
+    Safe to kill at any moment: the same command resumes, and nothing is counted twice.
+
+    \b
+    Example:
+      circuitstore ingest --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
+        --prompts corpus.txt
+    """
+    from circuitstore.ingest.config import IngestConfig
+    from circuitstore.ingest.corpus import parse_shard
+    from circuitstore.ingest.runner import IngestRunner
+
+    index, count = parse_shard(shard)
+    cfg = IngestConfig(run=run_name, shard_index=index, shard_count=count, **options)
+    with open_driver(settings, retry_seconds=120) as driver:
+        summary = IngestRunner(cfg, driver, settings.database).run()
+    for line in summary.lines():
+        click.echo(line)

@@ -1,0 +1,126 @@
+"""The ingest job's configuration: a validated, frozen record that round-trips through JSON.
+
+Fields split in two. The *graph* fields decide what lands in the store (model, transcoders,
+attribution mode, pruning, aggregation); changing any of them makes a different run, and a store
+refuses to mix two graph configurations for one transcoder set. The other fields only decide how
+the work is done (batch size, shard, catalog, progress) and may change between resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from circuitstore.errors import ConfigError
+
+GRAPH_FIELDS = (
+    "model",
+    "transcoders",
+    "dtype",
+    "mode",
+    "logit_top_k",
+    "node_threshold",
+    "edge_threshold",
+    "max_edges_per_target",
+    "aggregate_min_abs",
+    "top_examples",
+    "max_tokens",
+    "truncate",
+)
+
+
+def data_home() -> Path:
+    """Where circuitstore keeps state outside the repository ($CIRCUITSTORE_HOME)."""
+    default = Path.home() / ".local" / "share" / "circuitstore"
+    return Path(os.environ.get("CIRCUITSTORE_HOME", default)).expanduser()
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    model: str
+    transcoders: str
+    prompts: str
+    run: str | None = None
+    catalog: str | None = None
+    dtype: str = "float32"
+    mode: str = "exact"
+    logit_top_k: int = 5
+    node_threshold: float = 0.8
+    edge_threshold: float = 0.98
+    max_edges_per_target: int = 64
+    aggregate_min_abs: float = 0.0
+    top_examples: int = 20
+    max_tokens: int | None = None
+    truncate: bool = False
+    batch_size: int = 16
+    shard_index: int = 0
+    shard_count: int = 1
+    views_top_k: int = 10
+    progress: bool | None = None  # None: a bar on a terminal, quiet in a pipe
+
+    def __post_init__(self) -> None:
+        _check(self.dtype in ("float32", "float64"), "dtype", self.dtype, "float32 or float64")
+        _check(self.mode in ("exact", "lumped"), "mode", self.mode, "exact or lumped")
+        _check(self.logit_top_k >= 1, "logit_top_k", self.logit_top_k, ">= 1")
+        for name in ("node_threshold", "edge_threshold"):
+            value = getattr(self, name)
+            _check(0.0 < value <= 1.0, name, value, "0 < x <= 1")
+        _check(
+            self.max_edges_per_target >= 1,
+            "max_edges_per_target",
+            self.max_edges_per_target,
+            ">= 1",
+        )
+        _check(self.aggregate_min_abs >= 0, "aggregate_min_abs", self.aggregate_min_abs, ">= 0")
+        _check(self.top_examples >= 1, "top_examples", self.top_examples, ">= 1")
+        _check(
+            self.max_tokens is None or self.max_tokens >= 2, "max_tokens", self.max_tokens, ">= 2"
+        )
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _check(
+            0 <= self.shard_index < self.shard_count,
+            "shard",
+            f"{self.shard_index}/{self.shard_count}",
+            "I/N with 0 <= I < N",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IngestConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown ingest settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def graph_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in GRAPH_FIELDS}
+
+    def graph_hash(self, provenance: dict[str, Any]) -> str:
+        """Identity of what lands in the store: graph settings plus the weights' hashes."""
+        ident = {
+            **self.graph_dict(),
+            "model": provenance["model_hash"],
+            "transcoders": provenance["transcoders_hash"],
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_name(self, graph_hash: str) -> str:
+        return self.run or f"{Path(self.prompts).stem or 'corpus'}-{graph_hash[:8]}"
+
+    def catalog_url(self) -> str:
+        return self.catalog or f"sqlite:///{data_home() / 'catalog.sqlite'}"
+
+
+def _check(ok: bool, name: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} = {value!r}: allowed {allowed}")

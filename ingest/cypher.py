@@ -1,0 +1,116 @@
+"""Every Cypher statement the ingest side runs: constants, parameterised, batched with UNWIND.
+
+Labels and relationship types come from `schema.model` only. A prompt's whole contribution
+(its nodes, edges, feature statistics, DRIVES increments and top examples) is written by these
+statements inside ONE transaction, so the Prompt node doubles as the "this prompt is in the
+aggregates" marker: it exists exactly when its increments were applied.
+"""
+
+from __future__ import annotations
+
+from circuitstore.schema.model import Label as L
+from circuitstore.schema.model import RelType as R
+
+TRANSCODER_SET_STATE = f"""
+MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+RETURN s.graphConfigHash AS graphConfigHash, s.featuresComplete AS featuresComplete
+"""
+
+MERGE_TRANSCODER_SET = f"""
+MERGE (s:{L.TRANSCODER_SET} {{id: $id}})
+ON CREATE SET s += $props, s.featuresComplete = false
+"""
+
+MARK_FEATURES_COMPLETE = f"MATCH (s:{L.TRANSCODER_SET} {{id: $id}}) SET s.featuresComplete = true"
+
+# Features are created once per transcoder set, with their input-independent views. MERGE keeps
+# a restarted creation (killed half-way) from duplicating anything.
+MERGE_FEATURES = f"""
+UNWIND $rows AS r
+MERGE (f:{L.FEATURE} {{id: r.id}})
+ON CREATE SET f += r.props, f.nActive = 0, f.nPrompts = 0, f.sumActivation = 0.0,
+              f.maxActivation = 0.0, f.topCount = 0, f.topMin = 0.0
+"""
+
+MERGE_VIRTUAL_WEIGHTS = f"""
+UNWIND $rows AS r
+MATCH (a:{L.FEATURE} {{id: r.source}})
+MATCH (b:{L.FEATURE} {{id: r.target}})
+MERGE (a)-[v:{R.VIRTUAL_WEIGHT}]->(b)
+SET v.weight = r.weight
+"""
+
+EXISTING_PROMPTS = f"""
+UNWIND $ids AS id
+MATCH (p:{L.PROMPT} {{id: id}})
+RETURN p.id AS id, p.run AS run
+"""
+
+CREATE_PROMPT = f"CREATE (p:{L.PROMPT}) SET p = $props"
+
+# Node rows are [label, props]; edges reference nodes by their position in $nodes, so no edge
+# needs an index lookup. The final check proves collect() kept UNWIND's order.
+CREATE_GRAPH = f"""
+UNWIND $nodes AS n
+CREATE (g:{L.GRAPH_NODE}:$(n[0]))
+SET g = n[1]
+WITH collect(g) AS created
+CALL (created) {{
+  UNWIND $edges AS e
+  WITH created[e[0]] AS a, created[e[1]] AS b, e
+  CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3]}}]->(b)
+}}
+RETURN size(created) AS nodes,
+       all(i IN range(0, size(created) - 1) WHERE created[i].id = $nodes[i][1].id) AS ordered
+"""
+
+UPDATE_FEATURE_STATS = f"""
+UNWIND $rows AS r
+MATCH (f:{L.FEATURE} {{id: r.id}})
+SET f.nActive = f.nActive + r.n,
+    f.nPrompts = f.nPrompts + 1,
+    f.sumActivation = f.sumActivation + r.sum,
+    f.maxActivation = CASE WHEN r.max > f.maxActivation THEN r.max ELSE f.maxActivation END
+"""
+
+# MERGE of a relationship between two bound nodes locks both nodes first, so concurrent shard
+# writers cannot both create the same DRIVES; rows arrive sorted to keep lock order stable.
+MERGE_DRIVES = f"""
+UNWIND $rows AS r
+MATCH (s:{L.FEATURE} {{id: r.s}})
+MATCH (t:{L.FEATURE} {{id: r.t}})
+MERGE (s)-[d:{R.DRIVES}]->(t)
+ON CREATE SET d.n = r.n, d.sum = r.sum, d.sumAbs = r.sumAbs, d.maxAbs = r.maxAbs
+ON MATCH SET d.n = d.n + r.n, d.sum = d.sum + r.sum, d.sumAbs = d.sumAbs + r.sumAbs,
+             d.maxAbs = CASE WHEN r.maxAbs > d.maxAbs THEN r.maxAbs ELSE d.maxAbs END
+"""
+
+# Keep each feature's k best prompts. Ties are broken by prompt id so that the set kept does not
+# depend on the order in which prompts were written (shards, resumes).
+UPDATE_TOP_EXAMPLES = f"""
+UNWIND $rows AS r
+MATCH (f:{L.FEATURE} {{id: r.id}})
+WHERE f.topCount < $k OR r.activation >= f.topMin
+MATCH (p:{L.PROMPT} {{id: $prompt}})
+CREATE (f)-[:{R.TOP_EXAMPLE} {{activation: r.activation, pos: r.pos, prompt: $prompt}}]->(p)
+WITH DISTINCT f
+CALL (f) {{
+  MATCH (f)-[t:{R.TOP_EXAMPLE}]->()
+  WITH t ORDER BY t.activation DESC, t.prompt ASC
+  SKIP $k
+  DELETE t
+}}
+CALL (f) {{
+  MATCH (f)-[t:{R.TOP_EXAMPLE}]->()
+  WITH f, count(t) AS c, min(t.activation) AS m
+  SET f.topCount = c, f.topMin = m
+}}
+"""
+
+# The bare loop the ingest benchmark compares against: the same relationships, no bookkeeping.
+BARE_CREATE_EDGES = f"""
+UNWIND $edges AS e
+MATCH (a:{L.GRAPH_NODE} {{id: e[0]}})
+MATCH (b:{L.GRAPH_NODE} {{id: e[1]}})
+CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3]}}]->(b)
+"""

@@ -1,0 +1,166 @@
+"""The language model, loaded through TransformerLens 4 with HookedTransformer's processing.
+
+``enable_compatibility_mode()`` folds each LayerNorm's gain and bias into the next matrices
+(fold_ln), removes the d_model mean from every matrix that writes to the residual stream
+(center_writing_weights) and from W_U (center_unembed), and folds b_V into b_O
+(fold_value_biases). After it, ``lnX.hook_normalized`` is exactly centre(x)/scale and the hooks
+reproduce a plain GPT-2 forward written with the processed weights, which is what the published
+transcoders were trained on and what the attribution engine's linear algebra assumes. The engine
+does not rely on the centring: it centres its own vectors, so the math also holds for b_V != 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitstore.errors import InputError, ModelLoadError
+
+FORWARD_HOOKS = (
+    "ln1.hook_scale",
+    "attn.hook_pattern",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "hook_mlp_out",
+)
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """The processed weights the engine needs, in the engine's dtype."""
+
+    W_E: Float[Tensor, "d_vocab d_model"]
+    W_pos: Float[Tensor, "n_ctx d_model"]
+    W_V: Float[Tensor, "n_layers n_heads d_model d_head"]
+    W_O: Float[Tensor, "n_layers n_heads d_head d_model"]
+    attn_bias: Float[Tensor, "n_layers d_model"]  # b_O plus b_V @ W_O (patterns sum to one)
+    W_U: Float[Tensor, "d_model d_vocab"]
+    b_U: Float[Tensor, " d_vocab"]  # noqa: N815 (the field's name)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge (untyped upstream)
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_ctx: int
+    d_vocab: int
+    dtype: torch.dtype
+    weights: ModelWeights
+
+
+@dataclass(frozen=True)
+class ForwardCache:
+    """What one prompt's real forward pass leaves for the local replacement model."""
+
+    tokens: Int[Tensor, " pos"]
+    str_tokens: tuple[str, ...]
+    ln1_scale: Float[Tensor, "n_layers pos"]
+    pattern: Float[Tensor, "n_layers n_heads pos pos"]
+    ln2_scale: Float[Tensor, "n_layers pos"]
+    ln2_normalized: Float[Tensor, "n_layers pos d_model"]
+    mlp_out: Float[Tensor, "n_layers pos d_model"]
+    final_scale: Float[Tensor, " pos"]
+    logits: Float[Tensor, "pos d_vocab"]
+
+
+def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        # The bridge and HF print progress bars and advice; keep the CLI's output clean.
+        with contextlib.redirect_stderr(io.StringIO()):
+            logging.getLogger("transformers").setLevel(logging.ERROR)
+            bridge = TransformerBridge.boot_transformers(
+                str(name_or_path), device="cpu", dtype=dtype
+            )
+            bridge.enable_compatibility_mode(disable_warnings=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{name_or_path}: cannot load model ({type(exc).__name__}: {exc})"
+        ) from exc
+    cfg = bridge.cfg
+    if getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"):
+        raise ModelLoadError(
+            f"{name_or_path}: normalization {cfg.normalization_type}, only LayerNorm is supported"
+        )
+    return LoadedModel(
+        bridge=bridge,
+        name=str(name_or_path),
+        n_layers=int(cfg.n_layers),
+        d_model=int(cfg.d_model),
+        n_heads=int(cfg.n_heads),
+        n_ctx=int(cfg.n_ctx),
+        d_vocab=int(cfg.d_vocab),
+        dtype=dtype,
+        weights=_weights(bridge, dtype),
+    )
+
+
+def _weights(bridge: Any, dtype: torch.dtype) -> ModelWeights:
+    with torch.no_grad():
+        W_V, W_O = bridge.W_V.detach().to(dtype), bridge.W_O.detach().to(dtype)
+        b_V, b_O = bridge.b_V.detach().to(dtype), bridge.b_O.detach().to(dtype)
+        attn_bias = b_O + torch.einsum("lhe,lhed->ld", b_V, W_O)
+        return ModelWeights(
+            W_E=bridge.W_E.detach().to(dtype),
+            W_pos=bridge.W_pos.detach().to(dtype),
+            W_V=W_V,
+            W_O=W_O,
+            attn_bias=attn_bias,
+            W_U=bridge.W_U.detach().to(dtype),
+            b_U=bridge.b_U.detach().to(dtype),
+        )
+
+
+def tokenize(model: LoadedModel, prompt: str, *, truncate: bool = False) -> Int[Tensor, " pos"]:
+    """Tokens with BOS at position 0, as in the transcoders' training."""
+    if not prompt.strip():
+        raise InputError("prompt is empty: give at least one token of text")
+    tokens = model.bridge.to_tokens(prompt, prepend_bos=True, truncate=False)[0]
+    if tokens.shape[0] > model.n_ctx:
+        if not truncate:
+            raise InputError(
+                f"prompt is {tokens.shape[0]} tokens with BOS; the model allows 1..{model.n_ctx} "
+                "(pass --truncate to cut it)"
+            )
+        tokens = tokens[: model.n_ctx]
+    return tokens
+
+
+def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache:
+    """The real forward pass, keeping only the hooks the replacement model freezes or reads."""
+    wanted = {f"blocks.{layer}.{h}" for layer in range(model.n_layers) for h in FORWARD_HOOKS}
+    wanted.add("ln_final.hook_scale")
+    with torch.no_grad():
+        logits, cache = model.bridge.run_with_cache(
+            tokens[None], names_filter=lambda n: n in wanted
+        )
+
+    def stack(hook: str) -> Tensor:
+        return torch.stack(
+            [cache[f"blocks.{layer}.{hook}"][0] for layer in range(model.n_layers)]
+        ).to(model.dtype)
+
+    return ForwardCache(
+        tokens=tokens,
+        str_tokens=tuple(model.bridge.to_str_tokens(tokens)),
+        ln1_scale=stack("ln1.hook_scale")[..., 0],
+        pattern=stack("attn.hook_pattern"),
+        ln2_scale=stack("ln2.hook_scale")[..., 0],
+        ln2_normalized=stack("ln2.hook_normalized"),
+        mlp_out=stack("hook_mlp_out"),
+        final_scale=cache["ln_final.hook_scale"][0, :, 0].to(model.dtype),
+        logits=logits[0].to(model.dtype),
+    )

@@ -1,0 +1,201 @@
+"""One prompt's engine output as the parameter rows of the write statements (pure Python, no
+database), so what lands in the store can be checked without one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from circuitstore.ingest.aggregate import FeatureSummary, PairSums
+from circuitstore.ingest.attribution import AttributionGraph
+from circuitstore.ingest.attribution.graph import BIAS_NAMES, NODE_KIND, Code
+from circuitstore.ingest.corpus import PromptRecord
+from circuitstore.schema.model import FeatureKey, NodeId
+
+# Prompt properties of ours; a corpus field of the same name is stored with an `x_` prefix.
+_RESERVED = {"id", "key", "transcoderSet", "text", "tokens", "tokenIds", "nTokens", "run", "line"}
+
+
+@dataclass(frozen=True)
+class PromptPayload:
+    prompt_id: str
+    prompt: dict[str, Any]
+    nodes: list[list[Any]]  # [label, props]
+    edges: list[list[Any]]  # [source row, target row, weight, kind]
+    features: list[dict[str, Any]]
+    drives: list[dict[str, Any]]
+    top: list[dict[str, Any]]
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+
+def build_payload(
+    record: PromptRecord,
+    graph: AttributionGraph,
+    summary: FeatureSummary,
+    drives: PairSums,
+    *,
+    transcoder_set: str,
+    run: str,
+    d_tc: int,
+) -> PromptPayload:
+    prompt_id = NodeId.prompt(transcoder_set, record.key)
+    return PromptPayload(
+        prompt_id=prompt_id,
+        prompt=_prompt_props(record, graph, prompt_id, transcoder_set, run),
+        nodes=_node_rows(graph, prompt_id, transcoder_set),
+        edges=_edge_rows(graph),
+        features=_feature_rows(summary, transcoder_set),
+        drives=_drives_rows(drives, transcoder_set, d_tc),
+        top=_top_rows(summary, transcoder_set),
+    )
+
+
+def _prompt_props(
+    record: PromptRecord, graph: AttributionGraph, prompt_id: str, tset: str, run: str
+) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        (f"x_{k}" if k in _RESERVED else k): v for k, v in record.extra.items()
+    }
+    props.update(
+        id=prompt_id,
+        key=record.key,
+        transcoderSet=tset,
+        text=record.text,
+        tokens=list(graph.tokens),
+        tokenIds=list(graph.token_ids),
+        nTokens=len(graph.tokens),
+        run=run,
+        line=record.line,
+        mode=str(graph.metadata.get("mode")),
+    )
+    props.update(_scores(graph))
+    return props
+
+
+def _scores(graph: AttributionGraph) -> dict[str, float]:
+    """How much of each kind of target's input the stored (pruned) edges carry, on average."""
+    acc = graph.accounting
+    if acc is None:
+        return {"logitInputExplained": 1.0, "featureInputExplained": 1.0}
+    kinds = graph.nodes.kind
+    out = {}
+    for name, code in (
+        ("logitInputExplained", Code.LOGIT),
+        ("featureInputExplained", Code.FEATURE),
+    ):
+        mask = kinds == code
+        out[name] = float(acc.kept_abs_fraction[mask].mean()) if bool(mask.any()) else 1.0
+    return out
+
+
+def _node_rows(graph: AttributionGraph, prompt_id: str, tset: str) -> list[list[Any]]:
+    nodes, acc = graph.nodes, graph.accounting
+    columns = {
+        name: getattr(nodes, name).tolist()
+        for name in ("kind", "layer", "pos", "index", "activation", "value")
+    }
+    explained = acc.kept_abs_fraction.tolist() if acc is not None else None
+    kept = acc.kept_sum.tolist() if acc is not None else None
+    rows = []
+    for i, local in enumerate(nodes.ids()):
+        code = Code(columns["kind"][i])
+        kind = NODE_KIND[code]
+        props: dict[str, Any] = {
+            "id": NodeId.qualified(prompt_id, local),
+            "localId": local,
+            "prompt": prompt_id,
+            "kind": kind.value,
+            "pos": columns["pos"][i],
+        }
+        layer = columns["layer"][i]
+        if layer >= 0:
+            props["layer"] = layer
+        props.update(_kind_props(code, columns, i, graph, tset))
+        if explained is not None:
+            props["inputExplained"] = explained[i]
+            props["keptInput"] = kept[i]  # type: ignore[index]
+        rows.append([kind.label.value, props])
+    return rows
+
+
+def _kind_props(
+    code: Code, columns: dict[str, list[Any]], i: int, graph: AttributionGraph, tset: str
+) -> dict[str, Any]:
+    index, pos = columns["index"][i], columns["pos"][i]
+    if code == Code.FEATURE:
+        return {
+            "transcoderSet": tset,
+            "feature": index,
+            "activation": columns["activation"][i],
+            "preactivation": columns["value"][i],
+        }
+    if code == Code.EMBEDDING:
+        return {"tokenId": graph.token_ids[pos], "token": graph.tokens[pos]}
+    if code == Code.LOGIT:
+        return {"tokenId": index, "value": columns["value"][i]}
+    if code == Code.BIAS:
+        return {"name": BIAS_NAMES[index]}
+    if code == Code.REMAINDER:
+        return {"remainder": True}
+    return {}
+
+
+def _edge_rows(graph: AttributionGraph) -> list[list[Any]]:
+    edges = graph.edges
+    kinds = [k.value for k in edges.kinds(graph.nodes)]
+    return [
+        [s, t, w, k]
+        for s, t, w, k in zip(
+            edges.source.tolist(), edges.target.tolist(), edges.weight.tolist(), kinds, strict=True
+        )
+    ]
+
+
+def _feature_ids(layer: torch.Tensor, index: torch.Tensor, tset: str) -> list[str]:
+    return [
+        FeatureKey(tset, lyr, idx).id
+        for lyr, idx in zip(layer.tolist(), index.tolist(), strict=True)
+    ]
+
+
+def _feature_rows(summary: FeatureSummary, tset: str) -> list[dict[str, Any]]:
+    ids = _feature_ids(summary.layer, summary.index, tset)
+    rows = [
+        {"id": fid, "n": n, "sum": s, "max": m}
+        for fid, n, s, m in zip(
+            ids, summary.n.tolist(), summary.sum.tolist(), summary.max.tolist(), strict=True
+        )
+    ]
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def _top_rows(summary: FeatureSummary, tset: str) -> list[dict[str, Any]]:
+    ids = _feature_ids(summary.layer, summary.index, tset)
+    rows = [
+        {"id": fid, "activation": m, "pos": p}
+        for fid, m, p in zip(ids, summary.max.tolist(), summary.argmax_pos.tolist(), strict=True)
+    ]
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def _drives_rows(drives: PairSums, tset: str, d_tc: int) -> list[dict[str, Any]]:
+    src = _feature_ids(drives.source // d_tc, drives.source % d_tc, tset)
+    tgt = _feature_ids(drives.target // d_tc, drives.target % d_tc, tset)
+    rows = [
+        {"s": s, "t": t, "n": n, "sum": w, "sumAbs": a, "maxAbs": m}
+        for s, t, n, w, a, m in zip(
+            src,
+            tgt,
+            drives.n.tolist(),
+            drives.sum.tolist(),
+            drives.sum_abs.tolist(),
+            drives.max_abs.tolist(),
+            strict=True,
+        )
+    ]
+    return sorted(rows, key=lambda r: (r["s"], r["t"]))

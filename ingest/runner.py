@@ -1,0 +1,215 @@
+"""`IngestRunner(cfg).run()`: a corpus through the engine into the store, resumable.
+
+Order of work, and why it survives `kill -9` at any moment:
+1. validate the corpus and the weights before touching anything;
+2. record the run and its prompts in the catalog (pending);
+3. reconcile: prompts whose Prompt node is already in the store are done, whatever the catalog
+   says (the Prompt node is written in the same transaction as the prompt's aggregates);
+4. for each pending prompt: attribute, then one write transaction; then update the catalog.
+A crash between 4's transaction and its catalog update is repaired by 3 on the next run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import neo4j
+import torch
+from tqdm import tqdm
+
+from circuitstore import __version__
+from circuitstore.errors import InputError
+from circuitstore.ingest.aggregate import DrivesSink, feature_summary
+from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
+from circuitstore.ingest.catalog import DONE, PENDING, SKIPPED, Catalog, RunRecord
+from circuitstore.ingest.config import IngestConfig
+from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
+from circuitstore.ingest.model import LoadedModel, load_model, tokenize
+from circuitstore.ingest.payload import build_payload
+from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
+from circuitstore.ingest.transcoder_set import features_and_views, transcoder_set_info
+from circuitstore.ingest.writer import StoreWriter
+from circuitstore.schema.apply import require_current_schema
+from circuitstore.schema.model import NodeId, content_hash
+
+
+@dataclass
+class IngestSummary:
+    run: str
+    resumed: bool
+    prompts: int = 0
+    written: int = 0
+    already_stored: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    edges: int = 0
+    seconds: float = 0.0
+    blank_lines: int = 0
+    repeated_lines: int = 0
+
+    def lines(self) -> list[str]:
+        rate = self.tokens / self.seconds if self.seconds else 0.0
+        out = [
+            f"run {self.run} ({'resumed' if self.resumed else 'new'}): {self.prompts} prompts "
+            f"in this shard, {self.written} written, {self.already_stored} already in the store",
+            f"{self.tokens} tokens, {self.edges} per-prompt edges, {self.seconds:.1f} s "
+            f"({rate:.1f} tokens/s)",
+        ]
+        skipped = [f"{n} {why}" for why, n in sorted(self.skipped.items())]
+        if self.blank_lines or self.repeated_lines:
+            skipped.append(f"{self.blank_lines} blank and {self.repeated_lines} repeated lines")
+        if skipped:
+            out.append("skipped: " + "; ".join(skipped))
+        return out
+
+
+class IngestRunner:
+    def __init__(self, cfg: IngestConfig, driver: neo4j.Driver, database: str = "neo4j") -> None:
+        self.cfg = cfg
+        self.driver = driver
+        self.database = database
+
+    def run(self) -> IngestSummary:
+        cfg = self.cfg
+        corpus = read_corpus(cfg.prompts).shard(cfg.shard_index, cfg.shard_count)
+        require_current_schema(self.driver, self.database)
+        model = load_model(cfg.model, dtype=_dtype(cfg.dtype))
+        tcs = load_transcoders(cfg.transcoders, dtype=_dtype(cfg.dtype))
+        engine = AttributionEngine(model, tcs)
+        provenance = _provenance(cfg, model, tcs)
+        graph_hash = cfg.graph_hash(provenance)
+        catalog = Catalog.open(cfg.catalog_url())
+        record = catalog.open_run(cfg.run_name(graph_hash), cfg.to_dict(), graph_hash, provenance)
+        writer = StoreWriter(self.driver, self.database, cfg.top_examples)
+        info = transcoder_set_info(model, tcs, provenance, graph_hash)
+        features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)
+        writer.ensure_transcoder_set(info, features, virtual)
+        job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
+        summary = job.run(corpus)
+        catalog.finish(record.name, "complete")
+        return summary
+
+
+@dataclass
+class _Job:
+    cfg: IngestConfig
+    engine: AttributionEngine
+    writer: StoreWriter
+    catalog: Catalog
+    record: RunRecord
+    tset: str
+    d_tc: int
+    n_layers: int
+
+    def run(self, corpus: Corpus) -> IngestSummary:
+        run = self.record.name
+        summary = IngestSummary(run, self.record.resumed, len(corpus.prompts))
+        summary.blank_lines, summary.repeated_lines = corpus.blank_lines, corpus.repeated_lines
+        self.catalog.register(run, [(p.key, p.line) for p in corpus.prompts])
+        pending = self._reconcile(corpus, summary)
+        start = time.perf_counter()
+        updates: list[dict[str, Any]] = []
+        with tqdm(total=len(pending), unit="prompt", disable=_quiet(self.cfg)) as bar:
+            for record in pending:
+                updates.append(self._one(record, summary))
+                bar.update()
+                bar.set_postfix(
+                    tok_s=f"{summary.tokens / max(time.perf_counter() - start, 1e-9):.0f}",
+                    edges=summary.edges,
+                )
+                if len(updates) >= self.cfg.batch_size:
+                    self.catalog.mark(run, updates)
+                    updates = []
+        self.catalog.mark(run, updates)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _reconcile(self, corpus: Corpus, summary: IngestSummary) -> list[PromptRecord]:
+        """Pending prompts, minus those the store already holds (from this run or another)."""
+        pending_keys = self.catalog.keys_in_state(self.record.name, PENDING)
+        ids = {NodeId.prompt(self.tset, p.key): p for p in corpus.prompts if p.key in pending_keys}
+        stored = self.writer.existing_prompts(list(ids))
+        marks = [
+            {
+                "key": ids[pid].key,
+                "state": DONE if run == self.record.name else SKIPPED,
+                "reason": None if run == self.record.name else f"in the store from run {run}",
+            }
+            for pid, run in stored.items()
+        ]
+        self.catalog.mark(self.record.name, marks)
+        summary.already_stored += len(marks) + len(corpus.prompts) - len(pending_keys)
+        return [p for pid, p in ids.items() if pid not in stored]
+
+    def _one(self, record: PromptRecord, summary: IngestSummary) -> dict[str, Any]:
+        try:
+            n_tokens = self._check_length(record)
+        except InputError as exc:
+            reason = str(exc).split(":")[0]
+            summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
+            return {"key": record.key, "state": SKIPPED, "reason": str(exc)}
+        payload = self._payload(record)
+        if self.writer.write_prompt(payload):
+            summary.written += 1
+            summary.edges += payload.n_edges
+        else:
+            summary.already_stored += 1
+        summary.tokens += n_tokens
+        return {"key": record.key, "state": DONE, "n_tokens": n_tokens, "n_edges": payload.n_edges}
+
+    def _check_length(self, record: PromptRecord) -> int:
+        tokens = tokenize(self.engine.model, record.text, truncate=self.cfg.truncate)
+        limit = self.cfg.max_tokens
+        if limit is not None and tokens.shape[0] > limit and not self.cfg.truncate:
+            raise InputError(f"over --max-tokens: {tokens.shape[0]} tokens > {limit}")
+        return int(tokens.shape[0]) if limit is None else min(int(tokens.shape[0]), limit)
+
+    def _payload(self, record: PromptRecord):  # type: ignore[no-untyped-def]
+        config = self._attribution_config()
+        with torch.no_grad():
+            state = self.engine.prepare(record.text, config, truncate=self.cfg.truncate)
+            drives = DrivesSink(
+                state.nodes, state.n_features, self.d_tc, self.n_layers, self.cfg.aggregate_min_abs
+            )
+            graph = self.engine.graph(state, config, sinks=[drives])
+        summary = feature_summary(state.nodes, self.d_tc)
+        return build_payload(
+            record,
+            graph,
+            summary,
+            drives.result(),
+            transcoder_set=self.tset,
+            run=self.record.name,
+            d_tc=self.d_tc,
+        )
+
+    def _attribution_config(self) -> AttributionConfig:
+        cfg = self.cfg
+        prune = PruneConfig(cfg.node_threshold, cfg.edge_threshold, cfg.max_edges_per_target)
+        return AttributionConfig(mode=cfg.mode, logit_top_k=cfg.logit_top_k, prune=prune)  # type: ignore[arg-type]
+
+
+def _quiet(cfg: IngestConfig) -> bool | None:
+    # tqdm's disable=None turns the bar off when stderr is not a terminal.
+    return None if cfg.progress is None else not cfg.progress
+
+
+def _dtype(name: str) -> torch.dtype:
+    return torch.float64 if name == "float64" else torch.float32
+
+
+def _provenance(cfg: IngestConfig, model: LoadedModel, tcs: TranscoderSet) -> dict[str, Any]:
+    weights = model.weights
+    sample = [
+        t.detach().to(torch.float32).flatten()[:: max(1, t.numel() // 4096)].numpy().tobytes()
+        for t in (weights.W_E, weights.W_pos, weights.W_V, weights.W_O, weights.W_U)
+    ]
+    return {
+        "model": cfg.model,
+        "model_hash": content_hash(*sample),
+        "transcoders": cfg.transcoders,
+        "transcoders_hash": tcs.content_hash(),
+        "code_version": __version__,
+    }

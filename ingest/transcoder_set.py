@@ -1,0 +1,108 @@
+"""The global part of the store for one model + transcoder set: its TranscoderSet node and one
+Feature node per (layer, index), with the input-independent views, computed once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from circuitstore.ingest.model import LoadedModel
+from circuitstore.ingest.transcoder import TranscoderSet
+from circuitstore.ingest.writer import TranscoderSetInfo
+from circuitstore.schema.model import FeatureKey
+
+# Features per matmul: large enough to keep the matmul efficient, small enough that a chunk
+# of logit-lens scores (CHUNK x d_vocab floats) stays near 200 MB at GPT-2 scale.
+CHUNK = 1024
+
+
+def transcoder_set_info(
+    model: LoadedModel, tcs: TranscoderSet, provenance: dict[str, Any], graph_hash: str
+) -> TranscoderSetInfo:
+    """The set's id is readable and content-addressed: `<model name>-<12 hex of the weights>`."""
+    # The last part of a hub name or folder path: readable, and free of machine paths.
+    base = model.name.rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "model"
+    set_id = f"{name}-{provenance['transcoders_hash'][:12]}"
+    props = {
+        "name": set_id,
+        "model": provenance["model"],
+        "modelHash": provenance["model_hash"],
+        "transcoders": provenance["transcoders"],
+        "hash": provenance["transcoders_hash"],
+        "nLayers": tcs.n_layers,
+        "dModel": model.d_model,
+        "dTranscoder": tcs.d_tc,
+    }
+    return TranscoderSetInfo(set_id, props, graph_hash)
+
+
+def features_and_views(
+    model: LoadedModel, tcs: TranscoderSet, set_id: str, top_k: int
+) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
+    """Feature rows (with their views) and VIRTUAL_WEIGHT rows, generated lazily in chunks.
+
+    Views are computed in bulk (chunks of features against whole matrices) because the store
+    wants them for every feature: one matmul per chunk instead of one per feature."""
+    return _feature_rows(model, tcs, set_id, top_k), _virtual_rows(tcs, set_id, top_k)
+
+
+def _feature_rows(
+    model: LoadedModel, tcs: TranscoderSet, set_id: str, top_k: int
+) -> Iterator[dict[str, Any]]:
+    decode = _decoder(model)
+    for layer, tc in enumerate(tcs.transcoders):
+        sparsity = tc.log_feature_sparsity
+        for start in range(0, tc.d_tc, CHUNK):
+            stop = min(start + CHUNK, tc.d_tc)
+            lens = _top_tokens(tc.W_dec[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
+            deembed = None
+            if layer == 0:
+                scores = (model.weights.W_E @ tc.W_enc[:, start:stop].to(model.dtype)).T
+                deembed = _top_tokens(scores, top_k)
+            for offset, index in enumerate(range(start, stop)):
+                key = FeatureKey(set_id, layer, index)
+                props: dict[str, Any] = {
+                    "transcoderSet": set_id,
+                    "layer": layer,
+                    "index": index,
+                    "name": key.name,
+                    "logitLensTokens": [decode(t) for t in lens[offset]],
+                }
+                if deembed is not None:
+                    props["deembedTokens"] = [decode(t) for t in deembed[offset]]
+                if sparsity is not None:
+                    props["logFrequency"] = float(sparsity[index])
+                yield {"id": key.id, "props": props}
+
+
+def _virtual_rows(tcs: TranscoderSet, set_id: str, top_k: int) -> Iterator[dict[str, Any]]:
+    """Each feature's top-k earlier features by |W_dec[l'][j] . W_enc[l][:, i]|."""
+    for layer in range(1, tcs.n_layers):
+        sources = torch.cat([tcs[src].W_dec for src in range(layer)])  # (layer * d_tc, d_model)
+        d_src = [tcs[src].d_tc for src in range(layer)]
+        src_layer = torch.repeat_interleave(torch.arange(layer), torch.tensor(d_src))
+        src_index = torch.cat([torch.arange(d) for d in d_src])
+        enc = tcs[layer].W_enc
+        for start in range(0, enc.shape[1], CHUNK):
+            scores = sources @ enc[:, start : start + CHUNK]  # (sources, chunk)
+            k = min(top_k, scores.shape[0])
+            top = scores.abs().topk(k, dim=0).indices  # (k, chunk)
+            for col in range(scores.shape[1]):
+                target = FeatureKey(set_id, layer, start + col).id
+                for row in top[:, col].tolist():
+                    source = FeatureKey(set_id, int(src_layer[row]), int(src_index[row])).id
+                    yield {"source": source, "target": target, "weight": float(scores[row, col])}
+
+
+def _top_tokens(scores: torch.Tensor, k: int) -> list[list[int]]:
+    """Per row, the k highest-scoring token ids."""
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices.tolist()
+
+
+def _decoder(model: LoadedModel) -> Callable[[int], str]:
+    tokenizer = model.bridge.tokenizer
+    return lambda token_id: str(tokenizer.decode([token_id]))

@@ -1,0 +1,114 @@
+"""Writing to Neo4j: the transcoder set and its features once, then one transaction per prompt.
+
+A prompt's transaction first checks for its Prompt node and does nothing if it is there, so a
+prompt re-sent after a crash (or by a second run over the same corpus) is never counted twice.
+The driver's managed transactions retry deadlocks and a restarting server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import neo4j
+
+from circuitstore.errors import SchemaError
+from circuitstore.ingest import cypher
+from circuitstore.ingest.payload import PromptPayload
+from circuitstore.schema.connection import translate_errors
+
+BATCH_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class TranscoderSetInfo:
+    id: str
+    props: dict[str, Any]
+    graph_config_hash: str
+
+
+class StoreWriter:
+    def __init__(self, driver: neo4j.Driver, database: str, top_k: int) -> None:
+        self.driver = driver
+        self.database = database
+        self.top_k = top_k
+
+    def ensure_transcoder_set(
+        self,
+        info: TranscoderSetInfo,
+        features: Iterable[dict[str, Any]],
+        virtual_weights: Iterable[dict[str, Any]],
+    ) -> bool:
+        """Create the set, its features and their neighbours once. True if created now.
+
+        Refuses a store whose prompts for this set were written under another graph
+        configuration: per-prompt graphs and aggregates of two configurations must not mix."""
+        with translate_errors(), self._session() as session:
+            state = session.run(cypher.TRANSCODER_SET_STATE, id=info.id).single()
+            if state is not None and state["graphConfigHash"] != info.graph_config_hash:
+                raise SchemaError(
+                    f"this store already holds transcoder set {info.id} ingested with another "
+                    "graph configuration (pruning, mode, aggregation): use the same settings "
+                    "or another database"
+                )
+            if state is not None and state["featuresComplete"]:
+                return False
+            props = {**info.props, "graphConfigHash": info.graph_config_hash}
+            session.execute_write(_run, cypher.MERGE_TRANSCODER_SET, id=info.id, props=props)
+            for batch in _batches(features):
+                session.execute_write(_run, cypher.MERGE_FEATURES, rows=batch)
+            for batch in _batches(virtual_weights):
+                session.execute_write(_run, cypher.MERGE_VIRTUAL_WEIGHTS, rows=batch)
+            session.execute_write(_run, cypher.MARK_FEATURES_COMPLETE, id=info.id)
+        return True
+
+    def existing_prompts(self, ids: Sequence[str]) -> dict[str, str]:
+        """Which of `ids` are already in the store, and from which run."""
+        found: dict[str, str] = {}
+        with translate_errors(), self._session(read=True) as session:
+            for batch in _batches(ids):
+                rows = session.execute_read(_rows, cypher.EXISTING_PROMPTS, ids=batch)
+                found.update({r["id"]: r["run"] for r in rows})
+        return found
+
+    def write_prompt(self, payload: PromptPayload) -> bool:
+        """Write one prompt and its aggregate increments atomically. False if already there."""
+        with translate_errors(), self._session() as session:
+            return bool(session.execute_write(self._write_tx, payload))
+
+    def _write_tx(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
+        if tx.run(cypher.EXISTING_PROMPTS, ids=[p.prompt_id]).single() is not None:
+            return False
+        tx.run(cypher.CREATE_PROMPT, props=p.prompt).consume()
+        check = tx.run(cypher.CREATE_GRAPH, nodes=p.nodes, edges=p.edges).single()
+        if check is None or not check["ordered"]:
+            raise SchemaError("graph nodes came back out of order; nothing was written")
+        for batch in _batches(p.features):
+            tx.run(cypher.UPDATE_FEATURE_STATS, rows=batch).consume()
+        for batch in _batches(p.drives):
+            tx.run(cypher.MERGE_DRIVES, rows=batch).consume()
+        for batch in _batches(p.top):
+            tx.run(
+                cypher.UPDATE_TOP_EXAMPLES, rows=batch, prompt=p.prompt_id, k=self.top_k
+            ).consume()
+        return True
+
+    def _session(self, read: bool = False) -> neo4j.Session:
+        mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
+        return self.driver.session(database=self.database, default_access_mode=mode)
+
+
+def _run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> None:
+    tx.run(query, params).consume()
+
+
+def _rows(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[dict[str, Any]]:
+    return [r.data() for r in tx.run(query, params)]
+
+
+def _batches(rows: Iterable[Any], size: int = BATCH_ROWS) -> Iterator[list[Any]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch

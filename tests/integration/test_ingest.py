@@ -1,0 +1,241 @@
+"""The ingest job against a real Neo4j: idempotence, kill -9 and resume, a Neo4j restart,
+concurrent shards, and corpus aggregates checked against networkx."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
+from circuitstore.ingest.config import IngestConfig
+from circuitstore.ingest.corpus import read_corpus
+from circuitstore.ingest.model import load_model
+from circuitstore.ingest.runner import IngestRunner
+from circuitstore.ingest.transcoder import load_transcoders
+from circuitstore.schema.apply import apply_schema
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fresh_store(empty_store, neo4j_settings):  # type: ignore[no-untyped-def]
+    apply_schema(empty_store, neo4j_settings.database)
+    return empty_store
+
+
+def _config(tiny_weights, corpus: Path, tmp_path: Path, **kw) -> IngestConfig:  # type: ignore[no-untyped-def]
+    model, tcs = tiny_weights
+    defaults = {"catalog": f"sqlite:///{tmp_path / 'catalog.sqlite'}", "progress": False}
+    return IngestConfig(
+        model=str(model), transcoders=str(tcs), prompts=str(corpus), **{**defaults, **kw}
+    )
+
+
+def _count(driver, label: str) -> int:  # type: ignore[no-untyped-def]
+    with driver.session() as s:
+        return s.run(f"MATCH (n:{label}) RETURN count(n) AS c").single()["c"]
+
+
+def test_reingest_adds_nothing(fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot):
+    cfg = _config(tiny_weights, corpus_file, tmp_path)
+    first = IngestRunner(cfg, fresh_store).run()
+    assert first.written == 24
+    before = store_snapshot(fresh_store)
+    second = IngestRunner(cfg, fresh_store).run()
+    assert second.written == 0
+    assert second.already_stored == 24
+    assert store_snapshot(fresh_store) == before
+    # A new run name over the same corpus and settings still adds nothing twice.
+    third = IngestRunner(
+        _config(tiny_weights, corpus_file, tmp_path, run="other"), fresh_store
+    ).run()
+    assert third.written == 0
+    assert store_snapshot(fresh_store) == before
+
+
+def test_changed_graph_settings_are_refused(fresh_store, tiny_weights, corpus_file, tmp_path):
+    IngestRunner(_config(tiny_weights, corpus_file, tmp_path), fresh_store).run()
+    changed = _config(tiny_weights, corpus_file, tmp_path, node_threshold=0.5)
+    with pytest.raises(Exception, match="another graph configuration"):
+        IngestRunner(changed, fresh_store).run()
+
+
+def test_aggregates_equal_networkx_sum_of_engine_edges(
+    fresh_store, tiny_weights, corpus_file, tmp_path
+):
+    cfg = _config(tiny_weights, corpus_file, tmp_path)
+    IngestRunner(cfg, fresh_store).run()
+
+    # The expected aggregate, computed independently: every unpruned feature->feature edge of
+    # every prompt, summed per pair of global features in a networkx graph.
+    model = load_model(cfg.model)
+    engine = AttributionEngine(model, load_transcoders(cfg.transcoders))
+    expected = nx.DiGraph()
+    for record in read_corpus(cfg.prompts).prompts:
+        graph = engine.attribute(record.text, AttributionConfig(prune=None))
+        nodes = graph.nodes
+        for s, t, w in zip(
+            graph.edges.source.tolist(),
+            graph.edges.target.tolist(),
+            graph.edges.weight.tolist(),
+            strict=True,
+        ):
+            if int(nodes.kind[s]) != 0 or int(nodes.kind[t]) != 0 or w == 0:
+                continue
+            key_s = (int(nodes.layer[s]), int(nodes.index[s]))
+            key_t = (int(nodes.layer[t]), int(nodes.index[t]))
+            data = expected.get_edge_data(
+                key_s, key_t, default={"n": 0, "sum": 0.0, "sumAbs": 0.0, "maxAbs": 0.0}
+            )
+            expected.add_edge(
+                key_s,
+                key_t,
+                n=data["n"] + 1,
+                sum=data["sum"] + w,
+                sumAbs=data["sumAbs"] + abs(w),
+                maxAbs=max(data["maxAbs"], abs(w)),
+            )
+
+    with fresh_store.session() as s:
+        stored = {
+            ((r["sl"], r["si"]), (r["tl"], r["ti"])): r
+            for r in s.run(
+                "MATCH (a:Feature)-[d:DRIVES]->(b:Feature) RETURN a.layer AS sl, a.index AS si, "
+                "b.layer AS tl, b.index AS ti, d.n AS n, d.sum AS sum, d.sumAbs AS sumAbs, d.maxAbs AS maxAbs"
+            )
+        }
+    assert len(stored) == expected.number_of_edges() > 0
+    for u, v, data in expected.edges(data=True):
+        got = stored[(u, v)]
+        assert got["n"] == data["n"]
+        for key in ("sum", "sumAbs", "maxAbs"):
+            assert got[key] == pytest.approx(data[key], rel=1e-4, abs=1e-6)
+
+
+def _ingest_cmd(tiny_weights, corpus: Path, tmp_path: Path, *extra: str) -> list[str]:  # type: ignore[no-untyped-def]
+    model, tcs = tiny_weights
+    return [
+        sys.executable,
+        "-m",
+        "circuitstore.cli",
+        "ingest",
+        "--model",
+        str(model),
+        "--transcoders",
+        str(tcs),
+        "--prompts",
+        str(corpus),
+        "--run",
+        "r",
+        "--catalog",
+        f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        "--batch-size",
+        "2",
+        *extra,
+    ]
+
+
+def test_kill_9_then_resume_equals_a_clean_run(
+    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot
+):
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    subprocess.run(
+        _ingest_cmd(tiny_weights, corpus_file, clean_dir), check=True, capture_output=True
+    )
+    clean = store_snapshot(fresh_store)
+    with fresh_store.session() as s:
+        s.run(
+            "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
+        ).consume()
+
+    kills = 0
+    for threshold in (3, 9, 15):  # kill at three moments of the run, each time mid-flight
+        proc = subprocess.Popen(
+            _ingest_cmd(tiny_weights, corpus_file, tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while proc.poll() is None and _count(fresh_store, "Prompt") < threshold:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the run finished before it could be killed"
+    done = subprocess.run(
+        _ingest_cmd(tiny_weights, corpus_file, tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert store_snapshot(fresh_store) == clean
+
+
+def test_two_concurrent_shards_equal_one_run(
+    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot
+):
+    # Both sides run as subprocesses: torch's thread settings, which fix the order of float
+    # additions, are then the same, and only the DRIVES sums see another prompt order.
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    subprocess.run(
+        _ingest_cmd(tiny_weights, corpus_file, single_dir), check=True, capture_output=True
+    )
+    single = store_snapshot(fresh_store)
+    with fresh_store.session() as s:
+        s.run(
+            "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
+        ).consume()
+
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    procs = [
+        subprocess.Popen(
+            _ingest_cmd(tiny_weights, corpus_file, shard_dir, "--shard", f"{i}/2"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert _snapshot_close(store_snapshot(fresh_store), single)
+
+
+def _snapshot_close(a: dict, b: dict) -> bool:
+    """Equal, except float sums may differ in the last bits (shards add in another order)."""
+    if a == b:
+        return True
+    for key in ("nodes", "rels"):
+        assert len(a[key]) == len(b[key])
+        for x, y in zip(a[key], b[key], strict=True):
+            assert _close(x, y), (x, y)
+    return True
+
+
+def _close(x, y) -> bool:  # type: ignore[no-untyped-def]
+    if isinstance(x, float) and isinstance(y, float):
+        return x == pytest.approx(y, rel=1e-9, abs=1e-12)
+    if isinstance(x, tuple) and isinstance(y, tuple):
+        return len(x) == len(y) and all(_close(p, q) for p, q in zip(x, y, strict=True))
+    return x == y
+
+
+def test_bad_corpus_writes_nothing(fresh_store, tiny_weights, tmp_path, neo4j_env):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
+    result = subprocess.run(
+        _ingest_cmd(tiny_weights, bad, tmp_path), capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: {bad}:2: malformed JSON (Expecting value at column 21)"
+    assert _count(fresh_store, "Prompt") == 0
+    assert _count(fresh_store, "Feature") == 0

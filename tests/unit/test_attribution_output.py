@@ -1,0 +1,87 @@
+"""Pruning accounting, the JSON contract and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+from circuitstore.ingest.attribution import AttributionConfig, PruneConfig, graph_to_json
+from circuitstore.ingest.attribution.graph import Code
+from circuitstore.ingest.cli import attribute
+
+from .conftest import PROMPT, Tiny
+
+
+def test_pruned_graph_accounts_for_what_it_drops(tiny: Tiny) -> None:
+    config = AttributionConfig(
+        mode="lumped", prune=PruneConfig(node_threshold=0.6, edge_threshold=0.9)
+    )
+    graph = tiny.engine.attribute(PROMPT, config)
+    full = tiny.engine.attribute(PROMPT, AttributionConfig(mode="lumped", prune=None))
+    nodes, edges, acc = graph.nodes, graph.edges, graph.accounting
+    assert acc is not None
+    assert (
+        0 < int((nodes.kind == Code.FEATURE).sum()) < int((full.nodes.kind == Code.FEATURE).sum())
+    )
+    assert int((nodes.kind == Code.LOGIT).sum()) == 5
+    kept_sum = torch.zeros(len(nodes), dtype=torch.float64).index_add_(
+        0, edges.target, edges.weight.double()
+    )
+    targets = (nodes.kind == Code.FEATURE) | (nodes.kind == Code.LOGIT)
+    assert torch.allclose(acc.kept_sum[targets], kept_sum[targets])
+    assert torch.allclose(acc.value[targets], nodes.value[targets].double())
+    frac = acc.kept_abs_fraction[targets]
+    assert bool(((frac > 0) & (frac <= 1 + 1e-9)).all())
+    assert int(edges.source.max()) < len(nodes)
+
+
+def test_json_contract_and_conservation(tiny: Tiny) -> None:
+    graph = tiny.engine.attribute(PROMPT, AttributionConfig(prune=None, logit_top_k=2))
+    doc = json.loads(json.dumps(graph_to_json(graph)))
+    assert doc["tokens"][0] == "<|endoftext|>"
+    assert {"mode", "dtype", "model", "transcoders", "pruning"} <= doc["metadata"].keys()
+    by_id = {n["id"]: n for n in doc["nodes"]}
+    assert len(by_id) == len(doc["nodes"])
+    types = {n["type"] for n in doc["nodes"]}
+    assert types == {"feature", "embedding", "error", "bias", "logit"}
+    total = dict.fromkeys(by_id, 0.0)
+    for e in doc["edges"]:
+        assert e["source"] in by_id
+        total[e["target"]] += e["weight"]
+    for node in doc["nodes"]:
+        if node["type"] == "feature":
+            assert {"layer", "pos", "feature", "activation", "preactivation"} <= node.keys()
+            assert node["id"] == f"mlp{node['layer']}tc[{node['feature']}]@{node['pos']}"
+        if node["type"] in ("feature", "logit"):
+            assert abs(total[node["id"]] - node["preactivation"]) <= 1e-4 * max(
+                1.0, abs(node["preactivation"])
+            )
+        if node["type"] == "logit":
+            assert node["layer"] is None
+
+
+def test_cli_json_table_and_errors(tiny: Tiny) -> None:
+    runner = CliRunner()
+    base = ["--model", str(tiny.model_dir), "--transcoders", str(tiny.tc_dir)]
+    result = runner.invoke(
+        attribute, [*base, "--prompt", "Mary went", "--no-prune", "--dtype", "float64"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["metadata"]["dtype"] == "float64"
+    assert doc["metadata"]["pruning"] is None
+    result = runner.invoke(
+        attribute, [*base, "--prompt", "Mary went", "--format", "table", "--mode", "lumped"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "mode: lumped" in result.output
+    result = runner.invoke(attribute, [*base, "--prompt", ""])
+    assert result.exit_code == 2
+    assert "prompt is empty" in result.output
+    result = runner.invoke(
+        attribute, ["--model", str(tiny.tc_dir), "--transcoders", str(tiny.tc_dir), "--prompt", "x"]
+    )
+    assert result.exit_code == 2
+    assert "cannot load model" in result.output

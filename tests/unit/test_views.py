@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuitstore.errors import InputError
+from circuitstore.ingest.views import (
+    deembedding,
+    logit_lens,
+    virtual_weights_in,
+    virtual_weights_out,
+)
+
+from .conftest import Tiny
+
+
+def test_virtual_weights_match_brute_force(tiny: Tiny) -> None:
+    tcs = tiny.transcoders
+    got = virtual_weights_in(tcs, 2, 5, k=4)
+    all_w = [
+        (la, j, float(tcs[la].W_dec[j] @ tcs[2].W_enc[:, 5]))
+        for la in range(2)
+        for j in range(tcs[la].d_tc)
+    ]
+    want = sorted(all_w, key=lambda x: -abs(x[2]))[:4]
+    assert [(n.layer, n.index) for n in got] == [(la, j) for la, j, _ in want]
+    assert got[0].weight == pytest.approx(want[0][2])
+    out = virtual_weights_out(tcs, 0, 7, k=3)
+    assert all(n.layer in (1, 2) for n in out)
+    assert out[0].weight == pytest.approx(
+        float(tcs[0].W_dec[7] @ tcs[out[0].layer].W_enc[:, out[0].index])
+    )
+    assert virtual_weights_out(tcs, 2, 0) == []
+
+
+def test_token_views(tiny: Tiny) -> None:
+    de = deembedding(tiny.model, tiny.transcoders, 3, k=5)
+    scores = tiny.model.weights.W_E @ tiny.transcoders[0].W_enc[:, 3]
+    assert de[0].token_id == int(scores.argmax())
+    assert [d.score for d in de] == sorted((d.score for d in de), reverse=True)
+    lens = logit_lens(tiny.model, tiny.transcoders, 1, 9, k=3)
+    assert lens[0].token_id == int((tiny.transcoders[1].W_dec[9] @ tiny.model.weights.W_U).argmax())
+    assert isinstance(lens[0].token, str)
+    with pytest.raises(InputError, match="out of range"):
+        logit_lens(tiny.model, tiny.transcoders, 3, 0)
+    assert torch.is_tensor(scores)
