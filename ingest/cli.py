@@ -48,7 +48,13 @@ def attribute(
     node_threshold: float,
     edge_threshold: float,
 ) -> None:
-    """Compute the attribution graph of PROMPT in the transcoders' local replacement model."""
+    """Compute the attribution graph of PROMPT in the transcoders' local replacement model.
+
+    \b
+    Example:
+      circuitstore attribute --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
+        --prompt "When Mary and John went to the store, John gave a drink to" --format table
+    """
     from circuitstore.ingest.model import load_model
     from circuitstore.ingest.transcoder import load_transcoders
 

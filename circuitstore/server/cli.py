@@ -60,7 +60,13 @@ def server() -> None:
 def start(
     home: Path | None, bolt_port: int, http_port: int, heap: str, pagecache: str, timeout: float
 ) -> None:
-    """Start the server in the background (the password comes from NEO4J_PASSWORD)."""
+    """Start the server in the background (the password comes from NEO4J_PASSWORD).
+
+    The first start downloads the jars from Maven Central and sets the initial password;
+    later starts reuse both. Starting a running server changes nothing.
+
+    Example: NEO4J_PASSWORD=choose-a-password circuitstore server start --heap 4g
+    """
     root = _home(home)
     current = process.status(root)
     if current.running:
@@ -81,7 +87,10 @@ def start(
 @home_option
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Before SIGKILL.")
 def stop(home: Path | None, timeout: float) -> None:
-    """Stop the server: SIGTERM, then SIGKILL after --timeout seconds."""
+    """Stop the server: SIGTERM, then SIGKILL after --timeout seconds.
+
+    Example: circuitstore server stop
+    """
     stopped = process.stop(_home(home), timeout)
     click.echo(f"stopped (pid {stopped.pid})" if stopped else "not running")
 
@@ -89,7 +98,10 @@ def stop(home: Path | None, timeout: float) -> None:
 @server.command()
 @home_option
 def status(home: Path | None) -> None:
-    """Say whether the server runs, its pid and addresses."""
+    """Say whether the server runs, its pid and addresses.
+
+    Example: circuitstore server status
+    """
     current = process.status(_home(home))
     if not current.running:
         click.echo(f"stopped (home {current.home})")
@@ -103,7 +115,10 @@ def status(home: Path | None) -> None:
 @click.option("-n", "--lines", type=int, default=50, show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 def logs(home: Path | None, lines: int, follow: bool) -> None:
-    """Print the end of the server's console log."""
+    """Print the end of the server's console log.
+
+    Example: circuitstore server logs -n 50
+    """
     path = process.log_path(_home(home))
     if not path.exists():
         raise CircuitStoreError(f"no log at {path}; start the server first")

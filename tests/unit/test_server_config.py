@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from circuitstore.cli import cli
 from circuitstore.errors import ConfigError, ServerError
 from circuitstore.server import assemble, config, process
-from circuitstore.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
