@@ -27,7 +27,7 @@ from circuitstore.ingest.catalog import DONE, PENDING, SKIPPED, Catalog, RunReco
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
 from circuitstore.ingest.model import LoadedModel, load_model, tokenize
-from circuitstore.ingest.payload import build_payload
+from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
 from circuitstore.ingest.transcoder_set import features_and_views, transcoder_set_info
 from circuitstore.ingest.writer import StoreWriter
@@ -145,31 +145,36 @@ class _Job:
 
     def _one(self, record: PromptRecord, summary: IngestSummary) -> dict[str, Any]:
         try:
-            n_tokens = self._check_length(record)
+            tokens = self._tokens(record)
         except InputError as exc:
-            reason = str(exc).split(":")[0]
+            # tokenize refuses only empty and over-long prompts; count them by kind.
+            reason = "over the length limit" if record.text.strip() else "empty"
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
             return {"key": record.key, "state": SKIPPED, "reason": str(exc)}
-        payload = self._payload(record)
+        payload = self._payload(record, tokens)
         if self.writer.write_prompt(payload):
             summary.written += 1
             summary.edges += payload.n_edges
         else:
             summary.already_stored += 1
+        n_tokens = int(tokens.shape[0])
         summary.tokens += n_tokens
         return {"key": record.key, "state": DONE, "n_tokens": n_tokens, "n_edges": payload.n_edges}
 
-    def _check_length(self, record: PromptRecord) -> int:
+    def _tokens(self, record: PromptRecord) -> torch.Tensor:
+        """Token ids with BOS, cut to --max-tokens with --truncate; too long otherwise."""
         tokens = tokenize(self.engine.model, record.text, truncate=self.cfg.truncate)
         limit = self.cfg.max_tokens
-        if limit is not None and tokens.shape[0] > limit and not self.cfg.truncate:
-            raise InputError(f"over --max-tokens: {tokens.shape[0]} tokens > {limit}")
-        return int(tokens.shape[0]) if limit is None else min(int(tokens.shape[0]), limit)
+        if limit is not None and tokens.shape[0] > limit:
+            if not self.cfg.truncate:
+                raise InputError(f"over --max-tokens: {tokens.shape[0]} tokens > {limit}")
+            tokens = tokens[:limit]
+        return tokens
 
-    def _payload(self, record: PromptRecord):  # type: ignore[no-untyped-def]
+    def _payload(self, record: PromptRecord, tokens: torch.Tensor) -> PromptPayload:
         config = self._attribution_config()
         with torch.no_grad():
-            state = self.engine.prepare(record.text, config, truncate=self.cfg.truncate)
+            state = self.engine.prepare_tokens(tokens, config)
             drives = DrivesSink(
                 state.nodes, state.n_features, self.d_tc, self.n_layers, self.cfg.aggregate_min_abs
             )

@@ -239,3 +239,22 @@ def test_bad_corpus_writes_nothing(fresh_store, tiny_weights, tmp_path, neo4j_en
     assert result.stderr.strip() == f"Error: {bad}:2: malformed JSON (Expecting value at column 21)"
     assert _count(fresh_store, "Prompt") == 0
     assert _count(fresh_store, "Feature") == 0
+
+
+def test_long_prompts_are_skipped_or_truncated_and_counted(fresh_store, tiny_weights, tmp_path):
+    corpus = tmp_path / "mixed.txt"
+    long_text = " ".join(["Mary and John went to the store"] * 30)  # over the 64-token context
+    corpus.write_text(f"short one\n\n{long_text}\nanother short one\n")
+    skipped = IngestRunner(_config(tiny_weights, corpus, tmp_path, run="skip"), fresh_store).run()
+    assert skipped.written == 2
+    assert skipped.skipped == {"over the length limit": 1}
+    assert skipped.blank_lines == 1
+
+    capped = _config(tiny_weights, corpus, tmp_path / "t", run="cut", max_tokens=8, truncate=True)
+    with fresh_store.session() as s:
+        s.run("MATCH (n) WHERE NOT n:SchemaVersion DETACH DELETE n").consume()
+    cut = IngestRunner(capped, fresh_store).run()
+    assert cut.written == 3
+    with fresh_store.session() as s:
+        lengths = [r["n"] for r in s.run("MATCH (p:Prompt) RETURN p.nTokens AS n")]
+    assert max(lengths) == 8

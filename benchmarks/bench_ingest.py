@@ -1,0 +1,277 @@
+"""Ingest benchmark: how fast the write path puts edges into a local Neo4j, beside a bare
+`UNWIND ... CREATE` loop of the same rows on the same server in the same run; and end-to-end
+tokens per second of the ingest job at GPT-2-small scale (random weights).
+
+    python benchmarks/bench_ingest.py [--prompts 40] [--edges 20000] [--repeats 5] [--e2e 3]
+
+Starts its own server (`circuitstore server start` in a temporary home, free loopback ports,
+4g heap, 4g page cache) unless --use-env is given (then NEO4J_* name an existing server whose
+database it WIPES). Prints medians; the write-path figures alternate bare and ingest batches so
+both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+N_LAYERS, D_TC = 12, 4096  # features in the synthetic set (hubs come from a Zipf popularity)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(home: Path, password: str) -> dict[str, str]:
+    bolt, http = free_port(), free_port()
+    env = {**os.environ, "NEO4J_PASSWORD": password}
+    cmd = [
+        sys.executable,
+        "-m",
+        "circuitstore.cli",
+        "server",
+        "start",
+        "--home",
+        str(home),
+        "--bolt-port",
+        str(bolt),
+        "--http-port",
+        str(http),
+        "--heap",
+        "4g",
+        "--pagecache",
+        "4g",
+    ]
+    subprocess.run(cmd, env=env, check=True)
+    return {"NEO4J_URI": f"bolt://127.0.0.1:{bolt}", "NEO4J_PASSWORD": password}
+
+
+def stop_server(home: Path) -> None:
+    cmd = [sys.executable, "-m", "circuitstore.cli", "server", "stop", "--home", str(home)]
+    subprocess.run(cmd, check=False)
+
+
+def zipf_feature(rng: random.Random) -> tuple[int, int]:
+    """A feature drawn with Zipf-like popularity: a few hubs fire almost everywhere."""
+    rank = min(int(rng.paretovariate(1.1)) - 1, N_LAYERS * D_TC - 1)
+    return rank % N_LAYERS, (rank * 7919) % D_TC
+
+
+def synthetic_payload(i: int, n_edges: int, n_drives: int, rng: random.Random) -> Any:
+    from circuitstore.ingest.payload import PromptPayload
+    from circuitstore.schema.model import FeatureKey, NodeId
+
+    prompt_id = NodeId.prompt("bench", f"p{i}")
+    n_nodes = max(2, n_edges // 10)
+    nodes = []
+    for j in range(n_nodes):
+        layer, index = zipf_feature(rng)
+        local = NodeId.feature(layer, j % 64, index) + f"#{j}"
+        props = {
+            "id": f"{prompt_id}/{local}",
+            "localId": local,
+            "prompt": prompt_id,
+            "kind": "feature",
+            "pos": j % 64,
+            "layer": layer,
+            "transcoderSet": "bench",
+            "feature": index,
+            "activation": rng.random(),
+            "preactivation": rng.random(),
+        }
+        nodes.append(["Occurrence", props])
+    edges = []
+    for _ in range(n_edges):
+        a, b = sorted(rng.sample(range(n_nodes), 2))
+        edges.append([a, b, rng.gauss(0, 1), "residual" if rng.random() < 0.5 else "attention"])
+    feats = {FeatureKey("bench", *zipf_feature(rng)).id for _ in range(n_nodes)}
+    features = [{"id": f, "n": 1, "sum": 1.0, "max": 1.0} for f in sorted(feats)]
+    pairs = {
+        (FeatureKey("bench", *zipf_feature(rng)).id, FeatureKey("bench", *zipf_feature(rng)).id)
+        for _ in range(n_drives)
+    }
+    drives = [
+        {"s": s, "t": t, "n": 1, "sum": 0.5, "sumAbs": 0.5, "maxAbs": 0.5} for s, t in sorted(pairs)
+    ]
+    top = [{"id": f, "activation": rng.random(), "pos": 0} for f in sorted(feats)]
+    prompt = {"id": prompt_id, "key": f"p{i}", "transcoderSet": "bench", "run": "bench"}
+    return PromptPayload(prompt_id, prompt, nodes, edges, features, drives, top)
+
+
+def graph_only(payload: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(payload, features=[], drives=[], top=[])
+
+
+def bare_loop(driver: Any, payload: Any) -> None:
+    """The same node and edge rows with plain UNWIND ... CREATE, one transaction per prompt."""
+    from circuitstore.ingest.cypher import BARE_CREATE_EDGES
+
+    ids = [n[1]["id"] for n in payload.nodes]
+    edges = [[ids[a], ids[b], w, k] for a, b, w, k in payload.edges]
+
+    def work(tx: Any) -> None:
+        tx.run(
+            "UNWIND $nodes AS n CREATE (g:GraphNode:Occurrence) SET g = n[1]", nodes=payload.nodes
+        ).consume()
+        tx.run(BARE_CREATE_EDGES, edges=edges).consume()
+
+    with driver.session() as session:
+        session.execute_write(work)
+
+
+def reset(driver: Any) -> None:
+    with driver.session() as s:
+        s.run(
+            "MATCH (n:GraphNode) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
+        ).consume()
+        s.run(
+            "MATCH (n:Prompt) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
+        ).consume()
+
+
+def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
+    from circuitstore.ingest.writer import StoreWriter, TranscoderSetInfo
+    from circuitstore.schema.apply import apply_schema
+    from circuitstore.schema.model import FeatureKey
+
+    apply_schema(driver, "neo4j")
+    writer = StoreWriter(driver, "neo4j", top_k=20)
+    features = (
+        {"id": FeatureKey("bench", lyr, i).id, "props": {"layer": lyr, "index": i}}
+        for lyr in range(N_LAYERS)
+        for i in range(D_TC)
+    )
+    writer.ensure_transcoder_set(TranscoderSetInfo("bench", {}, "bench"), features, [])
+    rng = random.Random(0)
+    payloads = [synthetic_payload(i, args.edges, args.drives, rng) for i in range(args.prompts)]
+    rates: dict[str, list[float]] = {"bare": [], "ingest (graph)": [], "ingest (full)": []}
+    per_rep = max(1, args.prompts // args.repeats)
+    for rep in range(args.repeats):
+        batch = payloads[rep * per_rep : (rep + 1) * per_rep]
+        for name, fn in (
+            ("bare", lambda p: bare_loop(driver, p)),
+            ("ingest (graph)", lambda p: writer.write_prompt(graph_only(p))),
+            ("ingest (full)", writer.write_prompt),
+        ):
+            reset(driver)
+            start = time.perf_counter()
+            for p in batch:
+                fn(p)
+            rates[name].append(sum(len(p.edges) for p in batch) / (time.perf_counter() - start))
+    bare = statistics.median(rates["bare"])
+    print(
+        f"\nWrite path: {per_rep} prompts x {args.edges} ATTR edges per batch, "
+        f"{args.drives} DRIVES rows per prompt (full), medians of {args.repeats} batches"
+    )
+    print("| path | ATTR relationships / s | vs. bare loop |")
+    print("|---|---|---|")
+    for name, values in rates.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:,.0f} | {med / bare:.2f} |")
+
+
+def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
+    """`circuitstore ingest` over 64-token prompts on a GPT-2-small-scale random model."""
+    import torch
+    from bench_attribution import build_model, calibrated_transcoders
+
+    from circuitstore.ingest.model import load_model
+    from circuitstore.ingest.synthetic import save_transcoders
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        build_model(folder / "model")
+        model = load_model(folder / "model")
+        gen = torch.Generator().manual_seed(1)
+        calib = torch.cat(
+            [
+                torch.tensor([model.bridge.tokenizer.bos_token_id]),
+                torch.randint(1, 2000, (63,), generator=gen),
+            ]
+        )
+        save_transcoders(calibrated_transcoders(model, calib), folder / "transcoders")
+        del model
+        words = [f"w{i}" for i in range(2000)]
+        rng = random.Random(2)
+        corpus = folder / "corpus.txt"
+        corpus.write_text("\n".join(" ".join(rng.choices(words, k=40)) for _ in range(args.e2e)))
+        cmd = [
+            sys.executable,
+            "-m",
+            "circuitstore.cli",
+            "ingest",
+            "--model",
+            str(folder / "model"),
+            "--transcoders",
+            str(folder / "transcoders"),
+            "--prompts",
+            str(corpus),
+            "--mode",
+            "lumped",
+            "--max-tokens",
+            "64",
+            "--truncate",
+            "--no-progress",
+            "--catalog",
+            f"sqlite:///{folder / 'catalog.sqlite'}",
+            "--aggregate-min-abs",
+            str(args.aggregate_min_abs),
+        ]
+        out = subprocess.run(
+            cmd, env={**os.environ, **env}, check=True, capture_output=True, text=True
+        )
+        print("\nEnd to end (GPT-2-small scale, random weights, lumped mode, pruned):")
+        print(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=40)
+    parser.add_argument("--edges", type=int, default=20000)
+    parser.add_argument("--drives", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--e2e", type=int, default=3, help="prompts for the end-to-end run (0: skip)"
+    )
+    parser.add_argument("--aggregate-min-abs", type=float, default=0.05)
+    parser.add_argument("--use-env", action="store_true")
+    args = parser.parse_args()
+
+    from circuitstore.schema.connection import Neo4jSettings, open_driver
+
+    home = Path(tempfile.mkdtemp(prefix="bench-neo4j-"))
+    env = {} if args.use_env else start_server(home, secrets.token_urlsafe(12))
+    try:
+        settings = Neo4jSettings.load(uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD"))
+        with open_driver(settings) as driver:
+            write_path_figures(driver, args)
+            with driver.session() as s:
+                s.run(
+                    "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
+                ).consume()
+        if args.e2e:
+            end_to_end(env, args)
+    finally:
+        if not args.use_env:
+            stop_server(home)
+
+
+if __name__ == "__main__":
+    main()
