@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from circuitstore import __version__
-from circuitstore.clitools import CircuitStoreGroup
+from circuitstore.clitools import HELP, CircuitStoreGroup
 
 COMMANDS = {
     "server": ("circuitstore.server.cli:server", "Run a local Neo4j server (no Docker needed)."),
@@ -19,7 +19,7 @@ COMMANDS = {
 @click.group(
     cls=CircuitStoreGroup,
     lazy=COMMANDS,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP,
 )
 @click.version_option(__version__, "--version", prog_name="circuitstore")
 def cli() -> None:

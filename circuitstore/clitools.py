@@ -22,6 +22,10 @@ from circuitstore.errors import CircuitStoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Every command takes -h as well as --help. Set on each command, not only the root, because
+# click caches a command's help option from the first context it sees.
+HELP: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
 
 class CircuitStoreGroup(click.Group):
     """A click group whose subcommands are imported only when used, and that turns our errors

@@ -8,6 +8,7 @@ import sys
 import click
 import torch
 
+from circuitstore.clitools import HELP
 from circuitstore.errors import CircuitStoreError
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
 from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
@@ -15,7 +16,7 @@ from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@click.command("attribute")
+@click.command("attribute", context_settings=HELP)
 @click.option(
     "--model", "model_name", required=True, help="HF model name (gpt2) or a saved model folder."
 )

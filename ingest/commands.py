@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
-from circuitstore.clitools import connection_options
+from circuitstore.clitools import HELP, connection_options
 from circuitstore.schema.connection import Neo4jSettings, open_driver
 
 
-@click.command("ingest")
+@click.command("ingest", context_settings=HELP)
 @click.option("--model", required=True, help="HF model name (gpt2) or a saved model folder.")
 @click.option("--transcoders", required=True, help="HF repo id or a folder of transcoder files.")
 @click.option(

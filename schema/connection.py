@@ -67,6 +67,9 @@ def open_driver(
         settings.uri,
         auth=(settings.username, settings.require_password()),
         max_transaction_retry_time=retry_seconds,
+        # Server notifications (e.g. "property key does not exist" on a fresh store) are
+        # advice for humans writing queries, not for a batch job's log.
+        notifications_min_severity="OFF",
     )
     if verify:
         try:

@@ -140,6 +140,11 @@ class NodeId:
         return f"logit[{token_id}]@{pos}"
 
     @staticmethod
+    def remainder(target_local_id: str) -> str:
+        """Lumped mode: the part of one target's input through two or more attention layers."""
+        return f"rem[{target_local_id}]"
+
+    @staticmethod
     def prompt(transcoder_set: str, key: str) -> str:
         return f"{transcoder_set}/{key}"
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from circuitstore.clitools import HELP
 from circuitstore.errors import CircuitStoreError
 from circuitstore.server import process
 from circuitstore.server.config import (
@@ -43,7 +44,7 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).expanduser().resolve()
 
 
-@click.group(name="server")
+@click.group(name="server", context_settings=HELP)
 def server() -> None:
     """Run a local Neo4j Community 5.26 server (Java + Maven Central, no Docker)."""
 

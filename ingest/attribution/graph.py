@@ -48,7 +48,7 @@ BIAS_NAMES = ("attn", "mlp", "enc", "unembed")
 
 def remainder_id(target_id: str) -> str:
     """Lumped mode's one remainder node per target (paths through two or more attention layers)."""
-    return f"rem[{target_id}]"
+    return NodeId.remainder(target_id)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,10 @@ class NodeTable:
 @dataclass(frozen=True)
 class EdgeChunk:
     """Edges into one batch of targets: a dense block over the sources they can see, plus COO
-    extras (target constants, lumped remainders). `dense` may be a transposed view. Columns whose
-    source is -1 (padding) or lies after the target hold exact zeros and are not edges."""
+    extras (target constants, lumped remainders). `dense` may be a transposed view, and the
+    engine's lives in a reused buffer: valid while the chunk is being consumed, so a sink copies
+    what it keeps. Columns whose source is -1 (padding) or lies after the target hold exact zeros
+    and are not edges."""
 
     targets: Int[Tensor, " b"]
     target_pos: Int[Tensor, " b"]
@@ -102,6 +104,14 @@ class EdgeChunk:
 
     def allowed(self) -> Bool[Tensor, "b s"]:
         return (self.sources >= 0)[None, :] & (self.source_pos[None, :] <= self.target_pos[:, None])
+
+    def n_edges(self) -> int:
+        """How many edges the chunk holds (allowed dense entries plus extras), without the mask."""
+        valid = self.sources >= 0
+        width = int(self.target_pos.max()) + 1 if self.target_pos.numel() else 0
+        pos = self.source_pos[valid].clamp_max(width)
+        seen = torch.cumsum(torch.bincount(pos, minlength=width + 1), 0)
+        return int(seen[self.target_pos].sum()) + int(self.extra_weight.shape[0])
 
     def extra_rows(self) -> Int[Tensor, " e"]:
         return torch.searchsorted(self.targets, self.extra_target)

@@ -1,0 +1,394 @@
+"""Every query against a store filled by the real ingest job (tiny model), each answer checked
+against an independent networkx/numpy computation over the same stored edges."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from circuitstore.errors import QueryError
+from circuitstore.query import CircuitStore
+from circuitstore.query.export import neuronpedia_graph
+
+from .conftest import make_corpus
+
+pytestmark = pytest.mark.slow
+
+N_PROMPTS = 12
+COOKBOOK = Path(__file__).parents[2] / "query" / "cookbook.cypher"
+
+
+def fill(driver, database, tiny_weights, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """Ingest the tiny corpus (a no-op when another module already did: ingest is idempotent)."""
+    from circuitstore.ingest.config import IngestConfig
+    from circuitstore.ingest.runner import IngestRunner
+    from circuitstore.schema.apply import apply_schema
+
+    texts = make_corpus(N_PROMPTS)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    with driver.session(database=database) as session:
+        held = sorted(r["t"] for r in session.run("MATCH (p:Prompt) RETURN p.text AS t"))
+        if held != sorted(texts):  # another module's data: start from an empty store
+            session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
+    apply_schema(driver, database)
+    model, tcs = tiny_weights
+    cfg = IngestConfig(
+        model=str(model),
+        transcoders=str(tcs),
+        prompts=str(corpus),
+        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
+        progress=False,
+    )
+    IngestRunner(cfg, driver, database).run()
+
+
+@pytest.fixture(scope="module")
+def store(driver, neo4j_settings, tiny_weights, tmp_path_factory) -> CircuitStore:  # type: ignore[no-untyped-def]
+    fill(driver, neo4j_settings.database, tiny_weights, tmp_path_factory.mktemp("query"))
+    return CircuitStore(driver, neo4j_settings.database)
+
+
+@pytest.fixture(scope="module")
+def stored(store):  # type: ignore[no-untyped-def]
+    """The store's edges read back raw, as networkx graphs: the expected answers' only input."""
+    rows = store.cypher
+    drives = nx.DiGraph()
+    for r in rows(
+        "MATCH (a:Feature)-[d:DRIVES]->(b:Feature) RETURN a.name AS a, b.name AS b, properties(d) AS d",
+        limit=10**6,
+    ):
+        drives.add_edge(r["a"], r["b"], **r["d"])
+    prompts = {}
+    for r in rows(
+        "MATCH (p:Prompt) RETURN p.id AS id, p.key AS key, p.tokens AS tokens", limit=10**6
+    ):
+        prompts[r["key"]] = r
+    per_prompt: dict[str, nx.DiGraph] = {k: nx.DiGraph() for k in prompts}
+    key_of = {p["id"]: k for k, p in prompts.items()}
+    for r in rows("MATCH (n:GraphNode) RETURN n.prompt AS p, properties(n) AS n", limit=10**6):
+        per_prompt[key_of[r["p"]]].add_node(r["n"]["localId"], **r["n"])
+    for r in rows(
+        "MATCH (a:GraphNode)-[e:ATTR]->(b:GraphNode) RETURN a.prompt AS p, a.localId AS a, b.localId AS b, e.weight AS w, e.kind AS k",
+        limit=10**7,
+    ):
+        per_prompt[key_of[r["p"]]].add_edge(r["a"], r["b"], weight=r["w"], kind=r["k"])
+    return {"drives": drives, "prompts": prompts, "graphs": per_prompt}
+
+
+def active_features(stored) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(stored["drives"].nodes)
+
+
+def expected_corpus(
+    stored, feature: str, direction: str, order: str, sign: str, top: int
+) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
+    g = stored["drives"]
+    edges = (
+        g.in_edges(feature, data=True)
+        if direction == "drivers"
+        else g.out_edges(feature, data=True)
+    )
+    scored = []
+    for a, b, d in edges:
+        other = a if direction == "drivers" else b
+        score = d["sum"] if order == "total" else d["sum"] / d["n"]
+        scored.append((other, score))
+    return rank(scored, sign)[:top]
+
+
+def rank(scored: list[tuple[str, float]], sign: str) -> list[tuple[str, float]]:
+    if sign == "positive":
+        return sorted((x for x in scored if x[1] > 0), key=lambda x: (-x[1], x[0]))
+    if sign == "negative":
+        return sorted((x for x in scored if x[1] < 0), key=lambda x: (x[1], x[0]))
+    return sorted(scored, key=lambda x: (-abs(x[1]), x[0]))
+
+
+@pytest.mark.parametrize("direction", ["drivers", "targets"])
+def test_corpus_links_equal_networkx(store, stored, direction):
+    features = active_features(stored)
+    assert len(features) > 5
+    checked = 0
+    for feature, order, sign in itertools.product(
+        features, ("total", "mean"), ("positive", "negative", "abs")
+    ):
+        got = getattr(store, direction)(feature, top=4, order=order, sign=sign)
+        want = expected_corpus(stored, feature, direction, order, sign, 4)
+        assert [x.name for x in got.links] == [n for n, _ in want], (feature, order, sign)
+        for link, (_, score) in zip(got.links, want, strict=True):
+            assert (link.total if order == "total" else link.mean) == pytest.approx(score)
+            d = stored["drives"].edges[
+                (link.name, feature) if direction == "drivers" else (feature, link.name)
+            ]
+            assert (link.n, link.sum_abs, link.max_abs) == (
+                d["n"],
+                pytest.approx(d["sumAbs"]),
+                pytest.approx(d["maxAbs"]),
+            )
+        checked += len(got.links)
+    assert checked > 20
+
+
+def occurrences(stored) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+    out = []
+    for key, g in stored["graphs"].items():
+        for _, data in g.nodes(data=True):
+            if data["kind"] == "feature":
+                out.append((key, f"mlp{data['layer']}tc[{data['feature']}]", data["pos"]))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("direction", ["drivers", "targets"])
+def test_prompt_links_equal_networkx(store, stored, direction):
+    occ = occurrences(stored)
+    for key, name, pos in occ[:: max(1, len(occ) // 25)]:
+        g = stored["graphs"][key]
+        for with_pos in (True, False):
+            targets = [
+                n
+                for n, d in g.nodes(data=True)
+                if d["kind"] == "feature" and d["localId"].startswith(name + "@")
+            ]
+            if with_pos:
+                targets = [f"{name}@{pos}"]
+            groups: dict[str, list[float]] = {}
+            for t in targets:
+                edges = (
+                    g.in_edges(t, data=True)
+                    if direction == "drivers"
+                    else g.out_edges(t, data=True)
+                )
+                for a, b, d in edges:
+                    groups.setdefault(a if direction == "drivers" else b, []).append(d["weight"])
+            want = rank([(n, sum(ws)) for n, ws in groups.items()], "abs")[:6]
+            got = getattr(store, direction)(
+                f"{name}@{pos}" if with_pos else name, prompt=key, top=6, sign="abs"
+            )
+            assert [x.name for x in got.links] == [n for n, _ in want]
+            assert [x.total for x in got.links] == pytest.approx([s for _, s in want])
+            assert [x.n for x in got.links] == [len(groups[n]) for n, _ in want]
+            assert got.subgraph is not None
+            for e in got.subgraph.edges:
+                assert g.edges[e.source, e.target]["weight"] == e.weight
+
+
+def test_examples_equal_the_stored_top_examples(store, stored):
+    rows = store.cypher(
+        "MATCH (f:Feature)-[t:TOP_EXAMPLE]->(p:Prompt) RETURN f.name AS f, p.key AS key, t.pos AS pos, t.activation AS a",
+        limit=10**6,
+    )
+    by_feature: dict[str, list] = {}
+    for r in rows:
+        by_feature.setdefault(r["f"], []).append(r)
+    assert by_feature
+    for feature, ex in list(by_feature.items())[:15]:
+        want = sorted(ex, key=lambda r: (-r["a"], r["key"]))[:3]
+        got = store.examples(feature, top=3, window=2)
+        assert [(e.prompt, e.pos, e.activation) for e in got] == [
+            (r["key"], r["pos"], r["a"]) for r in want
+        ]
+        for e in got:
+            tokens = stored["prompts"][e.prompt]["tokens"]
+            assert e.token == tokens[e.pos]
+            assert e.left == tuple(tokens[max(0, e.pos - 2) : e.pos])
+            assert e.right == tuple(tokens[e.pos + 1 : e.pos + 3])
+            assert f"[[{e.token}]]" in e.context
+
+
+def test_feature_card(store, stored):
+    feature = max(active_features(stored), key=lambda f: stored["drives"].degree(f))
+    card = store.feature(feature, top=3)
+    props = store.cypher("MATCH (f:Feature {name: $n}) RETURN properties(f) AS p", {"n": feature})[
+        0
+    ]["p"]
+    for k in ("nActive", "nPrompts", "sumActivation", "maxActivation"):
+        assert card.stats[k] == props[k]
+    assert card.stats["meanActivation"] == pytest.approx(props["sumActivation"] / props["nActive"])
+    assert card.deembed_tokens == (
+        tuple(props["deembedTokens"]) if "deembedTokens" in props else None
+    )
+    assert [x.name for x in card.drivers] == [
+        n for n, _ in expected_corpus(stored, feature, "drivers", "total", "abs", 3)
+    ]
+    assert [x.name for x in card.targets] == [
+        n for n, _ in expected_corpus(stored, feature, "targets", "total", "abs", 3)
+    ]
+    vw = store.cypher(
+        "MATCH (f:Feature {name: $n})-[v:VIRTUAL_WEIGHT]->(o) RETURN o.name AS o, v.weight AS w",
+        {"n": feature},
+    )
+    want = sorted(vw, key=lambda r: -abs(r["w"]))[:3]
+    assert [w for _, w in card.virtual_out] == pytest.approx([r["w"] for r in want])
+    json.dumps(card.as_dict())
+
+
+def brute_paths(g: nx.DiGraph, target: str) -> list[tuple[float, tuple[str, ...]]]:
+    starts = [n for n in nx.ancestors(g, target) if g.in_degree(n) == 0]
+    out = []
+    for s in starts:
+        for path in nx.all_simple_paths(g, s, target):
+            w = [g.edges[a, b]["weight"] for a, b in itertools.pairwise(path)]
+            out.append((abs(math.prod(w)), tuple(path)))
+    return sorted(out, reverse=True)
+
+
+def top_logit(g: nx.DiGraph) -> str:
+    return max(
+        (n for n, d in g.nodes(data=True) if d["kind"] == "logit"),
+        key=lambda n: g.nodes[n]["value"],
+    )
+
+
+def test_paths_equal_brute_force(store, stored):
+    for key in list(stored["graphs"])[:4]:
+        g = stored["graphs"][key]
+        target = top_logit(g)
+        got = store.paths(key, top=5)
+        assert got.target == target
+        assert [p.nodes for p in got.paths] == [p for _, p in brute_paths(g, target)[:5]]
+        feature = next(
+            n for n in nx.ancestors(g, target) if g.nodes[n]["kind"] == "feature" and g.in_degree(n)
+        )
+        to_feature = store.paths(key, to=feature, top=3)
+        assert [p.nodes for p in to_feature.paths] == [p for _, p in brute_paths(g, feature)[:3]]
+        logit = store.paths(key, to=target, top=2)  # logit[ID]@POS names the same node
+        assert logit.paths == store.paths(key, top=2).paths
+
+
+def influence_numpy(g: nx.DiGraph, target: str) -> dict[str, float]:
+    order = list(g)
+    a = np.abs(nx.to_numpy_array(g, nodelist=order, weight="weight")).T
+    rows = a.sum(axis=1, keepdims=True)
+    a = np.divide(a, rows, out=np.zeros_like(a), where=rows > 0)
+    e = np.zeros(len(order))
+    e[order.index(target)] = 1.0
+    return dict(zip(order, e @ np.linalg.inv(np.eye(len(order)) - a), strict=True))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_circuit_equals_linear_algebra(store, stored, threshold):
+    for key in list(stored["graphs"])[:3]:
+        g = stored["graphs"][key]
+        target = top_logit(g)
+        scores = influence_numpy(g, target)
+        ranked = sorted(
+            ((s, n) for n, s in scores.items() if n != target and s > 1e-15),
+            key=lambda x: (-x[0], x[1]),
+        )
+        total = sum(s for s, _ in ranked)
+        got = store.circuit(key, threshold)
+        kept = {n.id for n in got.subgraph.nodes}
+        assert target in kept
+        got_sum = sum(scores[n] for n in kept if n != target)
+        assert got_sum >= threshold * total * (1 - 1e-9)
+        # minimal: dropping the weakest kept node falls below the share
+        weakest = min(scores[n] for n in kept if n != target)
+        assert got_sum - weakest < threshold * total
+        assert all(scores[n] >= weakest - 1e-12 for n in kept if n != target)
+        for n in got.subgraph.nodes:
+            assert n.influence == pytest.approx(scores[n.id], rel=1e-6, abs=1e-12)
+        assert {(e.source, e.target) for e in got.subgraph.edges} == {
+            (a, b) for a, b in g.edges if a in kept and b in kept
+        }
+
+
+def test_prompts_with_equals_set_intersection(store, stored):
+    where: dict[str, set[str]] = {}
+    for key, name, _ in occurrences(stored):
+        where.setdefault(name, set()).add(key)
+    common = sorted(where, key=lambda n: -len(where[n]))
+    pairs = [(common[0], common[1]), (common[0], common[-1]), (common[2], common[5], common[7])]
+    for names in pairs:
+        want = set.intersection(*(where[n] for n in names))
+        got = store.prompts_with(list(names), top=100)
+        assert {m.key for m in got} == want
+        for m in got:
+            g = stored["graphs"][m.key]
+            for n in names:
+                assert set(m.positions[n]) == {
+                    d["pos"] for _, d in g.nodes(data=True) if d["localId"].startswith(n + "@")
+                }
+
+
+def test_export_graph_layout(store, stored):
+    key = next(iter(stored["graphs"]))
+    info, graph = store.prompt_graph(key)
+    data = neuronpedia_graph(info, graph, store.tset())
+    g = stored["graphs"][key]
+    kept = [n for n, d in g.nodes(data=True) if d["kind"] != "bias" and not n.startswith("rem[")]
+    assert len(data["nodes"]) == len(kept)
+    assert len(data["links"]) == sum(1 for a, b in g.edges if a in kept and b in kept)
+    assert data["metadata"]["prompt_tokens"] == stored["prompts"][key]["tokens"]
+    assert sum(n["is_target_logit"] for n in data["nodes"]) == 1
+    for node in data["nodes"]:
+        assert re.fullmatch(r"(E|\d+)_-?\d+_\d+", node["node_id"])
+
+
+def test_errors_are_clear(store, stored):
+    key = next(iter(stored["graphs"]))
+    with pytest.raises(
+        QueryError, match=r"index 64 is out of range; .* features 0\.\.63 per layer"
+    ):
+        store.drivers("mlp0tc[64]")
+    with pytest.raises(QueryError, match=r"layer 7 is out of range; .* layers 0\.\.1"):
+        store.examples("7:1")
+    with pytest.raises(QueryError, match="unknown prompt 'no-such-prompt'"):
+        store.paths("no-such-prompt")
+    absent = next(
+        f"mlp{layer}tc[{i}]"
+        for layer in (1, 0)
+        for i in range(64)
+        if f"mlp{layer}tc[{i}]" not in {n for _, n, _ in occurrences(stored) if _ == key}
+    )
+    with pytest.raises(
+        QueryError, match=re.escape(f"{absent} is not in the stored graph of prompt {key}")
+    ):
+        store.drivers(absent, prompt=key)
+    with pytest.raises(QueryError, match="a position needs --prompt"):
+        store.drivers("mlp0tc[1]@3")
+    with pytest.raises(QueryError, match="unknown transcoder set"):
+        CircuitStore(store.driver, store.database, "nope").drivers("0:1")
+
+
+def test_cypher_is_read_only(store):
+    assert store.cypher("MATCH (p:Prompt) RETURN count(p) AS n")[0]["n"] == N_PROMPTS
+    with pytest.raises(Exception, match=r"(?i)write"):
+        store.cypher("CREATE (:Feature {id: 'x'})")
+
+
+def cookbook_blocks() -> list[tuple[dict[str, str], str]]:
+    blocks = []
+    for chunk in COOKBOOK.read_text().split("\n\n"):
+        lines = [x for x in chunk.splitlines() if x.strip() and not x.startswith("//")]
+        params = {}
+        for line in lines:
+            m = re.fullmatch(r":param (\w+) => (.+);", line)
+            if m:
+                params[m[1]] = m[2]
+        body = "\n".join(x for x in lines if not x.startswith(":param")).rstrip(";")
+        if body:
+            blocks.append((params, body))
+    return blocks
+
+
+def test_every_cookbook_query_runs(store, stored):
+    blocks = cookbook_blocks()
+    assert len(blocks) >= 10
+    key, name, _ = next(o for o in occurrences(stored) if o[1].startswith("mlp1"))
+    layer, index = map(int, re.fullmatch(r"mlp(\d+)tc\[(\d+)\]", name).groups())
+    real = {"prompt": key, "layer": layer, "index": index, "layer2": layer, "index2": index}
+    answered = 0
+    for params, body in blocks:
+        values = {k: store.cypher(f"RETURN {v} AS v")[0]["v"] for k, v in params.items()}
+        store.cypher(body, values)  # as written in the file: must run
+        values.update({k: v for k, v in real.items() if k in values})
+        answered += bool(store.cypher(body, values))
+    assert answered >= len(blocks) - 1

@@ -1,0 +1,112 @@
+"""`circuitstore query ...` end to end: every command in the three formats, exports, and the
+one-line errors, against the store the ingest job fills."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import networkx as nx
+import pytest
+from click.testing import CliRunner
+
+from circuitstore.cli import cli
+
+from .test_query import fill
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def filled(driver, neo4j_settings, tiny_weights, tmp_path_factory):  # type: ignore[no-untyped-def]
+    fill(driver, neo4j_settings.database, tiny_weights, tmp_path_factory.mktemp("query-cli"))
+    with driver.session() as s:
+        r = s.run(
+            "MATCH (o:Occurrence {layer: 1})<-[:ATTR]-() WITH o, count(*) AS c "
+            "MATCH (p:Prompt {id: o.prompt}) RETURN p.key AS key, o.localId AS occ ORDER BY c DESC LIMIT 1"
+        ).single()
+    feature = r["occ"].split("@")[0]
+    return {"prompt": r["key"], "occurrence": r["occ"], "feature": feature}
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["query", *args])
+    return result.exit_code, result.output
+
+
+def commands(f: dict[str, str]) -> list[list[str]]:
+    return [
+        ["drivers", f["feature"], "--sign", "abs"],
+        ["targets", "0:40", "--top", "3"],
+        ["drivers", f["occurrence"], "--prompt", f["prompt"], "--sign", "abs"],
+        ["examples", f["feature"], "--top", "3"],
+        ["feature", f["feature"]],
+        ["paths", "--prompt", f["prompt"], "--top", "3"],
+        ["circuit", "--prompt", f["prompt"], "--threshold", "0.5"],
+        ["prompts-with", f["feature"]],
+        ["cypher", "MATCH (p:Prompt) RETURN count(p) AS n"],
+    ]
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_every_command_in_three_formats(filled, neo4j_env, index):
+    args = commands(filled)[index]
+    code, table = run(*args)
+    assert code == 0, table
+    assert args[0] == "feature" or "(no rows)" not in table
+    code, text = run(*args, "--format", "json")
+    assert code == 0, text
+    data = json.loads(text)
+    assert data
+    code, text = run(*args, "--format", "csv")
+    assert code == 0, text
+    assert list(csv.reader(io.StringIO(text)))[1:]
+
+
+def test_exports(filled, neo4j_env, tmp_path):
+    p = filled["prompt"]
+    code, out = run("circuit", "--prompt", p, "--export", "graphml", str(tmp_path / "c.graphml"))
+    assert code == 0, out
+    g = nx.read_graphml(tmp_path / "c.graphml")
+    assert g.number_of_nodes() > 1
+    assert g.number_of_edges() > 0
+    code, out = run("paths", "--prompt", p, "--export", "json", str(tmp_path / "p.json"))
+    assert code == 0, out
+    assert json.loads((tmp_path / "p.json").read_text())["links"]
+    code, out = run(
+        "drivers", filled["occurrence"], "--prompt", p, "--export", "json", str(tmp_path / "d.json")
+    )
+    assert code == 0, out
+    code, out = run("export-graph", "--prompt", p, "--out", str(tmp_path / "g.json"))
+    assert code == 0, out
+    graph = json.loads((tmp_path / "g.json").read_text())
+    assert {"metadata", "qParams", "nodes", "links"} <= set(graph)
+    code, out = run("drivers", filled["feature"], "--export", "json", str(tmp_path / "x.json"))
+    assert code == 2
+    assert "--export needs a subgraph answer" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["drivers", "mlp1tc[x]"],
+            "Error: feature 'mlp1tc[x]': expected mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos> or <layer>:<index>",
+        ),
+        (["drivers", "mlp1tc[999]"], "Error: feature mlp1tc[999]: index 999 is out of range;"),
+        (["examples", "mlp9tc[1]"], "Error: feature mlp9tc[1]: layer 9 is out of range;"),
+        (["paths", "--prompt", "no-such-prompt"], "Error: unknown prompt 'no-such-prompt'"),
+        (
+            ["drivers", "1:1", "--prompt", "no-such-prompt"],
+            "Error: unknown prompt 'no-such-prompt'",
+        ),
+        (["feature", "1:1", "--transcoder-set", "nope"], "Error: unknown transcoder set 'nope'"),
+        (["cypher", "CREATE (n:Feature) RETURN n"], "Error: Neo4j rejected the statement:"),
+    ],
+)
+def test_errors_are_one_line(filled, neo4j_env, args, message):
+    code, out = run(*args)
+    assert code != 0
+    assert out.startswith(message), out
+    assert len(out.strip().splitlines()) == 1
