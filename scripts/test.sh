@@ -14,6 +14,10 @@ if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
   export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
 fi
 
+# Passive OpenMP waiting: spinning torch threads starve everything else on a loaded machine
+# (see circuitstore/__init__.py); exported here because pytest plugins may import torch first.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh
