@@ -23,7 +23,7 @@ from circuitstore import __version__
 from circuitstore.errors import InputError
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
-from circuitstore.ingest.catalog import DONE, PENDING, SKIPPED, Catalog, RunRecord
+from circuitstore.ingest.catalog import DONE, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
 from circuitstore.ingest.model import LoadedModel, load_model, tokenize
@@ -127,10 +127,13 @@ class _Job:
         return summary
 
     def _reconcile(self, corpus: Corpus, summary: IngestSummary) -> list[PromptRecord]:
-        """Pending prompts, minus those the store already holds (from this run or another)."""
-        pending_keys = self.catalog.keys_in_state(self.record.name, PENDING)
-        ids = {NodeId.prompt(self.tset, p.key): p for p in corpus.prompts if p.key in pending_keys}
+        """The prompts still to write. The store decides, not the catalog: a prompt is done when
+        its Prompt node exists (from this run or another), and one the catalog calls done but
+        the store lacks (a wiped or different database) is written again."""
+        ids = {NodeId.prompt(self.tset, p.key): p for p in corpus.prompts}
         stored = self.writer.existing_prompts(list(ids))
+        settled = self.catalog.keys_in_state(self.record.name, DONE)
+        settled |= self.catalog.keys_in_state(self.record.name, SKIPPED)
         marks = [
             {
                 "key": ids[pid].key,
@@ -138,9 +141,10 @@ class _Job:
                 "reason": None if run == self.record.name else f"in the store from run {run}",
             }
             for pid, run in stored.items()
+            if ids[pid].key not in settled
         ]
         self.catalog.mark(self.record.name, marks)
-        summary.already_stored += len(marks) + len(corpus.prompts) - len(pending_keys)
+        summary.already_stored += len(stored)
         return [p for pid, p in ids.items() if pid not in stored]
 
     def _one(self, record: PromptRecord, summary: IngestSummary) -> dict[str, Any]:

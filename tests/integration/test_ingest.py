@@ -60,6 +60,19 @@ def test_reingest_adds_nothing(fresh_store, tiny_weights, corpus_file, tmp_path,
     assert store_snapshot(fresh_store) == before
 
 
+def test_the_store_not_the_catalog_decides_what_is_done(
+    fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot
+):
+    cfg = _config(tiny_weights, corpus_file, tmp_path)
+    IngestRunner(cfg, fresh_store).run()
+    before = store_snapshot(fresh_store)
+    with fresh_store.session() as s:  # the database is wiped; the catalog still says "done"
+        s.run("MATCH (n) WHERE NOT n:SchemaVersion DETACH DELETE n").consume()
+    again = IngestRunner(cfg, fresh_store).run()
+    assert again.written == 24
+    assert store_snapshot(fresh_store) == before
+
+
 def test_changed_graph_settings_are_refused(fresh_store, tiny_weights, corpus_file, tmp_path):
     IngestRunner(_config(tiny_weights, corpus_file, tmp_path), fresh_store).run()
     changed = _config(tiny_weights, corpus_file, tmp_path, node_threshold=0.5)
