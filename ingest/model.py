@@ -12,6 +12,8 @@ does not rely on the centring: it centres its own vectors, so the math also hold
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import io
 import logging
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
         raise ModelLoadError(
             f"{name_or_path}: cannot load model ({type(exc).__name__}: {exc})"
         ) from exc
+    _copy_file_backed(bridge)
     cfg = bridge.cfg
     if getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"):
         raise ModelLoadError(
@@ -106,6 +109,56 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
         dtype=dtype,
         weights=_weights(bridge, dtype),
     )
+
+
+def _file_ranges() -> list[tuple[int, int]]:
+    """Address ranges of memory-mapped files (Linux; empty elsewhere)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].startswith("/"):
+                    lo, hi = fields[0].split("-")
+                    ranges.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        return []
+    return ranges
+
+
+def _copy_file_backed(module: torch.nn.Module) -> None:
+    """Give tensors still backed by the memory-mapped checkpoint their own memory.
+
+    The loader maps the whole safetensors file; a few weights the processing leaves untouched
+    keep the mapping alive, and with it every page of the file read while loading (about the
+    model's size in RSS). Copying those few lets the mapping go."""
+    ranges = _file_ranges()
+    if not ranges:
+        return
+    copies: dict[int, torch.UntypedStorage] = {}
+    with torch.no_grad():
+        for sub in module.modules():
+            for table in (sub._parameters, sub._buffers):
+                for tensor in table.values():
+                    if tensor is None:
+                        continue
+                    storage = tensor.untyped_storage()
+                    ptr = storage.data_ptr()
+                    if not any(lo <= ptr < hi for lo, hi in ranges):
+                        continue
+                    if ptr not in copies:
+                        copies[ptr] = storage.clone()
+                    tensor.data = torch.empty(0, dtype=tensor.dtype).set_(
+                        copies[ptr], tensor.storage_offset(), tensor.size(), tensor.stride()
+                    )
+    gc.collect()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand the loader's freed heap back to the OS (glibc only; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _weights(bridge: Any, dtype: torch.dtype) -> ModelWeights:

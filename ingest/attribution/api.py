@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from circuitstore.ingest.attribution.engine import ChunkPlan, iter_chunks
+from circuitstore.ingest.attribution.engine import ChunkPlan, TargetFilter, iter_chunks
 from circuitstore.ingest.attribution.graph import (
     AttributionGraph,
     Code,
@@ -61,8 +61,12 @@ class AttributionEngine:
             logit_positions=config.logit_positions,
         )
 
-    def chunks(self, state: PromptState, config: AttributionConfig) -> Iterator[EdgeChunk]:
-        return iter_chunks(state, config.chunk)
+    def chunks(
+        self, state: PromptState, config: AttributionConfig, select: TargetFilter | None = None
+    ) -> Iterator[EdgeChunk]:
+        """Edge chunks, top layer first. Each chunk's `dense` block is only valid until the next
+        one is requested (buffers are reused): copy what you keep."""
+        return iter_chunks(state, config.chunk, select)
 
     def attribute(
         self,
@@ -96,7 +100,9 @@ class AttributionEngine:
             main = CollectSink()
         else:
             main = PruneSink(state.nodes, config.prune, _logit_seeds(state))
-        for chunk in self.chunks(state, config):
+        # Pruning alone may skip targets without influence; other sinks need every edge.
+        select = main.wanted if isinstance(main, PruneSink) and not sinks else None
+        for chunk in self.chunks(state, config, select):
             main.consume(chunk)
             for sink in sinks:
                 sink.consume(chunk)

@@ -17,15 +17,18 @@ before it is: sinks can compute influence in the same single pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitstore.ingest.attribution.graph import EdgeChunk
 from circuitstore.ingest.attribution.state import PromptState, Slab, Targets
+
+# Which of one layer's targets to compute (their influence is final when the layer starts).
+TargetFilter = Callable[[Targets], Bool[Tensor, " k"]]
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,55 @@ class ChunkPlan:
     max_elements: int = 1 << 24
 
 
-def iter_chunks(state: PromptState, plan: ChunkPlan | None = None) -> Iterator[EdgeChunk]:
-    """Every target's incoming edges, logits first, then layers from the top down."""
+class Workspace:
+    """Buffers reused from chunk to chunk: fresh multi-megabyte tensors cost a page fault per
+    4 KiB every time, more than the arithmetic that fills them on a busy machine."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        n = 1
+        for size in shape:
+            n *= size
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            self._buffers[name] = buf
+        return buf[:n].view(shape)
+
+
+def iter_chunks(
+    state: PromptState, plan: ChunkPlan | None = None, select: TargetFilter | None = None
+) -> Iterator[EdgeChunk]:
+    """Every target's incoming edges, logits first, then layers from the top down.
+
+    `select` may leave targets out (e.g. pruning skips targets without influence). A chunk's
+    `dense` block lives in a reused buffer: it is valid until the next chunk is requested, so
+    sinks copy what they keep."""
     plan = plan or ChunkPlan()
+    work = Workspace()
     for targets in reversed(state.targets):
+        if select is not None:
+            keep = select(targets).nonzero(as_tuple=True)[0]
+            if keep.shape[0] < targets.nodes.shape[0]:
+                targets = _subset(targets, keep)
         n, start = int(targets.nodes.shape[0]), 0
         while start < n:
             stop = _chunk_stop(targets.pos, start, plan.max_elements // state.model.d_model)
-            yield _chunk(state, targets, slice(start, stop))
+            yield _chunk(state, targets, slice(start, stop), work)
             start = stop
+
+
+def _subset(targets: Targets, rows: Int[Tensor, " k"]) -> Targets:
+    return replace(
+        targets,
+        nodes=targets.nodes[rows],
+        pos=targets.pos[rows],
+        vectors=targets.vectors[rows],
+        const=targets.const[rows],
+        const_nodes=targets.const_nodes[rows],
+    )
 
 
 def _chunk_stop(pos: Int[Tensor, " k"], start: int, budget: int) -> int:
@@ -60,49 +103,45 @@ def _chunk_stop(pos: Int[Tensor, " k"], start: int, budget: int) -> int:
     return min(n, start + min(size, max(8, budget // width)))
 
 
-def _chunk(state: PromptState, targets: Targets, rows: slice) -> EdgeChunk:
+def _chunk(
+    state: PromptState, targets: Targets, rows: slice, work: Workspace | None = None
+) -> EdgeChunk:
+    work = work or Workspace()
     pos, u = targets.pos[rows], targets.vectors[rows]
     nodes = targets.nodes[rows]
-    field = _Field(state, pos, u)
-    slabs: list[Slab] = []
-    L = state.model.n_layers
-    if targets.layer < L:  # a feature reads resid_mid: its own layer's attention comes first
-        slabs.append(state.attn_bias_slabs[targets.layer])
-    for layer in reversed(range(targets.layer)):
-        slabs += [state.layer_slabs[layer], state.attn_bias_slabs[layer]]
-    slabs.append(state.embed_slab)
+    b, L = int(nodes.shape[0]), state.model.n_layers
+    field = _Field(state, pos, u, work)
     width = field.width
-    sizes = [width * slab.idx.shape[1] for slab in slabs]
-    # Source-major storage: each slab's product lands contiguously, no gather or concat.
-    dense_t = torch.empty(sum(sizes), nodes.shape[0], dtype=u.dtype)
-    offset, k = 0, 0
-    if targets.layer < L:
-        _dot_into(slabs[0], field.grad_t(), dense_t[: sizes[0]])
-        field.through_attention(targets.layer)
-        offset, k = sizes[0], 1
-    for layer in reversed(range(targets.layer)):
-        grad_t = field.grad_t()
-        for slab in slabs[k : k + 2]:
-            _dot_into(slab, grad_t, dense_t[offset : offset + sizes[k]])
-            offset += sizes[k]
-            k += 1
-        field.through_attention(layer)
-    _dot_into(slabs[-1], field.grad_t(), dense_t[offset:])
-    sources = torch.cat([slab.idx[:width].reshape(-1) for slab in slabs])
-    dense = dense_t.T
+    # One step per gradient version: (slab, attention layer to pull back through afterwards).
+    steps: list[tuple[Slab, int | None]] = []
+    if targets.layer < L:  # a feature reads resid_mid: its own layer's attention comes first
+        steps.append((state.attn_bias_slabs[targets.layer], targets.layer))
+    steps += [(state.layer_slabs[layer], layer) for layer in reversed(range(targets.layer))]
+    steps.append((state.embed_slab, None))
+    sizes = [slab.starts[width] for slab, _ in steps]
+    # Source-major: every product lands in contiguous rows; `dense` is its transposed view.
+    dense_t = work.get("dense", (sum(sizes), b), u.dtype)
+    offset = 0
+    for (slab, attn), size in zip(steps, sizes, strict=True):
+        _dot_into(slab, field.field, dense_t[offset : offset + size])
+        offset += size
+        if attn is not None:
+            field.through_attention(attn)
+    sources = torch.cat([slab.source_ids(width) for slab, _ in steps])
     const = targets.const[rows]
     extra_src, extra_tgt, extra_w = [targets.const_nodes[rows]], [nodes], [const]
     if state.mode == "lumped":
-        remainder = state.nodes.value[nodes] - dense_t.sum(dim=0) - const
+        total = (dense_t.new_ones(dense_t.shape[0]) @ dense_t).to(torch.float64)
+        remainder = state.nodes.value[nodes].to(torch.float64) - total - const.to(torch.float64)
         extra_src.append(_remainder_rows(state, nodes))
         extra_tgt.append(nodes)
-        extra_w.append(remainder)
+        extra_w.append(remainder.to(u.dtype))
     return EdgeChunk(
         targets=nodes,
         target_pos=pos,
         sources=sources,
-        source_pos=state.nodes.pos[sources.clamp_min(0)],
-        dense=dense,
+        source_pos=state.nodes.pos[sources],
+        dense=dense_t.T,
         extra_source=torch.cat(extra_src),
         extra_target=torch.cat(extra_tgt),
         extra_weight=torch.cat(extra_w),
@@ -116,13 +155,20 @@ def _remainder_rows(state: PromptState, nodes: Int[Tensor, " b"]) -> Int[Tensor,
     return state.remainder_base + rank
 
 
-def _dot_into(
-    slab: Slab, grad_t: Float[Tensor, "pos d_model b"], out: Float[Tensor, "k b"]
-) -> None:
-    """out[s * n + j, b] = slab vector j at position s . gradient of target b at s."""
-    width = grad_t.shape[0]
-    vectors = slab.vectors[:width]
-    torch.bmm(vectors, grad_t, out=out.view(width, vectors.shape[1], -1))
+def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tensor, "k b"]) -> None:
+    """out[c, b] = source c's vector . the gradient of target b at the source's position.
+
+    One product per position (no padding), each reading that position's gradients once; a
+    position after a target's own gives exact zeros (the field is causal)."""
+    width = field.shape[1]
+    if slab.one_per_position:
+        torch.bmm(slab.vectors[:width, None], field.permute(1, 2, 0), out=out.view(width, 1, -1))
+        return
+    starts = slab.starts
+    for s in range(width):
+        lo, hi = starts[s], starts[s + 1]
+        if hi > lo:
+            torch.mm(slab.vectors[lo:hi], field[:, s].T, out=out[lo:hi])
 
 
 class _Field:
@@ -133,16 +179,17 @@ class _Field:
     and accumulates, so paths through two or more attention layers are left out."""
 
     def __init__(
-        self, state: PromptState, pos: Int[Tensor, " b"], u: Float[Tensor, "b d_model"]
+        self,
+        state: PromptState,
+        pos: Int[Tensor, " b"],
+        u: Float[Tensor, "b d_model"],
+        work: Workspace,
     ) -> None:
         self.state, self.pos, self.u = state, pos, u
         self.width, b = int(pos.max()) + 1, int(pos.shape[0])
-        self.field = torch.zeros(b, self.width, u.shape[1], dtype=u.dtype)
+        self.field = work.get("field", (b, self.width, u.shape[1]), u.dtype)
+        self.field.zero_()
         self.field[torch.arange(b), pos] = u
-
-    def grad_t(self) -> Float[Tensor, "pos d_model b"]:
-        """A strided view BLAS reads directly (no copy)."""
-        return self.field.permute(1, 2, 0)
 
     def through_attention(self, layer: int) -> None:
         if self.state.mode == "exact":
@@ -177,7 +224,7 @@ def _one_step(
     op = state.attention[layer]
     H = state.model.n_heads
     width = field.shape[1]
-    ov = (u @ op.W_O_t).view(u.shape[0], H, -1)  # (b, H, dh)
-    back = torch.einsum("bhe,hed->bhd", ov, op.W_V_centred_heads)  # (b, H, d)
-    rows = op.pattern_scaled[:, pos, :width].permute(1, 2, 0)  # (b, s, H)
+    ov = (u @ op.W_O_t).view(u.shape[0], H, -1).transpose(0, 1)  # (H, b, dh)
+    back = torch.bmm(ov, op.W_V_centred_heads).transpose(0, 1)  # (b, H, d)
+    rows = op.pattern_tsh[pos, :width]  # (b, s, H)
     field.baddbmm_(rows, back)

@@ -76,9 +76,9 @@ def _source_vector(state: PromptState, source: int) -> tuple[Tensor, int]:
     slabs += [(slab, layer + 1) for layer, slab in enumerate(state.attn_bias_slabs)]
     slabs.append((state.embed_slab, 0))
     for slab, first in slabs:
-        hit = (slab.idx == source).nonzero()
-        if hit.numel():
-            return slab.vectors[hit[0, 0], hit[0, 1]], first
+        vector = slab.find(source)
+        if vector is not None:
+            return vector, first
     raise InputError(
         f"node {state.nodes.node_id(source)} has no residual-stream vector (a target constant)"
     )

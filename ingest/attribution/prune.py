@@ -20,7 +20,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from circuitstore.ingest.attribution.engine import Workspace
 from circuitstore.ingest.attribution.graph import Code, EdgeChunk, Edges, NodeAccounting, NodeTable
+from circuitstore.ingest.attribution.state import Targets
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,35 @@ class PruneConfig:
         }
 
 
+def strongest(abs_t: Float[Tensor, "s b"], k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(source col, target row, value) of each column's k largest positive entries, grouped by
+    target row, largest first; the same set as a top-k per target, in a few linear passes.
+
+    Bound: split the sources into 4k blocks; the k-th largest block maximum is at most each
+    target's k-th largest entry (k distinct entries reach it), so only entries at or above it
+    can be in the top k: select those, then rank the few survivors exactly."""
+    n_src, b = abs_t.shape
+    n_blocks = 4 * k
+    if n_src >= 2 * n_blocks:
+        q = n_src // n_blocks
+        block_max = abs_t[: n_blocks * q].view(n_blocks, q, b).amax(dim=1)
+        bound = torch.topk(block_max, k, dim=0).values[-1]
+        tiny = torch.finfo(abs_t.dtype).tiny  # entries must also be positive
+        mask = abs_t >= bound.clamp_min(tiny)
+    else:
+        mask = abs_t > 0
+    cols, rows = mask.nonzero(as_tuple=True)
+    vals = abs_t[cols, rows]
+    order = torch.argsort(vals, descending=True, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]
+    cols, rows, vals = cols[order], rows[order], vals[order]
+    counts = torch.bincount(rows, minlength=b)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(rows.shape[0]) - first[rows]
+    top = rank < k
+    return cols[top], rows[top], vals[top]
+
+
 @dataclass
 class PruneSink:
     """Streams influence and per-target candidate edges; `finish` selects what is kept."""
@@ -47,33 +78,48 @@ class PruneSink:
     influence: Tensor = field(init=False)
     abs_input: Tensor = field(init=False)
     parts: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+    _work: Workspace = field(default_factory=Workspace)
 
     def __post_init__(self) -> None:
         self.influence = self.logit_weights.to(torch.float64).clone()
         self.abs_input = torch.zeros(len(self.nodes), dtype=torch.float64)
 
+    def wanted(self, targets: Targets) -> Bool[Tensor, " k"]:
+        """Targets without influence can never be kept, and give their sources none: the engine
+        skips them (exactly; this is not an approximation)."""
+        return self.influence[targets.nodes] > 0
+
     def consume(self, chunk: EdgeChunk) -> None:
-        abs_dense = chunk.dense.abs()
-        norm = chunk.row_abs_sums(abs_dense).to(torch.float64).clamp_min(1e-30)
+        # The engine's block is source-major (`dense` is a transposed view): reduce along
+        # contiguous rows. Any layout works, only slower.
+        dense_t = chunk.dense.T
+        abs_t = self._work.get("abs", tuple(dense_t.shape), dense_t.dtype)
+        torch.abs(dense_t, out=abs_t)
+        row = chunk.extra_rows()
+        extra_abs = chunk.extra_weight.abs().to(torch.float64)
+        norm = (abs_t.new_ones(abs_t.shape[0]) @ abs_t).to(torch.float64)
+        norm = norm.index_add_(0, row, extra_abs)
+        norm = norm.clamp_min(1e-30)
         self.abs_input[chunk.targets] = norm
         share = self.influence[chunk.targets] / norm
-        flow = share.to(abs_dense.dtype) @ abs_dense  # padding columns are zeros: harmless at row 0
-        self.influence.index_add_(0, chunk.sources.clamp_min(0), flow.to(torch.float64))
-        row = chunk.extra_rows()
-        self.influence.index_add_(
-            0, chunk.extra_source, chunk.extra_weight.abs().to(torch.float64) * share[row]
-        )
-        self.parts.append(self._candidates(chunk, abs_dense, norm))
+        flow = abs_t @ share.to(abs_t.dtype)  # (sources,)
+        self.influence.index_add_(0, chunk.sources, flow.to(torch.float64))
+        self.influence.index_add_(0, chunk.extra_source, extra_abs * share[row])
+        self.parts.append(self._candidates(chunk, abs_t, norm))
 
     def _candidates(
-        self, chunk: EdgeChunk, abs_dense: Tensor, norm: Tensor
+        self, chunk: EdgeChunk, abs_t: Float[Tensor, "s b"], norm: Float[Tensor, " b"]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        k = min(self.config.max_edges_per_target, abs_dense.shape[1])
-        vals, cols = torch.topk(abs_dense, k, dim=1)
-        before = (torch.cumsum(vals.to(torch.float64), dim=1) - vals) / norm[:, None]
-        keep = (before < self.config.edge_threshold) & (vals > 0)
-        rows = torch.arange(chunk.targets.shape[0])[:, None].expand_as(cols)[keep]
-        cols = cols[keep]
+        """Per target, its strongest in-edges (at most max_edges_per_target) until they carry
+        edge_threshold of its |input|."""
+        cols, rows, vals = strongest(abs_t, self.config.max_edges_per_target)
+        v64 = vals.to(torch.float64)
+        cum = torch.cumsum(v64, 0) - v64  # exclusive, over all rows
+        counts = torch.bincount(rows, minlength=abs_t.shape[1])
+        first = torch.cumsum(counts, 0) - counts
+        before = (cum - cum[first][rows]) / norm[rows]
+        keep = before < self.config.edge_threshold
+        rows, cols = rows[keep], cols[keep]
         # Constants and remainders are few and always candidates: they are each target's own terms.
         return (
             torch.cat([chunk.sources[cols], chunk.extra_source]),
@@ -103,7 +149,9 @@ class PruneSink:
             order = torch.argsort(scores, descending=True)
             cum = torch.cumsum(scores[order], 0)
             before = (cum - scores[order]) / cum[-1].clamp_min(1e-30)
-            kept[feats[order[before < self.config.node_threshold]]] = True
+            # A feature without influence carries none of it (and may not have been computed).
+            chosen = (before < self.config.node_threshold) & (scores[order] > 0)
+            kept[feats[order[chosen]]] = True
         return kept
 
     def _accounting(

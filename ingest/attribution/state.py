@@ -19,11 +19,24 @@ Mode = Literal["exact", "lumped"]
 
 @dataclass(frozen=True)
 class Slab:
-    """Source vectors of one kind at one layer, padded per position: vectors[s, k] is the k-th
-    source at position s (zero where idx is -1)."""
+    """Source vectors that see the same pulled-back gradient, packed by position (no padding):
+    rows starts[s]:starts[s + 1] of `vectors` / `idx` (node rows) sit at position s."""
 
-    vectors: Float[Tensor, "pos n d_model"]
-    idx: Int[Tensor, "pos n"]
+    vectors: Float[Tensor, "n d_model"]
+    idx: Int[Tensor, " n"]
+    starts: tuple[int, ...]  # T + 1 offsets into vectors / idx
+
+    @property
+    def one_per_position(self) -> bool:
+        return len(self.starts) - 1 == int(self.idx.shape[0])
+
+    def source_ids(self, width: int) -> Int[Tensor, " s"]:
+        """Node rows of the sources at positions < width, in the engine's column order."""
+        return self.idx[: self.starts[width]]
+
+    def find(self, node: int) -> Float[Tensor, " d_model"] | None:
+        hit = (self.idx == node).nonzero(as_tuple=True)[0]
+        return self.vectors[int(hit[0])] if hit.numel() else None
 
 
 @dataclass(frozen=True)
@@ -35,17 +48,20 @@ class AttentionOp:
     W_V_centred_t: Float[Tensor, "heads_x_dhead d_model"]
     W_V_centred_heads: Float[Tensor, "n_heads d_head d_model"]
     pattern_scaled: Float[Tensor, "n_heads pos pos"]  # A[h, t, s] / ln1_scale[s]
+    pattern_tsh: Float[Tensor, "pos pos n_heads"]  # the same, target-major (lumped mode's rows)
 
 
 def attention_op(model: LoadedModel, cache: ForwardCache, layer: int) -> AttentionOp:
     w = model.weights
     H, dh, d = w.W_O.shape[1], w.W_O.shape[2], model.d_model
     heads = centre(w.W_V[layer].permute(0, 2, 1)).contiguous()  # (H, dh, d)
+    pattern = (cache.pattern[layer] / cache.ln1_scale[layer][None, None, :]).contiguous()
     return AttentionOp(
         W_O_t=w.W_O[layer].reshape(H * dh, d).T.contiguous(),
         W_V_centred_t=heads.reshape(H * dh, d),
         W_V_centred_heads=heads,
-        pattern_scaled=(cache.pattern[layer] / cache.ln1_scale[layer][None, None, :]).contiguous(),
+        pattern_scaled=pattern,
+        pattern_tsh=pattern.permute(1, 2, 0).contiguous(),
     )
 
 
@@ -67,8 +83,8 @@ class PromptState:
     cache: ForwardCache
     nodes: NodeTable
     n_features: int
-    layer_slabs: tuple[Slab, ...]  # per layer: features, then the error, then b_dec_out
-    attn_bias_slabs: tuple[Slab, ...]
+    layer_slabs: tuple[Slab, ...]  # per layer: features; per position error, b_dec_out, attn bias
+    attn_bias_slabs: tuple[Slab, ...]  # per layer: the attention bias alone (a feature's own layer)
     embed_slab: Slab
     attention: tuple[AttentionOp, ...]
     targets: tuple[Targets, ...]  # index = layer; the last one is the logits
@@ -116,8 +132,15 @@ def build_state(
     logit_positions: Literal["last", "all"],
 ) -> PromptState:
     L, T = model.n_layers, int(cache.tokens.shape[0])
-    acts = feature_activations(tcs, cache)
-    active = [(z > 0).nonzero() for _, z in acts]  # rows of (pos, index), sorted by pos then index
+    # Per layer only the active (pos, index) rows, sorted by pos then index, and their values
+    # (where z > 0, z equals the pre-activation): the dense (pos, d_tc) maps are dropped at once.
+    active, acts = [], []
+    for layer, tc in enumerate(tcs.transcoders):
+        pre = tc.preactivation(cache.ln2_normalized[layer])
+        rows = (pre > 0).nonzero()
+        active.append(rows)
+        acts.append(pre[rows[:, 0], rows[:, 1]])
+        del pre
     n_feat = sum(a.shape[0] for a in active)
     feat_off = [0]
     for a in active:
@@ -130,18 +153,26 @@ def build_state(
     remainder_base = logit_base + len(logits)
     nodes = _node_table(model, cache, acts, active, logits, mode, remainder_base)
 
+    attn_bias = [
+        (model.weights.attn_bias[layer].expand(T, -1), _bias_rows(bias_base, L, T, 0, layer, 0))
+        for layer in range(L)
+    ]
     slabs = tuple(
         _layer_slab(
-            model, tcs, cache, acts, active[layer], layer, feat_off[layer], err_base, bias_base
+            model,
+            tcs,
+            cache,
+            acts,
+            active[layer],
+            layer,
+            feat_off[layer],
+            err_base,
+            bias_base,
+            attn_bias[layer],
         )
         for layer in range(L)
     )
-    attn_slabs = tuple(
-        _single_slab(
-            model.weights.attn_bias[layer].expand(T, -1), _bias_rows(bias_base, L, T, 0, layer, 0)
-        )
-        for layer in range(L)
-    )
+    attn_slabs = tuple(_per_pos_slab(*bias) for bias in attn_bias)
     emb = model.weights.W_E[cache.tokens] + model.weights.W_pos[:T]
     targets = [
         _feature_targets(tcs, cache, active[layer], layer, feat_off[layer], bias_base, L, T)
@@ -155,7 +186,7 @@ def build_state(
         n_features=n_feat,
         layer_slabs=slabs,
         attn_bias_slabs=attn_slabs,
-        embed_slab=_single_slab(emb, emb_base),
+        embed_slab=_per_pos_slab(emb, emb_base),
         attention=tuple(attention_op(model, cache, layer) for layer in range(L)),
         targets=tuple(targets),
         remainder_base=remainder_base,
@@ -163,42 +194,57 @@ def build_state(
     )
 
 
-def _single_slab(vectors: Float[Tensor, "pos d_model"], first_row: int) -> Slab:
-    T = vectors.shape[0]
-    return Slab(vectors[:, None, :].contiguous(), (first_row + torch.arange(T))[:, None])
+def _per_pos_slab(vectors: Float[Tensor, "pos d_model"], first_row: int) -> Slab:
+    """One vector per position: position s is node first_row + s."""
+    T = int(vectors.shape[0])
+    return Slab(vectors.contiguous(), first_row + torch.arange(T), tuple(range(T + 1)))
 
 
 def _layer_slab(
     model: LoadedModel,
     tcs: TranscoderSet,
     cache: ForwardCache,
-    acts: list[tuple[Tensor, Tensor]],
+    acts: list[Tensor],
     active: Int[Tensor, "k 2"],
     layer: int,
     first_feature: int,
     err_base: int,
     bias_base: int,
+    attn_bias: tuple[Float[Tensor, "pos d_model"], int],
 ) -> Slab:
-    """Features z_j * W_dec[j] padded per position, then the error term, then b_dec_out."""
+    """Per position: the active features' z_j * W_dec[j], then the error term, b_dec_out and
+    the layer's attention output bias (all of them see the gradient at resid_mid)."""
     L, T, d = model.n_layers, int(cache.tokens.shape[0]), model.d_model
     tc = tcs[layer]
-    z = acts[layer][1]
     pos, index = active[:, 0], active[:, 1]
-    counts = torch.bincount(pos, minlength=T)
-    width = int(counts.max()) if active.shape[0] else 0
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(pos.shape[0]) - starts[pos]
-    vectors = torch.zeros(T, width + 2, d, dtype=model.dtype)
-    idx = torch.full((T, width + 2), -1, dtype=torch.long)
-    vectors[pos, rank] = z[pos, index, None] * tc.W_dec[index]
-    idx[pos, rank] = first_feature + torch.arange(pos.shape[0])
-    # Error = real MLP output minus the transcoder's whole output, so features + bias + error
-    # reproduce hook_mlp_out exactly.
-    vectors[:, width] = cache.mlp_out[layer] - tc.decode(z)
-    idx[:, width] = err_base + layer * T + torch.arange(T)
-    vectors[:, width + 1] = tc.b_dec_out
-    idx[:, width + 1] = _bias_rows(bias_base, L, T, 1, layer, 0) + torch.arange(T)
-    return Slab(vectors, idx)
+    feats = acts[layer][:, None] * tc.W_dec[index]
+    # Error = real MLP output minus the transcoder's whole output (the same feature vectors),
+    # so features + bias + error reproduce hook_mlp_out.
+    decoded = torch.zeros_like(cache.mlp_out[layer]).index_add_(0, pos, feats)
+    error = cache.mlp_out[layer] - (decoded + tc.b_dec_out)
+    ar = torch.arange(T)
+    extra = torch.stack([error, tc.b_dec_out.expand(T, -1), attn_bias[0]], dim=1)
+    extra_idx = torch.stack(
+        [
+            err_base + layer * T + ar,
+            _bias_rows(bias_base, L, T, 1, layer, 0) + ar,
+            attn_bias[1] + ar,
+        ],
+        dim=1,
+    )
+    # Row of feature r: its rank plus 3 per earlier position; extras fill the rest.
+    counts = torch.bincount(pos, minlength=T) + 3
+    ends = torch.cumsum(counts, 0)
+    n = int(ends[-1])
+    vectors = torch.empty(n, d, dtype=feats.dtype)
+    idx = torch.empty(n, dtype=torch.long)
+    feat_rows = torch.arange(pos.shape[0]) + 3 * pos
+    extra_rows = (ends - 3)[:, None] + torch.arange(3)
+    vectors[feat_rows] = feats
+    idx[feat_rows] = first_feature + torch.arange(pos.shape[0])
+    vectors[extra_rows.reshape(-1)] = extra.reshape(-1, d)
+    idx[extra_rows.reshape(-1)] = extra_idx.reshape(-1)
+    return Slab(vectors, idx, (0, *ends.tolist()))
 
 
 def _feature_targets(
@@ -213,7 +259,9 @@ def _feature_targets(
 ) -> Targets:
     tc = tcs[layer]
     pos, index = active[:, 0], active[:, 1]
-    cols = tc.W_enc[:, index].T  # (k, d_model)
+    # Gather each distinct column once, in increasing order (cache-friendly on a row-major W_enc).
+    uniq, inv = torch.unique(index, return_inverse=True)
+    cols = tc.W_enc[:, uniq].T[inv]  # (k, d_model)
     return Targets(
         layer=layer,
         nodes=first_feature + torch.arange(pos.shape[0]),
@@ -256,7 +304,7 @@ def _part(code: int, layer: Tensor, pos: Tensor, index: Tensor, act: Tensor, val
 def _node_table(
     model: LoadedModel,
     cache: ForwardCache,
-    acts: list[tuple[Tensor, Tensor]],
+    acts: list[Tensor],
     active: list[Tensor],
     logits: list[tuple[int, int]],
     mode: Mode,
@@ -267,9 +315,8 @@ def _node_table(
     L, T, dt = model.n_layers, int(cache.tokens.shape[0]), model.dtype
     parts: list[Part] = []
     for layer, rows in enumerate(active):
-        pre, z = acts[layer]
-        p, i = rows[:, 0], rows[:, 1]
-        parts.append(_part(Code.FEATURE, torch.full_like(p, layer), p, i, z[p, i], pre[p, i]))
+        p, i, z = rows[:, 0], rows[:, 1], acts[layer]
+        parts.append(_part(Code.FEATURE, torch.full_like(p, layer), p, i, z, z))
     ar, none_t, zeros_t = torch.arange(T), torch.full((T,), -1), torch.zeros(T, dtype=dt)
     grid_l, grid_p = torch.arange(L).repeat_interleave(T), ar.repeat(L)
     zeros_lt = torch.zeros(L * T, dtype=dt)

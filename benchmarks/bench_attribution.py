@@ -1,0 +1,208 @@
+"""Attribution engine benchmark at GPT-2-small scale (random weights), on this machine's CPU.
+
+    nice python benchmarks/bench_attribution.py [--lengths 64 128] [--repeats 3 1]
+        [--exact-repeats 1] [--skip-exact] [--threads N]
+
+12 layers, d_model 768, 12 heads, d_vocab 50257, transcoders d_tc 24576 with encoder biases
+calibrated so about 64 features fire per token per layer. Reports medians of seconds per prompt:
+the bare forward (model + 12 encoders), the full graph in exact and lumped modes (every edge
+computed and streamed through a sink that counts them and checks conservation; a full graph has
+~10^8-10^9 edges and is not held in memory), and the pruned graph; plus peak RSS and the load
+average. The model is written to a temporary folder in a child process and booted through the
+real loader. On a shared machine `--threads 1` avoids OpenMP threads waiting on each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+# As circuitstore/__init__.py does, but before torch (imported first here) starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+
+FEATURES_PER_TOKEN = 64
+
+
+@dataclass
+class CountSink:
+    """Counts edges and checks conservation (each target's in-edges add up to its value)."""
+
+    values: torch.Tensor
+    edges: int = 0
+    worst: float = 0.0
+
+    def consume(self, chunk) -> None:
+        self.edges += chunk.n_edges()
+        want = self.values[chunk.targets].double()
+        err = (chunk.row_sums().double() - want).abs() / want.abs().clamp_min(1.0)
+        self.worst = max(self.worst, float(err.max()))
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def build_model(folder: Path) -> None:
+    from circuitstore.ingest.synthetic import ModelSpec, save_model
+
+    save_model(
+        folder,
+        ModelSpec(n_layers=12, d_model=768, n_heads=12, n_ctx=1024, vocab_size=2000, d_vocab=50257),
+    )
+
+
+def calibrated_transcoders(engine_model, tokens):
+    """Random transcoders whose encoder thresholds make ~64 features fire per token and layer
+    (set on a calibration prompt, not the measured ones)."""
+    from circuitstore.ingest.model import run_forward
+    from circuitstore.ingest.synthetic import random_transcoders
+
+    d_tc = 24576
+    tcs = random_transcoders(12, 768, d_tc, active_fraction=FEATURES_PER_TOKEN / d_tc)
+    cache = run_forward(engine_model, tokens)
+    fixed = []
+    for layer, tc in enumerate(tcs.transcoders):
+        pre = tc.preactivation(cache.ln2_normalized[layer, 1:])
+        k = FEATURES_PER_TOKEN * pre.shape[0]
+        cut = torch.topk(pre.flatten(), k).values[-1]
+        fixed.append(replace(tc, b_enc=tc.b_enc - cut))
+        del pre
+    return replace(tcs, transcoders=tuple(fixed))
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128])
+    parser.add_argument(
+        "--repeats", type=int, nargs="+", default=[3], help="per length (the last one repeats)"
+    )
+    parser.add_argument("--exact-repeats", type=int, default=1)
+    parser.add_argument("--skip-exact", action="store_true")
+    parser.add_argument("--exact-lengths", type=int, nargs="*", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model_dir is not None:  # child process: only writes the model
+        build_model(args.model_dir)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    from circuitstore.ingest.model import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "gpt2-random"
+        subprocess.run(
+            [sys.executable, __file__, "--model-dir", str(folder)], check=True, capture_output=True
+        )
+        model = load_model(folder)
+    print(f"model loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    gen = torch.Generator().manual_seed(1)
+    bos = model.bridge.tokenizer.bos_token_id
+    calib = torch.cat([torch.tensor([bos]), torch.randint(1, 2000, (127,), generator=gen)])
+    from circuitstore.ingest.attribution import AttributionEngine
+
+    engine = AttributionEngine(model, calibrated_transcoders(model, calib))
+    print(f"transcoders ready: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    rows, loads = [], [load_average()]
+    for i, n in enumerate(args.lengths):
+        tokens = torch.cat([torch.tensor([bos]), torch.randint(1, 2000, (n - 1,), generator=gen)])
+        reps = args.repeats[min(i, len(args.repeats) - 1)]
+        exact = not args.skip_exact and (args.exact_lengths is None or n in args.exact_lengths)
+        rows.append(measure(engine, tokens, reps, args.exact_repeats if exact else 0))
+        loads.append(load_average())
+    print_table(rows, args, loads)
+
+
+def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[str, object]:
+    from circuitstore.ingest.attribution import AttributionConfig, PruneConfig
+    from circuitstore.ingest.attribution.state import feature_activations
+    from circuitstore.ingest.model import run_forward
+
+    def forward():
+        return feature_activations(engine.transcoders, run_forward(engine.model, tokens))
+
+    row: dict[str, object] = {"tokens": int(tokens.shape[0]), "reps": reps}
+    row["forward"], _ = timed(forward, reps)
+    for mode, n_reps in (("lumped", reps), ("exact", exact_reps)):
+        if n_reps == 0:
+            continue
+        full_cfg = AttributionConfig(mode=mode, prune=None)
+
+        def full(cfg=full_cfg):
+            state = engine.prepare_tokens(tokens, cfg)
+            sink = CountSink(state.nodes.value)
+            for chunk in engine.chunks(state, cfg):
+                sink.consume(chunk)
+            return state.n_features, sink.edges, sink.worst
+
+        row[f"full_{mode}"], out = timed(full, n_reps)
+        row["features"], row[f"edges_{mode}"], row[f"conservation_{mode}"] = out
+        pruned_cfg = AttributionConfig(mode=mode, prune=PruneConfig())
+
+        def pruned(cfg=pruned_cfg):
+            return engine.graph(engine.prepare_tokens(tokens, cfg), cfg)
+
+        row[f"pruned_{mode}"], graph = timed(pruned, n_reps)
+        row[f"pruned_edges_{mode}"] = len(graph.edges)
+        row[f"pruned_nodes_{mode}"] = len(graph.nodes)
+        print(row, f"peak RSS {peak_rss_gib():.2f} GiB, load {load_average()}", flush=True)
+    return row
+
+
+def print_table(rows, args, loads: list[str]) -> None:
+    reps = ", ".join(f"{r['tokens']} tokens: {r['reps']}" for r in rows)
+    print(
+        f"\nGPT-2-small-scale random model, d_tc 24576, ~{FEATURES_PER_TOKEN} features/token/layer,"
+        f" {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs; medians of runs ({reps};"
+        f" exact: {args.exact_repeats})\n"
+    )
+    print(
+        "| tokens | active features | forward + encoders (s) | full lumped (s) | edges (lumped) "
+        "| pruned lumped (s) | kept nodes / edges (lumped) | full exact (s) | pruned exact (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['tokens']} | {r['features']} | {_f(r, 'forward')} | {_f(r, 'full_lumped')} "
+            f"| {r['edges_lumped']:.3g} | {_f(r, 'pruned_lumped')} "
+            f"| {r['pruned_nodes_lumped']} / {r['pruned_edges_lumped']} | {_f(r, 'full_exact')} "
+            f"| {_f(r, 'pruned_exact')} |"
+        )
+    worst = max(float(r[k]) for r in rows for k in r if str(k).startswith("conservation"))
+    print(
+        f"\npeak RSS of the whole process (model + transcoders + engine): {peak_rss_gib():.2f} GiB;"
+        f" worst relative conservation error {worst:.1e}; load average (1/5/15 min) at start and"
+        f" after each length: {'; '.join(loads)}"
+    )
+
+
+def _f(row: dict[str, object], key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "-"
+
+
+if __name__ == "__main__":
+    main()
