@@ -14,8 +14,11 @@ How: a fresh server home (`circuitstore server start` on free ports, `--heap`/`-
 stopped, filled by `neo4j-admin database import full` from CSV (the bulk path; the ingest
 writer's transactional path is benchmarked separately), restarted, `schema apply`. Then each
 command runs through `CircuitStore` (what the CLI calls, without the process start) `--reps`
-times with random features/prompts after a warm-up, and a Markdown table is printed.
-`--uri` measures an existing, already filled store instead (NEO4J_* settings).
+times with random features/prompts after a warm-up, `--runs` passes in all, and a Markdown table
+of the median over the passes is printed with the load average (timings on a shared machine
+move with it). `--uri` measures an existing, already filled store instead (NEO4J_* settings):
+
+    NEO4J_PASSWORD=... python benchmarks/bench_query.py --uri bolt://127.0.0.1:7687 --runs 3
 """
 
 from __future__ import annotations
@@ -429,20 +432,39 @@ def store_sizes(store) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {k: store.cypher(q)[0]["n"] for k, q in counts.items()}
 
 
-def report(results: list[tuple[str, list[float]]], sizes: dict[str, int]) -> str:
+def measure_runs(store, args: argparse.Namespace) -> list[tuple[str, list[list[float]]]]:  # type: ignore[no-untyped-def]
+    """`--runs` full passes over every command (seeds seed, seed+1, ...), with the load average
+    before each, so that one noisy pass on a shared machine does not decide the table."""
+    runs: dict[str, list[list[float]]] = {}
+    for i in range(args.runs):
+        print(f"pass {i + 1}/{args.runs}, load average {load():.2f}", flush=True)
+        for name, ms in measure(store, args.reps, args.seed + i):
+            runs.setdefault(name, []).append(ms)
+    return list(runs.items())
+
+
+def load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def report(results: list[tuple[str, list[list[float]]]], sizes: dict[str, int]) -> str:
+    """p50/p95/max per pass, then the median of each over the passes."""
+    n_runs = len(results[0][1]) if results else 0
     lines = [
         f"Store: {sizes.get('prompts', '?')} prompts, {sizes.get('attr', '?'):,} ATTR edges, "
         f"{sizes.get('occurrences', '?'):,} occurrences, {sizes.get('drives', '?'):,} DRIVES, "
-        f"{sizes.get('features', '?'):,} features; 2 CPU cores.",
+        f"{sizes.get('features', '?'):,} features; {os.cpu_count()} CPU cores, load average "
+        f"{load():.2f} at the end; median over {n_runs} pass(es) of each pass's p50/p95/max.",
         "",
         "| command | reps | p50 ms | p95 ms | max ms |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, ms in results:
-        q = statistics.quantiles(ms, n=20)
-        lines.append(
-            f"| {name} | {len(ms)} | {statistics.median(ms):.1f} | {q[18]:.1f} | {max(ms):.1f} |"
-        )
+    for name, passes in results:
+        p50 = statistics.median(statistics.median(ms) for ms in passes)
+        p95 = statistics.median(statistics.quantiles(ms, n=20)[18] for ms in passes)
+        top = statistics.median(max(ms) for ms in passes)
+        reps = "+".join(str(len(ms)) for ms in passes)
+        lines.append(f"| {name} | {reps} | {p50:.1f} | {p95:.1f} | {top:.1f} |")
     return "\n".join(lines)
 
 
@@ -454,6 +476,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=1000, help="ATTR edges per prompt")
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=1, help="passes over all commands (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heap", default="4g")
     ap.add_argument("--pagecache", default="4g")
@@ -470,7 +493,7 @@ def main() -> None:
         settings = Neo4jSettings.load(uri=args.uri)
         with open_driver(settings) as driver:
             store = CircuitStore(driver, settings.database)
-            print(report(measure(store, args.reps, args.seed), store_sizes(store)))
+            print(report(measure_runs(store, args), store_sizes(store)))
         return
     home = args.home or Path(tempfile.mkdtemp(prefix="cs-bench-"))
     password = os.environ.get("NEO4J_PASSWORD") or secrets.token_urlsafe(12)
@@ -505,7 +528,7 @@ def main() -> None:
             t0 = time.perf_counter()
             apply_schema(driver, settings.database, await_seconds=3600)
             print(f"schema apply (index population): {time.perf_counter() - t0:.0f} s", flush=True)
-            results = measure(CircuitStore(driver, settings.database), args.reps, args.seed)
+            results = measure_runs(CircuitStore(driver, settings.database), args)
         print(report(results, sizes))
     finally:
         if not args.keep:

@@ -1,8 +1,12 @@
 // circuitstore cookbook: the common questions as parameterised Cypher for the Neo4j Browser.
 // Paste one block at a time: first its :param lines, then the query. Feature names in the store
 // look like mlp8tc[355] (property `name` on :Feature, `localId` on per-prompt nodes); prompts are
-// found by their key (`Prompt.key`). Style the results with query/style.grass (drag it onto the
-// Browser, or `:style` and paste).
+// found by their key (`Prompt.key`). Style the results with query/style.grass: drop the file on
+// the `:style` frame, or type `:style ` and paste the file (Ctrl+V). Never type the style in: the
+// editor auto-closes each `{`, and the stray `}` crashes every graph view (`:style reset` undoes
+// it). Paste blocks here the same way. Features are looked up per transcoder set (`ts`) so that
+// the Feature(transcoderSet, layer, index) and Occurrence(transcoderSet, layer, feature) indexes
+// serve them; without `transcoderSet` a large store would be scanned label-wide.
 
 // 1. What is in the store: transcoder sets, prompts, features that fired.
 MATCH (s:TranscoderSet)
@@ -21,32 +25,45 @@ ORDER BY prompts DESC, feature LIMIT $top;
 :param layer => 1;
 :param index => 31;
 :param top => 10;
-MATCH (f:Feature {layer: $layer, index: $index})<-[d:DRIVES]-(s:Feature)
+MATCH (ts:TranscoderSet)
+MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})<-[d:DRIVES]-(s:Feature)
 RETURN s.name AS driver, d.n AS n, d.sum AS total, d.sum / d.n AS mean, d.maxAbs AS maxAbs
 ORDER BY total DESC LIMIT $top;
 
-// 4. What a feature drives across the corpus, as a graph (strongest |total| first).
+// 4. The same drivers as a graph (strongest |total| first; each DRIVES edge captioned by its sum).
+:param layer => 1;
+:param index => 31;
+:param top => 12;
+MATCH (ts:TranscoderSet)
+MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})<-[d:DRIVES]-(s:Feature)
+WITH f, d, s ORDER BY abs(d.sum) DESC LIMIT $top
+RETURN f, d, s;
+
+// 5. What a feature drives across the corpus, as a graph (strongest |total| first).
 :param layer => 0;
 :param index => 40;
 :param top => 15;
-MATCH (f:Feature {layer: $layer, index: $index})-[d:DRIVES]->(t:Feature)
+MATCH (ts:TranscoderSet)
+MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})-[d:DRIVES]->(t:Feature)
 WITH f, d, t ORDER BY abs(d.sum) DESC LIMIT $top
 RETURN f, d, t;
 
-// 5. Where a feature fires most: top examples with the token in context.
+// 6. Where a feature fires most: top examples with the token in context.
 :param layer => 0;
 :param index => 40;
 :param window => 6;
-MATCH (f:Feature {layer: $layer, index: $index})-[t:TOP_EXAMPLE]->(p:Prompt)
+MATCH (ts:TranscoderSet)
+MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})-[t:TOP_EXAMPLE]->(p:Prompt)
 WITH p, t, CASE WHEN t.pos < $window THEN 0 ELSE t.pos - $window END AS start
 RETURN p.key AS prompt, t.activation AS activation, t.pos AS pos, p.tokens[t.pos] AS token,
        reduce(s = '', x IN p.tokens[start .. t.pos + $window + 1] | s + x) AS context
 ORDER BY activation DESC;
 
-// 6. What a feature is: statistics, views and virtual-weight neighbours.
+// 7. What a feature is: statistics, views and virtual-weight neighbours.
 :param layer => 1;
 :param index => 31;
-MATCH (f:Feature {layer: $layer, index: $index})
+MATCH (ts:TranscoderSet)
+MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})
 RETURN f.name AS feature, f.nPrompts AS prompts, f.nActive AS activations,
        f.maxActivation AS maxActivation, f.logFrequency AS logFrequency,
        f.deembedTokens AS deembedTokens, f.logitLensTokens AS logitLensTokens,
@@ -54,7 +71,7 @@ RETURN f.name AS feature, f.nPrompts AS prompts, f.nActive AS activations,
                  WITH o, v ORDER BY abs(v.weight) DESC LIMIT 5
                  RETURN o.name + ' ' + toString(round(v.weight, 3)) } AS virtualIn;
 
-// 7. Which nodes drive a feature inside one prompt (ATTR), as a graph.
+// 8. Which nodes drive a feature inside one prompt (ATTR), as a graph.
 :param prompt => 't60caa14d766409d0';
 :param layer => 1;
 :param index => 31;
@@ -64,34 +81,35 @@ MATCH (o:Occurrence {prompt: p.id, layer: $layer, feature: $index})<-[a:ATTR]-(s
 WITH o, a, s ORDER BY abs(a.weight) DESC LIMIT $top
 RETURN o, a, s;
 
-// 8. How a prompt reaches its answer: two-hop paths into its top logit, strongest first.
+// 9. How a prompt reaches its answer: two-hop paths into its top logit, strongest first.
 :param prompt => 't60caa14d766409d0';
 :param top => 10;
 MATCH (p:Prompt {key: $prompt})
-MATCH (l:Logit {prompt: p.id})
+MATCH (l:GraphNode {prompt: p.id}) WHERE l:Logit
 WITH l ORDER BY l.value DESC LIMIT 1
 MATCH (a:GraphNode)-[r1:ATTR]->(b:GraphNode)-[r2:ATTR]->(l)
 RETURN a.localId AS source, b.localId AS via, l.localId AS logit,
        r1.weight * r2.weight AS product
 ORDER BY abs(product) DESC LIMIT $top;
 
-// 9. The same, as a graph: the strongest edges into the top logit and into their sources.
+// 10. The same, as a graph: the strongest edges into the top logit and into their sources.
 :param prompt => 't60caa14d766409d0';
 :param top => 8;
 MATCH (p:Prompt {key: $prompt})
-MATCH (l:Logit {prompt: p.id})
+MATCH (l:GraphNode {prompt: p.id}) WHERE l:Logit
 WITH l ORDER BY l.value DESC LIMIT 1
 MATCH (b:GraphNode)-[r2:ATTR]->(l)
 WITH l, b, r2 ORDER BY abs(r2.weight) DESC LIMIT $top
 OPTIONAL MATCH (a:GraphNode)-[r1:ATTR]->(b) WHERE abs(r1.weight) >= abs(r2.weight) / 2
 RETURN l, r2, b, r1, a;
 
-// 10. Prompts in which two features co-occur (Occurrence index), with their positions.
+// 11. Prompts in which two features co-occur (Occurrence index), with their positions.
 :param layer => 0;
 :param index => 40;
 :param layer2 => 1;
 :param index2 => 31;
-MATCH (o:Occurrence {layer: $layer, feature: $index})
+MATCH (ts:TranscoderSet)
+MATCH (o:Occurrence {transcoderSet: ts.id, layer: $layer, feature: $index})
 WITH DISTINCT o.prompt AS pid
 MATCH (x:Occurrence {prompt: pid, layer: $layer2, feature: $index2})
 MATCH (p:Prompt {id: pid})

@@ -117,21 +117,24 @@ RETURN n.localId AS id, n.kind AS kind, n.layer AS layer, n.pos AS pos, n.featur
        }} AS inputs
 """
 
-# Prompts where every feature in $features occurs: start from the rarest ($first) through the
-# Occurrence(transcoderSet, layer, feature) index, check the others per prompt through
-# Occurrence(prompt, layer, feature), then score by the summed peak activations.
+# Prompts where every feature occurs, scored by the summed peak activations. One pass over the
+# rarest feature ($first) through the Occurrence(transcoderSet, layer, feature) index gives its
+# prompts with its positions and peak; per prompt, each other feature ($rest) is looked up once
+# through Occurrence(prompt, layer, feature), reading its positions and peak in the same seek (no
+# separate existence check), and the prompt is kept when all of them were found. Only the `$top`
+# best prompts are then joined to :Prompt.
 PROMPTS_WITH = f"""
 MATCH (o:{L.OCCURRENCE} {{transcoderSet: $tset, layer: $first.layer, feature: $first.index}})
-WITH DISTINCT o.prompt AS pid
-WHERE all(f IN $rest WHERE EXISTS {{
-  MATCH (:{L.OCCURRENCE} {{prompt: pid, layer: f.layer, feature: f.index}})
-}})
-UNWIND $features AS f
-MATCH (x:{L.OCCURRENCE} {{prompt: pid, layer: f.layer, feature: f.index}})
-WITH pid, f, collect(x.pos) AS positions, max(x.activation) AS peak
-WITH pid, collect([f.name, positions]) AS positions, sum(peak) AS score
+WITH o.prompt AS pid, collect(o.pos) AS head, max(o.activation) AS peak
+CALL (pid) {{
+  UNWIND $rest AS f
+  MATCH (x:{L.OCCURRENCE} {{prompt: pid, layer: f.layer, feature: f.index}})
+  WITH f, collect(x.pos) AS positions, max(x.activation) AS peak
+  RETURN collect([f.name, positions]) AS tail, sum(peak) AS more, count(*) AS found
+}}
+WITH pid, head, tail, peak + more AS score WHERE found = size($rest)
 ORDER BY score DESC, pid LIMIT $top
 MATCH (p:{L.PROMPT} {{id: pid}})
-RETURN p.key AS key, p.text AS text, score, positions
+RETURN p.key AS key, p.text AS text, score, [[$first.name, head]] + tail AS positions
 ORDER BY score DESC, key
 """

@@ -212,28 +212,28 @@ class CircuitStore:
         if not features:
             raise QueryError("prompts-with: name at least one feature")
         _check_top(top)
-        resolved = [self.resolve(f) for f in features]
-        found = {r["id"]: r for r in self._rows(cq.FEATURES, ids=[k.id for _, k in resolved])}
-        for ref, key in resolved:
-            if not found[key.id]["found"]:
-                raise QueryError(
-                    f"unknown feature {ref.name} in transcoder set {key.transcoder_set}"
-                )
-        maps = [
-            {"layer": r.layer, "index": r.index, "name": r.base_name, "n": found[k.id]["nPrompts"]}
-            for r, k in resolved
-        ]
-        first = min(maps, key=lambda m: m["n"] or 0)
-        rest = [m for m in maps if m is not first]
-        rows = self._rows(
-            cq.PROMPTS_WITH, tset=resolved[0][1].transcoder_set, first=first, rest=rest,
-            features=maps, top=top,
-        )  # fmt: skip
+        resolved = list({k.id: (r, k) for r, k in map(self.resolve, features)}.values())
+        tset = resolved[0][1].transcoder_set
+
+        def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+            ids = [k.id for _, k in resolved]
+            found = {r["id"]: r.data() for r in tx.run(cq.FEATURES, ids=ids)}
+            for ref, key in resolved:
+                if not found[key.id]["found"]:
+                    raise QueryError(
+                        f"unknown feature {ref.name} in transcoder set {key.transcoder_set}"
+                    )
+            # Rarest first: its prompts bound the ones to look at (a stable sort, ties in order).
+            order = sorted(resolved, key=lambda rk: found[rk[1].id]["nPrompts"] or 0)
+            maps = [{"layer": r.layer, "index": r.index, "name": r.base_name} for r, _ in order]
+            result = tx.run(cq.PROMPTS_WITH, tset=tset, first=maps[0], rest=maps[1:], top=top)
+            return [r.data() for r in result]
+
         return tuple(
             PromptMatch(
                 r["key"], r["text"], r["score"], {n: tuple(sorted(p)) for n, p in r["positions"]}
             )
-            for r in rows
+            for r in self._read(work)
         )
 
     # -- one prompt's graph ------------------------------------------------------------------

@@ -302,20 +302,51 @@ def test_circuit_equals_linear_algebra(store, stored, threshold):
 
 def test_prompts_with_equals_set_intersection(store, stored):
     where: dict[str, set[str]] = {}
-    for key, name, _ in occurrences(stored):
-        where.setdefault(name, set()).add(key)
-    common = sorted(where, key=lambda n: -len(where[n]))
-    pairs = [(common[0], common[1]), (common[0], common[-1]), (common[2], common[5], common[7])]
+    peaks: dict[tuple[str, str], float] = {}  # (prompt, feature) -> its largest activation
+    for key, g in stored["graphs"].items():
+        for _, d in g.nodes(data=True):
+            if d["kind"] == "feature":
+                name = f"mlp{d['layer']}tc[{d['feature']}]"
+                where.setdefault(name, set()).add(key)
+                peaks[key, name] = max(peaks.get((key, name), -math.inf), d["activation"])
+    common = sorted(where, key=lambda n: (-len(where[n]), n))
+    rare = sorted(where, key=lambda n: (len(where[n]), n))
+    pairs = [
+        (common[0], common[1]),
+        (common[0], common[-1]),
+        (common[2], common[5], common[7]),
+        (common[3],),
+        (rare[0], common[0]),
+        (common[1], rare[0], common[4]),
+    ]
     for names in pairs:
         want = set.intersection(*(where[n] for n in names))
         got = store.prompts_with(list(names), top=100)
         assert {m.key for m in got} == want
+        score = {k: math.fsum(peaks[k, n] for n in names) for k in want}
+        assert [m.key for m in got] == sorted(want, key=lambda k: (-score[k], k))
         for m in got:
+            assert m.score == pytest.approx(score[m.key], rel=1e-9, abs=1e-12)
             g = stored["graphs"][m.key]
+            assert set(m.positions) == set(names)
             for n in names:
-                assert set(m.positions[n]) == {
+                assert sorted(m.positions[n]) == sorted(
                     d["pos"] for _, d in g.nodes(data=True) if d["localId"].startswith(n + "@")
-                }
+                )
+        top = store.prompts_with(list(names), top=2)
+        assert [m.key for m in top] == [m.key for m in got][:2]
+    # The same feature twice (in two spellings) is one condition, its positions listed once.
+    name = common[0]
+    layer, index = re.fullmatch(r"mlp(\d+)tc\[(\d+)\]", name).groups()
+    assert store.prompts_with([name, f"{layer}:{index}"], top=100) == store.prompts_with(
+        [name], top=100
+    )
+    silent = [
+        f"mlp{la}tc[{i}]" for la in (0, 1) for i in range(64) if f"mlp{la}tc[{i}]" not in where
+    ]
+    for other in silent[:2]:  # a feature that never fired: no prompt holds it
+        assert store.prompts_with([name, other]) == ()
+        assert store.prompts_with([other]) == ()
 
 
 def test_export_graph_layout(store, stored):
