@@ -231,8 +231,8 @@ def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
             "--no-progress",
             "--catalog",
             f"sqlite:///{folder / 'catalog.sqlite'}",
-            "--aggregate-min-abs",
-            str(args.aggregate_min_abs),
+            "--aggregate-min-fraction",
+            str(args.aggregate_min_fraction),
         ]
         out = subprocess.run(
             cmd, env={**os.environ, **env}, check=True, capture_output=True, text=True
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument(
         "--e2e", type=int, default=3, help="prompts for the end-to-end run (0: skip)"
     )
-    parser.add_argument("--aggregate-min-abs", type=float, default=0.05)
+    parser.add_argument("--aggregate-min-fraction", type=float, default=0.001)
     parser.add_argument("--use-env", action="store_true")
     args = parser.parse_args()
 

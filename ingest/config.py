@@ -26,7 +26,7 @@ GRAPH_FIELDS = (
     "node_threshold",
     "edge_threshold",
     "max_edges_per_target",
-    "aggregate_min_abs",
+    "aggregate_min_fraction",
     "top_examples",
     "max_tokens",
     "truncate",
@@ -52,7 +52,7 @@ class IngestConfig:
     node_threshold: float = 0.8
     edge_threshold: float = 0.98
     max_edges_per_target: int = 64
-    aggregate_min_abs: float = 0.0
+    aggregate_min_fraction: float = 0.001
     top_examples: int = 20
     max_tokens: int | None = None
     truncate: bool = False
@@ -75,7 +75,12 @@ class IngestConfig:
             self.max_edges_per_target,
             ">= 1",
         )
-        _check(self.aggregate_min_abs >= 0, "aggregate_min_abs", self.aggregate_min_abs, ">= 0")
+        _check(
+            0 <= self.aggregate_min_fraction < 1,
+            "aggregate_min_fraction",
+            self.aggregate_min_fraction,
+            "0 <= x < 1",
+        )
         _check(self.top_examples >= 1, "top_examples", self.top_examples, ">= 1")
         _check(
             self.max_tokens is None or self.max_tokens >= 2, "max_tokens", self.max_tokens, ">= 2"

@@ -180,7 +180,11 @@ class _Job:
         with torch.no_grad():
             state = self.engine.prepare_tokens(tokens, config)
             drives = DrivesSink(
-                state.nodes, state.n_features, self.d_tc, self.n_layers, self.cfg.aggregate_min_abs
+                state.nodes,
+                state.n_features,
+                self.d_tc,
+                self.n_layers,
+                self.cfg.aggregate_min_fraction,
             )
             graph = self.engine.graph(state, config, sinks=[drives])
         summary = feature_summary(state.nodes, self.d_tc)

@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cs=.venv/bin/circuitstore
-ioi=eval-ioi-000000
-years=eval-years-000000
+first() {  # the first ingested prompt of a task
+  $cs query cypher "MATCH (p:Prompt {task: \$task}) RETURN p.key AS key ORDER BY key LIMIT 1" \
+    -p "task=$1" --format csv | tail -n 1
+}
+ioi=$(first ioi)
+years=$(first years)
 ask() { printf '\n== %s\n$ circuitstore %s\n' "$1" "${*:2}"; $cs "${@:2}"; }
 
 ask "How does an indirect-object prompt reach its answer? (strongest paths into the top logit)" \

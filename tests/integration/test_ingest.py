@@ -94,13 +94,21 @@ def test_aggregates_equal_networkx_sum_of_engine_edges(
     for record in read_corpus(cfg.prompts).prompts:
         graph = engine.attribute(record.text, AttributionConfig(prune=None))
         nodes = graph.nodes
-        for s, t, w in zip(
-            graph.edges.source.tolist(),
-            graph.edges.target.tolist(),
-            graph.edges.weight.tolist(),
-            strict=True,
-        ):
+        edges = list(
+            zip(
+                graph.edges.source.tolist(),
+                graph.edges.target.tolist(),
+                graph.edges.weight.tolist(),
+                strict=True,
+            )
+        )
+        abs_input: dict[int, float] = {}
+        for _, t, w in edges:  # every incoming edge: features, embeddings, errors, biases
+            abs_input[t] = abs_input.get(t, 0.0) + abs(w)
+        for s, t, w in edges:
             if int(nodes.kind[s]) != 0 or int(nodes.kind[t]) != 0 or w == 0:
+                continue
+            if abs(w) < cfg.aggregate_min_fraction * abs_input[t]:
                 continue
             key_s = (int(nodes.layer[s]), int(nodes.index[s]))
             key_t = (int(nodes.layer[t]), int(nodes.index[t]))
