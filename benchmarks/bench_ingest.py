@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,42 +27,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from local_server import LocalServer  # noqa: E402  (a sibling script, found via sys.path)
+
 N_LAYERS, D_TC = 12, 4096  # features in the synthetic set (hubs come from a Zipf popularity)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(home: Path, password: str) -> dict[str, str]:
-    bolt, http = free_port(), free_port()
-    env = {**os.environ, "NEO4J_PASSWORD": password}
-    cmd = [
-        sys.executable,
-        "-m",
-        "circuitstore.cli",
-        "server",
-        "start",
-        "--home",
-        str(home),
-        "--bolt-port",
-        str(bolt),
-        "--http-port",
-        str(http),
-        "--heap",
-        "4g",
-        "--pagecache",
-        "4g",
-    ]
-    subprocess.run(cmd, env=env, check=True)
-    return {"NEO4J_URI": f"bolt://127.0.0.1:{bolt}", "NEO4J_PASSWORD": password}
-
-
-def stop_server(home: Path) -> None:
-    cmd = [sys.executable, "-m", "circuitstore.cli", "server", "stop", "--home", str(home)]
-    subprocess.run(cmd, check=False)
 
 
 def zipf_feature(rng: random.Random) -> tuple[int, int]:
@@ -256,8 +222,10 @@ def main() -> None:
 
     from circuitstore.schema.connection import Neo4jSettings, open_driver
 
-    home = Path(tempfile.mkdtemp(prefix="bench-neo4j-"))
-    env = {} if args.use_env else start_server(home, secrets.token_urlsafe(12))
+    server = LocalServer(Path(tempfile.mkdtemp(prefix="bench-neo4j-")), secrets.token_urlsafe(12))
+    if not args.use_env:
+        server.start()
+    env = {} if args.use_env else {"NEO4J_URI": server.uri, "NEO4J_PASSWORD": server.password}
     try:
         settings = Neo4jSettings.load(uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD"))
         with open_driver(settings) as driver:
@@ -270,7 +238,7 @@ def main() -> None:
             end_to_end(env, args)
     finally:
         if not args.use_env:
-            stop_server(home)
+            server.stop()
 
 
 if __name__ == "__main__":

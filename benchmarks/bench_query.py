@@ -27,7 +27,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,15 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_server import LocalServer
+
 TSET = "bench-gpt2"
 LAYERS, D_TC = 12, 24576
 N_LOGITS, N_ERRORS, TOP_K = 5, 24, 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- synthetic data ------------------------------------------------------------------------------
@@ -332,10 +328,6 @@ def build_csv(args: argparse.Namespace, folder: Path) -> tuple[list[str], dict[s
 # -- server ----------------------------------------------------------------------------------
 
 
-def cli(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "circuitstore.cli", *args], check=True, env=env)
-
-
 def import_csv(home: Path, import_args: list[str]) -> None:
     java = shutil.which("java") or "java"
     with tempfile.TemporaryDirectory(prefix="neo4j-admin-") as conf:
@@ -497,33 +489,21 @@ def main() -> None:
         return
     home = args.home or Path(tempfile.mkdtemp(prefix="cs-bench-"))
     password = os.environ.get("NEO4J_PASSWORD") or secrets.token_urlsafe(12)
-    bolt, http = free_port(), free_port()
-    env = {**os.environ, "NEO4J_PASSWORD": password, "NEO4J_URI": f"bolt://127.0.0.1:{bolt}"}
-    start = [
-        "server",
-        "start",
-        "--home",
-        str(home),
-        "--bolt-port",
-        str(bolt),
-        "--http-port",
-        str(http),
-    ]
-    start += ["--heap", args.heap, "--pagecache", args.pagecache]
+    server = LocalServer(home, password, heap=args.heap, pagecache=args.pagecache)
     csv_dir = home / "bench-csv"
     csv_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     import_args, sizes = build_csv(args, csv_dir)
     print(f"CSV written in {time.perf_counter() - t0:.0f} s: {sizes}", flush=True)
-    cli(*start, env=env)  # assembles the home and sets the password
-    cli("server", "stop", "--home", str(home), env=env)
+    server.start()  # assembles the home and sets the password
+    server.stop()
     t0 = time.perf_counter()
     import_csv(home, import_args)
     print(f"neo4j-admin import: {time.perf_counter() - t0:.0f} s", flush=True)
     shutil.rmtree(csv_dir)
-    cli(*start, env=env)
+    server.start()
     try:
-        settings = Neo4jSettings(uri=env["NEO4J_URI"], password=password)
+        settings = Neo4jSettings(uri=server.uri, password=password)
         with open_driver(settings) as driver:
             t0 = time.perf_counter()
             apply_schema(driver, settings.database, await_seconds=3600)
@@ -532,7 +512,7 @@ def main() -> None:
         print(report(results, sizes))
     finally:
         if not args.keep:
-            cli("server", "stop", "--home", str(home), env=env)
+            server.stop()
             if not args.home:
                 shutil.rmtree(home, ignore_errors=True)
 

@@ -119,8 +119,9 @@ def test_lifecycle_persists_data_across_restarts(home, ports):
 
 
 def test_wrong_password_against_existing_store(home, ports):
-    if not (home / "data" / "databases" / "system").is_dir():
-        pytest.skip("needs the store created by the lifecycle test")
+    # Runs after the lifecycle test, which leaves a store with the right password behind; if
+    # that test failed, this one must fail too rather than pass unchecked.
+    assert (home / "data" / "databases" / "system").is_dir(), "the lifecycle test left no store"
     result = start(home, ports, password="not-the-right-one")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
