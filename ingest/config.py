@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from circuitstore.errors import ConfigError
 
 GRAPH_FIELDS = (
@@ -95,6 +97,14 @@ class IngestConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """As `to_dict`, with any password in the catalog URL masked: this is what the catalog
+        records and may show."""
+        data = self.to_dict()
+        if self.catalog:
+            data["catalog"] = sa.make_url(self.catalog).render_as_string(hide_password=True)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

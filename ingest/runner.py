@@ -73,15 +73,18 @@ class IngestRunner:
 
     def run(self) -> IngestSummary:
         cfg = self.cfg
+        # Cheap checks first: a bad corpus, store or catalog fails before the model loads.
         corpus = read_corpus(cfg.prompts).shard(cfg.shard_index, cfg.shard_count)
         require_current_schema(self.driver, self.database)
+        catalog = Catalog.open(cfg.catalog_url())
         model = load_model(cfg.model, dtype=_dtype(cfg.dtype))
         tcs = load_transcoders(cfg.transcoders, dtype=_dtype(cfg.dtype))
         engine = AttributionEngine(model, tcs)
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
-        catalog = Catalog.open(cfg.catalog_url())
-        record = catalog.open_run(cfg.run_name(graph_hash), cfg.to_dict(), graph_hash, provenance)
+        record = catalog.open_run(
+            cfg.run_name(graph_hash), cfg.public_dict(), graph_hash, provenance
+        )
         writer = StoreWriter(self.driver, self.database, cfg.top_examples)
         info = transcoder_set_info(model, tcs, provenance, graph_hash)
         features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)

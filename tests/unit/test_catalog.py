@@ -61,3 +61,16 @@ def test_password_in_url_is_never_shown():
     with pytest.raises(CatalogError) as info:
         Catalog.open("postgresql+nosuchdriver://user:s3cret-pw@127.0.0.1:1/db")
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_recorded_config_never_holds_the_catalog_password():
+    from circuitstore.ingest.config import IngestConfig
+
+    cfg = IngestConfig(
+        model="m",
+        transcoders="t",
+        prompts="p.txt",
+        catalog="postgresql://user:s3cret-pw@127.0.0.1/runs",
+    )
+    assert "s3cret-pw" not in str(cfg.public_dict())
+    assert cfg.public_dict()["catalog"] == "postgresql://user:***@127.0.0.1/runs"
