@@ -16,8 +16,9 @@ ask "How does an indirect-object prompt reach its answer? (strongest paths into 
   query paths --prompt "$ioi" --top 5
 ask "Which tokens and features carry 80% of the influence on a year prompt's answer?" \
   query circuit --prompt "$years" --threshold 0.8
-# The layer-2 feature that fires in the most prompts: a hub, driven by many earlier features.
-hub=$($cs query cypher "MATCH (f:Feature {layer: 2}) RETURN f.name AS name ORDER BY f.nPrompts DESC, f.index LIMIT 1" --format csv | tail -n 1)
+# The layer-2 feature that fires in the most prompts, not counting features that fire only on
+# the BOS token (position 0): a hub, driven by many earlier features.
+hub=$($cs query cypher "MATCH (f:Feature {layer: 2})-[t:TOP_EXAMPLE]->() WITH f, max(t.pos) AS last WHERE last > 0 RETURN f.name AS name ORDER BY f.nPrompts DESC, f.index LIMIT 1" --format csv | tail -n 1)
 ask "Which earlier features drive $hub across the whole corpus?" query drivers "$hub" --top 5
 ask "Where does $hub fire most?" query examples "$hub" --top 5
 ask "What is $hub? (statistics, logit-lens tokens, neighbours)" query feature "$hub"
