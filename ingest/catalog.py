@@ -12,13 +12,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from filelock import FileLock
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from circuitstore.errors import CatalogError, InputError
@@ -50,10 +52,12 @@ run_prompts = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# A restarting database server or a locked SQLite file is waited out, not fatal. Each catalog
-# method is one transaction that is safe to run again, so the whole method is retried.
+# A restarting database server or a locked SQLite file is waited out, not fatal; so is losing a
+# race with another shard worker inserting the same run row (IntegrityError): on the next try
+# the row is there. Each catalog method is one transaction that is safe to run again, so the
+# whole method is retried.
 _retry = retry(
-    retry=retry_if_exception_type(OperationalError),
+    retry=retry_if_exception_type((OperationalError, IntegrityError)),
     wait=wait_exponential(multiplier=0.2, max=5),
     stop=stop_after_delay(120),
     reraise=True,
@@ -102,7 +106,8 @@ class Catalog:
             if engine.dialect.name == "sqlite":
                 _make_parent(engine)
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
-            metadata.create_all(engine)
+            with _creation_lock(engine):
+                _create_tables(engine)
         except (SQLAlchemyError, OSError) as exc:
             raise CatalogError(f"catalog {_safe(url)}: cannot open ({_reason(exc)})") from exc
         return cls(engine)
@@ -218,6 +223,25 @@ class Catalog:
 
     def _begin(self) -> Any:
         return self.engine.begin()
+
+
+def _creation_lock(engine: sa.Engine) -> AbstractContextManager[object]:
+    """Shard workers starting together on a new SQLite file would race to create its tables and
+    to switch it to WAL; a lock file beside it lets one create while the others wait."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return nullcontext()
+    return FileLock(f"{database}.lock", timeout=120)
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create the tables if missing. Servers (PostgreSQL) have no lock file: a worker that loses
+    the race between the check and the CREATE finds the tables there and goes on."""
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError:
+        if not set(metadata.tables) <= set(sa.inspect(engine).get_table_names()):
+            raise
 
 
 def _make_parent(engine: sa.Engine) -> None:

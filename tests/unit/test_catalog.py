@@ -74,3 +74,21 @@ def test_recorded_config_never_holds_the_catalog_password():
     )
     assert "s3cret-pw" not in str(cfg.public_dict())
     assert cfg.public_dict()["catalog"] == "postgresql://user:***@127.0.0.1/runs"
+
+
+def _open_and_register(url: str, worker: int) -> int:
+    catalog = Catalog.open(url)
+    catalog.open_run("r", {}, "h", {})
+    catalog.register("r", [(f"w{worker}", worker)])
+    return worker
+
+
+def test_workers_opening_a_new_catalog_together_all_succeed(tmp_path):
+    """Shard workers start at the same moment and race to create the tables."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = default_url(tmp_path / "new.sqlite")
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(_open_and_register, [url] * 8, range(8)))
+    assert done == list(range(8))
+    assert Catalog.open(url).counts("r") == {PENDING: 8}
