@@ -81,6 +81,19 @@ def snapshot(driver) -> dict:  # type: ignore[no-untyped-def]
     return {"nodes": nodes, "rels": rels}
 
 
+def wipe_data(driver) -> None:  # type: ignore[no-untyped-def]
+    """Delete every node but the schema version, keeping constraints and indexes."""
+    with driver.session() as s:
+        s.run(
+            "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
+        ).consume()
+
+
 @pytest.fixture
 def store_snapshot():  # type: ignore[no-untyped-def]
     return snapshot
+
+
+@pytest.fixture
+def wipe():  # type: ignore[no-untyped-def]
+    return wipe_data

@@ -61,13 +61,12 @@ def test_reingest_adds_nothing(fresh_store, tiny_weights, corpus_file, tmp_path,
 
 
 def test_the_store_not_the_catalog_decides_what_is_done(
-    fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot
+    fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot, wipe
 ):
     cfg = _config(tiny_weights, corpus_file, tmp_path)
     IngestRunner(cfg, fresh_store).run()
     before = store_snapshot(fresh_store)
-    with fresh_store.session() as s:  # the database is wiped; the catalog still says "done"
-        s.run("MATCH (n) WHERE NOT n:SchemaVersion DETACH DELETE n").consume()
+    wipe(fresh_store)  # the database is wiped; the catalog still says "done"
     again = IngestRunner(cfg, fresh_store).run()
     assert again.written == 24
     assert store_snapshot(fresh_store) == before
@@ -164,7 +163,7 @@ def _ingest_cmd(tiny_weights, corpus: Path, tmp_path: Path, *extra: str) -> list
 
 
 def test_kill_9_then_resume_equals_a_clean_run(
-    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot
+    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot, wipe
 ):
     clean_dir = tmp_path / "clean"
     clean_dir.mkdir()
@@ -172,10 +171,7 @@ def test_kill_9_then_resume_equals_a_clean_run(
         _ingest_cmd(tiny_weights, corpus_file, clean_dir), check=True, capture_output=True
     )
     clean = store_snapshot(fresh_store)
-    with fresh_store.session() as s:
-        s.run(
-            "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
-        ).consume()
+    wipe(fresh_store)
 
     kills = 0
     for threshold in (3, 9, 15):  # kill at three moments of the run, each time mid-flight
@@ -199,7 +195,7 @@ def test_kill_9_then_resume_equals_a_clean_run(
 
 
 def test_two_concurrent_shards_equal_one_run(
-    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot
+    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot, wipe
 ):
     # Both sides run as subprocesses: torch's thread settings, which fix the order of float
     # additions, are then the same, and only the DRIVES sums see another prompt order.
@@ -209,10 +205,7 @@ def test_two_concurrent_shards_equal_one_run(
         _ingest_cmd(tiny_weights, corpus_file, single_dir), check=True, capture_output=True
     )
     single = store_snapshot(fresh_store)
-    with fresh_store.session() as s:
-        s.run(
-            "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
-        ).consume()
+    wipe(fresh_store)
 
     shard_dir = tmp_path / "shards"
     shard_dir.mkdir()
@@ -262,7 +255,9 @@ def test_bad_corpus_writes_nothing(fresh_store, tiny_weights, tmp_path, neo4j_en
     assert _count(fresh_store, "Feature") == 0
 
 
-def test_long_prompts_are_skipped_or_truncated_and_counted(fresh_store, tiny_weights, tmp_path):
+def test_long_prompts_are_skipped_or_truncated_and_counted(
+    fresh_store, tiny_weights, tmp_path, wipe
+):
     corpus = tmp_path / "mixed.txt"
     long_text = " ".join(["Mary and John went to the store"] * 30)  # over the 64-token context
     corpus.write_text(f"short one\n\n{long_text}\nanother short one\n")
@@ -272,8 +267,7 @@ def test_long_prompts_are_skipped_or_truncated_and_counted(fresh_store, tiny_wei
     assert skipped.blank_lines == 1
 
     capped = _config(tiny_weights, corpus, tmp_path / "t", run="cut", max_tokens=8, truncate=True)
-    with fresh_store.session() as s:
-        s.run("MATCH (n) WHERE NOT n:SchemaVersion DETACH DELETE n").consume()
+    wipe(fresh_store)
     cut = IngestRunner(capped, fresh_store).run()
     assert cut.written == 3
     with fresh_store.session() as s:

@@ -48,7 +48,7 @@ def _prompts(driver) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_restart_mid_run_is_retried(
-    restartable, tiny_weights, corpus_file, tmp_path, store_snapshot
+    restartable, tiny_weights, corpus_file, tmp_path, store_snapshot, wipe
 ):
     settings = Neo4jSettings(
         uri=restartable.get_connection_url(), password=restartable.password, username="neo4j"
@@ -87,10 +87,7 @@ def test_restart_mid_run_is_retried(
         clean_dir.mkdir()
         subprocess.run(cmd(clean_dir), env=env, check=True, capture_output=True)
         clean = store_snapshot(driver)
-        with driver.session() as s:
-            s.run(
-                "MATCH (n) WHERE NOT n:SchemaVersion CALL (n) { DETACH DELETE n } IN TRANSACTIONS"
-            ).consume()
+        wipe(driver)
 
     proc = subprocess.Popen(
         cmd(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
