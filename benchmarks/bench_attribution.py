@@ -169,11 +169,14 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
         row[f"pruned_{mode}"], graph = timed(pruned, n_reps)
         row[f"pruned_edges_{mode}"] = len(graph.edges)
         row[f"pruned_nodes_{mode}"] = len(graph.nodes)
+        row[f"unexpanded_{mode}"] = graph.metadata["unexpanded_influence"]
         print(row, f"peak RSS {peak_rss_gib():.2f} GiB, load {load_average()}", flush=True)
     return row
 
 
 def print_table(rows, args, loads: list[str]) -> None:
+    from circuitstore.ingest.attribution import PruneConfig
+
     reps = ", ".join(f"{r['tokens']} tokens: {r['reps']}" for r in rows)
     print(
         f"\nGPT-2-small-scale random model, d_tc 24576, ~{FEATURES_PER_TOKEN} features/token/layer,"
@@ -192,6 +195,16 @@ def print_table(rows, args, loads: list[str]) -> None:
             f"| {r['pruned_nodes_lumped']} / {r['pruned_edges_lumped']} | {_f(r, 'full_exact')} "
             f"| {_f(r, 'pruned_exact')} |"
         )
+    skipped = ", ".join(
+        f"{r['tokens']} tokens {k.removeprefix('unexpanded_')}: {float(r[k]):.3f}"
+        for r in rows
+        for k in r
+        if str(k).startswith("unexpanded")
+    )
+    print(
+        f"\npruned graphs skip the targets holding the smallest {PruneConfig().skip_fraction:.0%}"
+        f" of each layer's influence; share of the influence left unexpanded: {skipped}"
+    )
     worst = max(float(r[k]) for r in rows for k in r if str(k).startswith("conservation"))
     print(
         f"\npeak RSS of the whole process (model + transcoders + engine): {peak_rss_gib():.2f} GiB;"

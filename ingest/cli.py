@@ -35,6 +35,13 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 )
 @click.option("--node-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True)
 @click.option("--edge-threshold", type=click.FloatRange(0, 1), default=0.98, show_default=True)
+@click.option(
+    "--skip-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=PruneConfig().skip_fraction,
+    show_default=True,
+    help="Per layer, leave unexpanded the targets holding this smallest share of its influence.",
+)
 def attribute(
     model_name: str,
     transcoders: str,
@@ -48,6 +55,7 @@ def attribute(
     all_positions: bool,
     node_threshold: float,
     edge_threshold: float,
+    skip_fraction: float,
 ) -> None:
     """Compute the attribution graph of PROMPT in the transcoders' local replacement model.
 
@@ -63,7 +71,9 @@ def attribute(
         mode="exact" if mode == "exact" else "lumped",
         logit_top_k=top_logits,
         logit_positions="all" if all_positions else "last",
-        prune=None if no_prune else PruneConfig(node_threshold, edge_threshold),
+        prune=None
+        if no_prune
+        else PruneConfig(node_threshold, edge_threshold, skip_fraction=skip_fraction),
     )
     try:
         model = load_model(model_name, dtype=_DTYPES[dtype])

@@ -39,6 +39,14 @@ from circuitstore.schema.connection import Neo4jSettings, open_driver
     "--edge-threshold", default=0.98, show_default=True, type=click.FloatRange(0, 1, min_open=True)
 )
 @click.option(
+    "--skip-fraction",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Pruning: per layer, targets holding this smallest share of its influence are not "
+    "kept (their edges still count in the aggregates).",
+)
+@click.option(
     "--aggregate-min-fraction",
     default=0.001,
     show_default=True,

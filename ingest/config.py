@@ -28,6 +28,7 @@ GRAPH_FIELDS = (
     "node_threshold",
     "edge_threshold",
     "max_edges_per_target",
+    "skip_fraction",
     "aggregate_min_fraction",
     "top_examples",
     "max_tokens",
@@ -54,6 +55,7 @@ class IngestConfig:
     node_threshold: float = 0.8
     edge_threshold: float = 0.98
     max_edges_per_target: int = 64
+    skip_fraction: float = 0.01
     aggregate_min_fraction: float = 0.001
     top_examples: int = 20
     max_tokens: int | None = None
@@ -77,6 +79,7 @@ class IngestConfig:
             self.max_edges_per_target,
             ">= 1",
         )
+        _check(0 <= self.skip_fraction < 1, "skip_fraction", self.skip_fraction, "0 <= x < 1")
         _check(
             0 <= self.aggregate_min_fraction < 1,
             "aggregate_min_fraction",

@@ -203,7 +203,9 @@ class _Job:
 
     def _attribution_config(self) -> AttributionConfig:
         cfg = self.cfg
-        prune = PruneConfig(cfg.node_threshold, cfg.edge_threshold, cfg.max_edges_per_target)
+        prune = PruneConfig(
+            cfg.node_threshold, cfg.edge_threshold, cfg.max_edges_per_target, cfg.skip_fraction
+        )
         return AttributionConfig(mode=cfg.mode, logit_top_k=cfg.logit_top_k, prune=prune)  # type: ignore[arg-type]
 
 

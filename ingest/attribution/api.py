@@ -21,7 +21,7 @@ from circuitstore.ingest.attribution.graph import (
     NodeTable,
 )
 from circuitstore.ingest.attribution.prune import PruneConfig, PruneSink
-from circuitstore.ingest.attribution.state import Mode, PromptState, build_state
+from circuitstore.ingest.attribution.state import Mode, PromptState, Targets, build_state
 from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
 from circuitstore.ingest.transcoder import TranscoderSet, validate_against
 
@@ -100,8 +100,16 @@ class AttributionEngine:
             main = CollectSink()
         else:
             main = PruneSink(state.nodes, config.prune, _logit_seeds(state))
-        # Pruning alone may skip targets without influence; other sinks need every edge.
-        select = main.wanted if isinstance(main, PruneSink) and not sinks else None
+        select = None
+        if isinstance(main, PruneSink):
+            pruner = main
+
+            def select(targets: Targets) -> Bool[Tensor, " k"]:
+                # The pruner decides which targets to expand; other sinks still need every edge,
+                # and then the pruner ignores the rows it did not want.
+                wanted = pruner.wanted(targets)
+                return torch.ones_like(wanted) if sinks else wanted
+
         for chunk in self.chunks(state, config, select):
             main.consume(chunk)
             for sink in sinks:
@@ -116,6 +124,7 @@ class AttributionEngine:
                 tokens, ids, state.nodes, main.edges(), meta, logit_tokens=names
             )
         kept, edges, accounting = main.finish()
+        meta["unexpanded_influence"] = main.unexpanded_influence()
         nodes, new_row = subset(state.nodes, kept)
         edges = Edges(new_row[edges.source], new_row[edges.target], edges.weight)
         influence = main.influence[kept]

@@ -35,7 +35,7 @@ TargetFilter = Callable[[Targets], Bool[Tensor, " k"]]
 class ChunkPlan:
     """How many residual-stream floats one chunk's gradient may hold (memory vs. batching)."""
 
-    max_elements: int = 1 << 24
+    max_elements: int = 1 << 23  # 32 MiB in float32: as fast as bigger chunks, less memory
 
 
 class Workspace:
@@ -83,7 +83,8 @@ def _subset(targets: Targets, rows: Int[Tensor, " k"]) -> Targets:
         targets,
         nodes=targets.nodes[rows],
         pos=targets.pos[rows],
-        vectors=targets.vectors[rows],
+        columns=targets.columns[rows],
+        scale=targets.scale[rows],
         const=targets.const[rows],
         const_nodes=targets.const_nodes[rows],
     )
@@ -107,7 +108,7 @@ def _chunk(
     state: PromptState, targets: Targets, rows: slice, work: Workspace | None = None
 ) -> EdgeChunk:
     work = work or Workspace()
-    pos, u = targets.pos[rows], targets.vectors[rows]
+    pos, u = targets.pos[rows], targets.vectors(rows)
     nodes = targets.nodes[rows]
     b, L = int(nodes.shape[0]), state.model.n_layers
     field = _Field(state, pos, u, work)
@@ -118,7 +119,7 @@ def _chunk(
         steps.append((state.attn_bias_slabs[targets.layer], targets.layer))
     steps += [(state.layer_slabs[layer], layer) for layer in reversed(range(targets.layer))]
     steps.append((state.embed_slab, None))
-    sizes = [slab.starts[width] for slab, _ in steps]
+    sizes = [slab.rows(width) for slab, _ in steps]
     # Source-major: every product lands in contiguous rows; `dense` is its transposed view.
     dense_t = work.get("dense", (sum(sizes), b), u.dtype)
     offset = 0
@@ -158,17 +159,11 @@ def _remainder_rows(state: PromptState, nodes: Int[Tensor, " b"]) -> Int[Tensor,
 def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tensor, "k b"]) -> None:
     """out[c, b] = source c's vector . the gradient of target b at the source's position.
 
-    One product per position (no padding), each reading that position's gradients once; a
+    One batched product over positions, each reading that position's gradients once; a
     position after a target's own gives exact zeros (the field is causal)."""
-    width = field.shape[1]
-    if slab.one_per_position:
-        torch.bmm(slab.vectors[:width, None], field.permute(1, 2, 0), out=out.view(width, 1, -1))
-        return
-    starts = slab.starts
-    for s in range(width):
-        lo, hi = starts[s], starts[s + 1]
-        if hi > lo:
-            torch.mm(slab.vectors[lo:hi], field[:, s].T, out=out[lo:hi])
+    width, m = field.shape[1], slab.per_pos
+    vectors = slab.vectors[: width * m].view(width, m, -1)
+    torch.bmm(vectors, field.permute(1, 2, 0), out=out.view(width, m, -1))
 
 
 class _Field:

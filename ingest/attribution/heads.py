@@ -37,7 +37,7 @@ def edge_by_head(state: PromptState, source: int, target: int) -> EdgeBreakdown:
         )
     total = float(chunk.dense[0, cols[0]])
     vector, first_attn = _source_vector(state, source)
-    u, t = targets.vectors[rank], int(targets.pos[rank])
+    u, t = targets.vectors(slice(rank, rank + 1))[0], int(targets.pos[rank])
     s = int(state.nodes.pos[source])
     residual = float(vector @ u) if s == t else 0.0
     last_attn = min(layer, state.model.n_layers - 1)

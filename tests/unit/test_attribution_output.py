@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import torch
 from click.testing import CliRunner
 
-from circuitstore.ingest.attribution import AttributionConfig, PruneConfig, graph_to_json
+from circuitstore.ingest.attribution import (
+    AttributionConfig,
+    EdgeChunk,
+    PruneConfig,
+    graph_to_json,
+)
 from circuitstore.ingest.attribution.graph import Code
 from circuitstore.ingest.cli import attribute
 
@@ -35,6 +41,38 @@ def test_pruned_graph_accounts_for_what_it_drops(tiny: Tiny) -> None:
     frac = acc.kept_abs_fraction[targets]
     assert bool(((frac > 0) & (frac <= 1 + 1e-9)).all())
     assert int(edges.source.max()) < len(nodes)
+
+
+def test_skipped_targets_are_reported_and_never_kept(tiny: Tiny) -> None:
+    """Targets holding the smallest share of their layer's influence are not expanded. The pruned
+    graph is the same whether other sinks force every row to be computed (ingest) or not."""
+    skip = PruneConfig(node_threshold=0.95, skip_fraction=0.2)
+    config = AttributionConfig(mode="lumped", prune=skip)
+    state = tiny.engine.prepare(PROMPT, config)
+    seen: list[int] = []
+
+    class Rows:
+        def consume(self, chunk: EdgeChunk) -> None:
+            seen.append(int(chunk.targets.shape[0]))
+
+    alone = tiny.engine.graph(state, config)
+    with_sink = tiny.engine.graph(state, config, sinks=[Rows()])
+    assert sum(seen) == state.n_features + 5  # the extra sink saw every target
+    assert torch.equal(alone.edges.source, with_sink.edges.source)
+    assert torch.equal(alone.edges.target, with_sink.edges.target)
+    # Chunks hold other rows, so sums round differently (remainders are ~1e-16 in float64).
+    assert torch.allclose(alone.edges.weight, with_sink.edges.weight, rtol=0, atol=1e-12)
+    unexpanded = alone.metadata["unexpanded_influence"]
+    assert isinstance(unexpanded, float)
+    assert 0 < unexpanded <= 0.2
+    none = tiny.engine.graph(
+        state, AttributionConfig(mode="lumped", prune=replace(skip, skip_fraction=0))
+    )
+    assert none.metadata["unexpanded_influence"] == 0
+    assert len(none.nodes) > len(alone.nodes)
+    # Every kept feature was expanded: it has in-edges.
+    kept_feats = (alone.nodes.kind == Code.FEATURE).nonzero(as_tuple=True)[0]
+    assert set(kept_feats.tolist()) <= set(alone.edges.target.tolist())
 
 
 def test_json_contract_and_conservation(tiny: Tiny) -> None:
