@@ -48,6 +48,7 @@ class IngestSummary:
     seconds: float = 0.0
     blank_lines: int = 0
     repeated_lines: int = 0
+    setup_seconds: float | None = None  # set when this run wrote the transcoder set's features
 
     def lines(self) -> list[str]:
         rate = self.tokens / self.seconds if self.seconds else 0.0
@@ -57,6 +58,8 @@ class IngestSummary:
             f"{self.tokens} tokens, {self.edges} per-prompt edges, {self.seconds:.1f} s "
             f"({rate:.1f} tokens/s)",
         ]
+        if self.setup_seconds is not None:
+            out.insert(1, f"features and their views written once, in {self.setup_seconds:.1f} s")
         skipped = [f"{n} {why}" for why, n in sorted(self.skipped.items())]
         if self.blank_lines or self.repeated_lines:
             skipped.append(f"{self.blank_lines} blank and {self.repeated_lines} repeated lines")
@@ -88,9 +91,12 @@ class IngestRunner:
         writer = StoreWriter(self.driver, self.database, cfg.top_examples)
         info = transcoder_set_info(model, tcs, provenance, graph_hash)
         features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)
-        writer.ensure_transcoder_set(info, features, virtual)
+        start = time.perf_counter()
+        created = writer.ensure_transcoder_set(info, features, virtual)
+        setup = time.perf_counter() - start
         job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
         summary = job.run(corpus)
+        summary.setup_seconds = setup if created else None
         catalog.finish(record.name, "complete")
         return summary
 

@@ -80,22 +80,42 @@ def _feature_rows(
 
 
 def _virtual_rows(tcs: TranscoderSet, set_id: str, top_k: int) -> Iterator[dict[str, Any]]:
-    """Each feature's top-k earlier features by |W_dec[l'][j] . W_enc[l][:, i]|."""
+    """Each feature's top-k earlier features by |W_dec[l'][j] . W_enc[l][:, i]|.
+
+    Per chunk of targets, one source layer at a time with a running top-k, so memory stays at
+    one (chunk x d_tc) score block whatever the depth (at GPT-2 scale a concatenation of the
+    earlier decoders alone would be 0.8 GB)."""
     for layer in range(1, tcs.n_layers):
-        sources = torch.cat([tcs[src].W_dec for src in range(layer)])  # (layer * d_tc, d_model)
-        d_src = [tcs[src].d_tc for src in range(layer)]
-        src_layer = torch.repeat_interleave(torch.arange(layer), torch.tensor(d_src))
-        src_index = torch.cat([torch.arange(d) for d in d_src])
         enc = tcs[layer].W_enc
         for start in range(0, enc.shape[1], CHUNK):
-            scores = sources @ enc[:, start : start + CHUNK]  # (sources, chunk)
-            k = min(top_k, scores.shape[0])
-            top = scores.abs().topk(k, dim=0).indices  # (k, chunk)
-            for col in range(scores.shape[1]):
+            block = enc[:, start : start + CHUNK].T.contiguous()  # (chunk, d_model)
+            best = _running_top(block, [tcs[src].W_dec for src in range(layer)], top_k)
+            weights, src_layer, src_index = (t.tolist() for t in best)
+            for col, row in enumerate(zip(weights, src_layer, src_index, strict=True)):
                 target = FeatureKey(set_id, layer, start + col).id
-                for row in top[:, col].tolist():
-                    source = FeatureKey(set_id, int(src_layer[row]), int(src_index[row])).id
-                    yield {"source": source, "target": target, "weight": float(scores[row, col])}
+                for w, sl, si in zip(*row, strict=True):
+                    source = FeatureKey(set_id, sl, si).id
+                    yield {"source": source, "target": target, "weight": w}
+
+
+def _running_top(
+    block: torch.Tensor, decoders: list[torch.Tensor], k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of `block`, the k source features (over all `decoders`) with the largest
+    |decoder row . block row|: (weights, source layers, source indices), strongest first."""
+    rows = block.shape[0]
+    weights = block.new_zeros(rows, 0)
+    layers = torch.zeros(rows, 0, dtype=torch.long)
+    indices = torch.zeros(rows, 0, dtype=torch.long)
+    for src, W_dec in enumerate(decoders):
+        scores = block @ W_dec.T  # (chunk, d_tc): rows contiguous, so topk runs along them
+        top = scores.abs().topk(min(k, scores.shape[1]), dim=1).indices
+        weights = torch.cat([weights, scores.gather(1, top)], dim=1)
+        layers = torch.cat([layers, torch.full_like(top, src)], dim=1)
+        indices = torch.cat([indices, top], dim=1)
+        keep = weights.abs().topk(min(k, weights.shape[1]), dim=1).indices
+        weights, layers, indices = (t.gather(1, keep) for t in (weights, layers, indices))
+    return weights, layers, indices
 
 
 def _top_tokens(scores: torch.Tensor, k: int) -> list[list[int]]:

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from circuitstore.errors import InputError
+from circuitstore.ingest.transcoder_set import features_and_views
 from circuitstore.ingest.views import (
     deembedding,
     logit_lens,
     virtual_weights_in,
     virtual_weights_out,
 )
+from circuitstore.schema.model import FeatureKey
 
 from .conftest import Tiny
 
@@ -31,6 +33,23 @@ def test_virtual_weights_match_brute_force(tiny: Tiny) -> None:
         float(tcs[0].W_dec[7] @ tcs[out[0].layer].W_enc[:, out[0].index])
     )
     assert virtual_weights_out(tcs, 2, 0) == []
+
+
+def test_bulk_virtual_rows_equal_per_feature_views(tiny: Tiny) -> None:
+    """The store's VIRTUAL_WEIGHT rows (chunked, running top-k over source layers) are each
+    feature's brute-force top-k, for every feature of every layer."""
+    tcs = tiny.transcoders
+    _, rows = features_and_views(tiny.model, tcs, "set", top_k=4)
+    got: dict[str, list[tuple[str, float]]] = {}
+    for r in rows:
+        got.setdefault(r["target"], []).append((r["source"], r["weight"]))
+    assert len(got) == sum(tcs[layer].d_tc for layer in range(1, tcs.n_layers))
+    for layer in range(1, tcs.n_layers):
+        for index in range(tcs[layer].d_tc):
+            want = virtual_weights_in(tcs, layer, index, k=4)
+            have = got[FeatureKey("set", layer, index).id]
+            assert [s for s, _ in have] == [FeatureKey("set", n.layer, n.index).id for n in want]
+            assert [w for _, w in have] == pytest.approx([n.weight for n in want])
 
 
 def test_token_views(tiny: Tiny) -> None:
