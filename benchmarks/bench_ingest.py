@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument(
         "--e2e", type=int, default=3, help="prompts for the end-to-end run (0: skip)"
     )
-    parser.add_argument("--aggregate-min-fraction", type=float, default=0.001)
+    parser.add_argument("--aggregate-min-fraction", type=float, default=0.01)
     parser.add_argument("--use-env", action="store_true")
     args = parser.parse_args()
 

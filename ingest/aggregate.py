@@ -38,7 +38,8 @@ class DrivesSink:
     least `min_fraction` of its target's absolute input (0 keeps every non-zero edge).
 
     A relative floor, because absolute weights depend on the model's scale. On the demo model
-    0.001 keeps 95% of the feature edges' absolute weight in a third of the rows."""
+    0.01 (the ingest default) bounds a target's rows at 100, whatever the width of the model: on a
+    GPT-2-sized random model a 64-token prompt gives 1,711 rows at 0.01 and 1.3 M at 0.001."""
 
     nodes: NodeTable
     n_features: int
@@ -50,14 +51,8 @@ class DrivesSink:
     _compacted: int = 0
 
     def consume(self, chunk: EdgeChunk) -> None:
-        src, tgt, w = chunk.feature_edges(self.n_features)
+        src, tgt, w = chunk.feature_edges(self.n_features, self.min_fraction)
         w = w.to(torch.float64)
-        keep = w != 0
-        if self.min_fraction > 0:
-            abs_in = chunk.row_abs_sums().to(torch.float64)
-            floor = self.min_fraction * abs_in[torch.searchsorted(chunk.targets, tgt)]
-            keep &= w.abs() >= floor
-        src, tgt, w = src[keep], tgt[keep], w[keep]
         if w.numel() == 0:
             return
         key = self._global(src) * self._n_global + self._global(tgt)

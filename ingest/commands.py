@@ -48,7 +48,7 @@ from circuitstore.schema.connection import Neo4jSettings, open_driver
 )
 @click.option(
     "--aggregate-min-fraction",
-    default=0.001,
+    default=0.01,
     show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
     help="Corpus aggregates (DRIVES) keep a feature edge carrying at least this share of its "

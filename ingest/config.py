@@ -56,7 +56,7 @@ class IngestConfig:
     edge_threshold: float = 0.98
     max_edges_per_target: int = 64
     skip_fraction: float = 0.01
-    aggregate_min_fraction: float = 0.001
+    aggregate_min_fraction: float = 0.01
     top_examples: int = 20
     max_tokens: int | None = None
     truncate: bool = False

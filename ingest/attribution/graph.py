@@ -132,16 +132,17 @@ class EdgeChunk:
         return src, tgt, torch.cat([self.dense[rows, cols], self.extra_weight])
 
     def feature_edges(
-        self, n_features: int
+        self, n_features: int, min_fraction: float = 0.0
     ) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
-        """Feature-to-feature edges only (features are nodes 0..n_features-1): the input of the
-        corpus-level DRIVES aggregate, without building the rest."""
-        keep_rows = self.targets < n_features
-        keep_cols = (self.sources >= 0) & (self.sources < n_features)
-        block = self.allowed()[keep_rows][:, keep_cols]
-        rows, cols = block.nonzero(as_tuple=True)
-        dense = self.dense[keep_rows][:, keep_cols]
-        return self.sources[keep_cols][cols], self.targets[keep_rows][rows], dense[rows, cols]
+        """Non-zero feature-to-feature edges (features are nodes 0..n_features-1) carrying at
+        least `min_fraction` of their target's absolute input: the input of the corpus-level
+        DRIVES aggregate. The floor is applied on the block, before any edge list is built."""
+        floor = min_fraction * self.row_abs_sums() if min_fraction > 0 else None
+        mask = self.allowed()
+        mask &= (self.targets < n_features)[:, None] & (self.sources < n_features)[None, :]
+        mask &= self.dense != 0 if floor is None else self.dense.abs() >= floor[:, None]
+        rows, cols = mask.nonzero(as_tuple=True)
+        return self.sources[cols], self.targets[rows], self.dense[rows, cols]
 
 
 class EdgeSink(Protocol):
