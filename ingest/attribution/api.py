@@ -21,7 +21,7 @@ from circuitstore.ingest.attribution.graph import (
     NodeTable,
 )
 from circuitstore.ingest.attribution.prune import PruneConfig, PruneSink
-from circuitstore.ingest.attribution.state import Mode, PromptState, Targets, build_state
+from circuitstore.ingest.attribution.state import Mode, PromptState, build_state
 from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
 from circuitstore.ingest.transcoder import TranscoderSet, validate_against
 
@@ -99,17 +99,9 @@ class AttributionEngine:
         if config.prune is None:
             main = CollectSink()
         else:
-            main = PruneSink(state.nodes, config.prune, _logit_seeds(state))
-        select = None
-        if isinstance(main, PruneSink):
-            pruner = main
-
-            def select(targets: Targets) -> Bool[Tensor, " k"]:
-                # The pruner decides which targets to expand; other sinks still need every edge,
-                # and then the pruner ignores the rows it did not want.
-                wanted = pruner.wanted(targets)
-                return torch.ones_like(wanted) if sinks else wanted
-
+            # Other sinks need every edge: then the pruner still decides, but expands all.
+            main = PruneSink(state.nodes, config.prune, _logit_seeds(state), expand_all=bool(sinks))
+        select = main.wanted if isinstance(main, PruneSink) else None
         for chunk in self.chunks(state, config, select):
             main.consume(chunk)
             for sink in sinks:

@@ -84,6 +84,7 @@ class PruneSink:
     nodes: NodeTable
     config: PruneConfig
     logit_weights: Float[Tensor, " n"]  # influence seeds, zero except at logit nodes
+    expand_all: bool = False  # compute every row (for other sinks); skipped rows are ignored
     influence: Tensor = field(init=False)
     abs_input: Tensor = field(init=False)
     skipped: Tensor = field(init=False)  # targets whose in-edges are ignored (see `wanted`)
@@ -107,7 +108,7 @@ class PruneSink:
             cum = torch.cumsum(influence[order], 0)
             keep[order[cum <= self.config.skip_fraction * cum[-1]]] = False
         self.skipped[targets.nodes] = ~keep
-        return keep
+        return torch.ones_like(keep) if self.expand_all else keep
 
     def unexpanded_influence(self) -> float:
         """Share of the total feature influence held by skipped targets (not passed down)."""
