@@ -8,8 +8,9 @@ calibrated so about 64 features fire per token per layer. Reports medians of sec
 the bare forward (model + 12 encoders), the full graph in exact and lumped modes (every edge
 computed and streamed through a sink that counts them and checks conservation; a full graph has
 ~10^8-10^9 edges and is not held in memory), and the pruned graph; plus peak RSS and the load
-average. The model is written to a temporary folder in a child process and booted through the
-real loader. On a shared machine `--threads 1` avoids OpenMP threads waiting on each other.
+average. The model and the calibrated transcoders (published pickle layout) are written to a
+temporary folder in a child process and loaded through the real loaders. On a shared machine
+`--threads 1` avoids OpenMP threads waiting on each other.
 """
 
 from __future__ import annotations
@@ -53,11 +54,25 @@ def peak_rss_gib() -> float:
 
 
 def build_model(folder: Path) -> None:
-    from circuitstore.ingest.synthetic import ModelSpec, save_model
+    """The model, and transcoders calibrated on it, written in the real formats (run in a child
+    process, so the measured one holds only what the real loaders give it)."""
+    from circuitstore.ingest.model import load_model
+    from circuitstore.ingest.synthetic import ModelSpec, save_model, save_transcoders
 
     save_model(
         folder,
         ModelSpec(n_layers=12, d_model=768, n_heads=12, n_ctx=1024, vocab_size=2000, d_vocab=50257),
+    )
+    model = load_model(folder)
+    calibration = token_stream(model.bridge.tokenizer.bos_token_id)(128)
+    save_transcoders(calibrated_transcoders(model, calibration), folder / "transcoders")
+
+
+def token_stream(bos: int):
+    """Random prompts with BOS first: the first one calibrates, the others are measured."""
+    gen = torch.Generator().manual_seed(1)
+    return lambda n: torch.cat(
+        [torch.tensor([bos]), torch.randint(1, 2000, (n - 1,), generator=gen)]
     )
 
 
@@ -105,13 +120,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.model_dir is not None:  # child process: only writes the model
+    if args.model_dir is not None:  # child process: only writes the model and transcoders
         build_model(args.model_dir)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    from circuitstore.ingest.attribution import AttributionEngine
     from circuitstore.ingest.model import load_model
+    from circuitstore.ingest.transcoder import load_transcoders
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gpt2-random"
@@ -119,17 +136,14 @@ def main() -> None:
             [sys.executable, __file__, "--model-dir", str(folder)], check=True, capture_output=True
         )
         model = load_model(folder)
-    print(f"model loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
-    gen = torch.Generator().manual_seed(1)
-    bos = model.bridge.tokenizer.bos_token_id
-    calib = torch.cat([torch.tensor([bos]), torch.randint(1, 2000, (127,), generator=gen)])
-    from circuitstore.ingest.attribution import AttributionEngine
-
-    engine = AttributionEngine(model, calibrated_transcoders(model, calib))
-    print(f"transcoders ready: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+        print(f"model loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+        engine = AttributionEngine(model, load_transcoders(folder / "transcoders"))
+    print(f"transcoders loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    prompt = token_stream(model.bridge.tokenizer.bos_token_id)
+    prompt(128)  # the calibration prompt
     rows, loads = [], [load_average()]
     for i, n in enumerate(args.lengths):
-        tokens = torch.cat([torch.tensor([bos]), torch.randint(1, 2000, (n - 1,), generator=gen)])
+        tokens = prompt(n)
         reps = args.repeats[min(i, len(args.repeats) - 1)]
         exact = not args.skip_exact and (args.exact_lengths is None or n in args.exact_lengths)
         rows.append(measure(engine, tokens, reps, args.exact_repeats if exact else 0))

@@ -160,10 +160,19 @@ def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tens
     """out[c, b] = source c's vector . the gradient of target b at the source's position.
 
     One batched product over positions, each reading that position's gradients once; a
-    position after a target's own gives exact zeros (the field is causal)."""
+    position after a target's own gives exact zeros (the field is causal). Spilled rows (the
+    busiest positions' surplus) take a second product over a copy of those positions' field."""
     width, m = field.shape[1], slab.per_pos
     vectors = slab.vectors[: width * m].view(width, m, -1)
-    torch.bmm(vectors, field.permute(1, 2, 0), out=out.view(width, m, -1))
+    torch.bmm(vectors, field.permute(1, 2, 0), out=out[: width * m].view(width, m, -1))
+    n_spill = slab.spilled(width)
+    if slab.spill is None or n_spill == 0:
+        return
+    assert slab.spill_pos is not None
+    spill, m2 = slab.spill, slab.spill.per_pos
+    gradients = field[:, slab.spill_pos[:n_spill]].permute(1, 2, 0)  # (p, d_model, b), a copy
+    rows = out[width * m : width * m + n_spill * m2].view(n_spill, m2, -1)
+    torch.bmm(spill.vectors[: n_spill * m2].view(n_spill, m2, -1), gradients, out=rows)
 
 
 class _Field:

@@ -233,3 +233,30 @@ def test_all_positions_logits_and_float32(tiny32: Tiny) -> None:
     got, want = _incoming(graph)[targets], nodes.value[targets].double()
     scale = want.abs().clamp_min(1.0)
     assert float(((got - want).abs() / scale).max()) < 1e-3
+
+
+def test_spilled_rows_are_products_like_the_rest() -> None:
+    """A position far busier than the others keeps most of its rows in the spill slab; the
+    products and the column order are the same as a plain loop over (source, target)."""
+    from circuitstore.ingest.attribution.engine import _dot_into
+    from circuitstore.ingest.attribution.state import _padded_slab
+
+    gen = torch.Generator().manual_seed(0)
+    T, d, b = 6, 5, 3
+    counts = torch.tensor([2, 9, 1, 3, 2, 12])  # positions 1 and 5 are outliers
+    pos = torch.arange(T).repeat_interleave(counts)
+    rank = torch.cat([torch.arange(int(c)) for c in counts])
+    vectors = torch.randn(int(counts.sum()), d, generator=gen, dtype=torch.float64)
+    slab = _padded_slab(vectors, torch.arange(pos.shape[0]), pos, rank, counts, T)
+    assert slab.spill is not None
+    assert slab.per_pos < int(counts.max())
+    field = torch.randn(b, T, d, generator=gen, dtype=torch.float64)
+    for width in (2, 5, T):
+        out = torch.empty(slab.rows(width), b, dtype=torch.float64)
+        _dot_into(slab, field[:, :width], out)
+        ids = slab.source_ids(width)
+        real = ids >= 0
+        assert sorted(ids[real].tolist()) == (pos < width).nonzero(as_tuple=True)[0].tolist()
+        want = torch.einsum("sd,bsd->sb", vectors[ids[real]], field[:, pos[ids[real]]])
+        assert torch.allclose(out[real], want)
+        assert bool((out[~real] == 0).all())
