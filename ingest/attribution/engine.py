@@ -71,10 +71,11 @@ def iter_chunks(
             keep = select(targets).nonzero(as_tuple=True)[0]
             if keep.shape[0] < targets.nodes.shape[0]:
                 targets = _subset(targets, keep)
+        u = targets.vectors()
         n, start = int(targets.nodes.shape[0]), 0
         while start < n:
             stop = _chunk_stop(targets.pos, start, plan.max_elements // state.model.d_model)
-            yield _chunk(state, targets, slice(start, stop), work)
+            yield _chunk(state, targets, slice(start, stop), work, u[start:stop])
             start = stop
 
 
@@ -105,10 +106,15 @@ def _chunk_stop(pos: Int[Tensor, " k"], start: int, budget: int) -> int:
 
 
 def _chunk(
-    state: PromptState, targets: Targets, rows: slice, work: Workspace | None = None
+    state: PromptState,
+    targets: Targets,
+    rows: slice,
+    work: Workspace | None = None,
+    u: Float[Tensor, "b d_model"] | None = None,
 ) -> EdgeChunk:
     work = work or Workspace()
-    pos, u = targets.pos[rows], targets.vectors(rows)
+    pos = targets.pos[rows]
+    u = targets.vectors(rows) if u is None else u
     nodes = targets.nodes[rows]
     b, L = int(nodes.shape[0]), state.model.n_layers
     field = _Field(state, pos, u, work)

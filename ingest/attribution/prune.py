@@ -46,27 +46,37 @@ class PruneConfig:
         }
 
 
-def strongest(abs_t: Float[Tensor, "s b"], k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(source col, target row, value) of each column's k largest positive entries, grouped by
-    target row, largest first; the same set as a top-k per target, in a few linear passes.
+# Rows of a chunk's block scanned at once: a few MB, so each slice's |values| stay in cache
+# between the passes over it (the whole block is tens of MB).
+SCAN_ELEMENTS = 1 << 21
 
-    Bound: split the sources into 4k blocks; the k-th largest block maximum is at most each
-    target's k-th largest entry (k distinct entries reach it), so only entries at or above it
-    can be in the top k: select those, then rank the few survivors exactly."""
-    n_src, b = abs_t.shape
-    n_blocks = 4 * k
-    if n_src >= 2 * n_blocks:
-        q = n_src // n_blocks
-        block_max = abs_t[: n_blocks * q].view(n_blocks, q, b).amax(dim=1)
-        bound = torch.topk(block_max, k, dim=0).values[-1]
-        tiny = torch.finfo(abs_t.dtype).tiny  # entries must also be positive
-        mask = abs_t >= bound.clamp_min(tiny)
-    else:
-        mask = abs_t > 0
-    cols, rows = mask.nonzero(as_tuple=True)
-    vals = abs_t[cols, rows]
-    # One sort: by row, then by value descending (the fraction stays in [0, 1) and float64 has
-    # room for both); ties keep source order.
+
+def block_maxima(abs_t: Float[Tensor, "s b"], q: int) -> Float[Tensor, "blocks b"]:
+    """Per target, the maximum of each run of q sources (the last run may be shorter)."""
+    n, b = abs_t.shape
+    full = n // q * q
+    parts = [abs_t[:full].view(-1, q, b).amax(dim=1)] if full else []
+    if full < n:
+        parts.append(abs_t[full:].amax(dim=0, keepdim=True))
+    return torch.cat(parts)
+
+
+def top_bound(maxima: Float[Tensor, "blocks b"], k: int) -> Float[Tensor, " b"]:
+    """A lower bound on each target's k-th largest entry: the k-th largest block maximum (k
+    distinct entries reach it). Only entries at or above it can be in the top k; it must also
+    be positive (the smallest normal float when there are fewer than k blocks)."""
+    tiny = torch.finfo(maxima.dtype).tiny
+    if maxima.shape[0] < k:
+        return torch.full((maxima.shape[1],), tiny, dtype=maxima.dtype)
+    return torch.topk(maxima, k, dim=0).values[-1].clamp_min(tiny)
+
+
+def rank_top(
+    cols: Int[Tensor, " m"], rows: Int[Tensor, " m"], vals: Float[Tensor, " m"], b: int, k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Of the candidate entries, each row's k largest, grouped by row, largest first (ties keep
+    source order): one sort on a composite key, since the fraction stays in [0, 1) and float64
+    has room for both."""
     frac = vals.to(torch.float64) / (2 * vals.max().to(torch.float64)) if vals.numel() else vals
     order = torch.argsort(rows.to(torch.float64) + (1 - frac), stable=True)
     cols, rows, vals = cols[order], rows[order], vals[order]
@@ -117,34 +127,55 @@ class PruneSink:
         return float(self.influence[feats & self.skipped].sum()) / total if total > 0 else 0.0
 
     def consume(self, chunk: EdgeChunk) -> None:
-        # The engine's block is source-major (`dense` is a transposed view): reduce along
-        # contiguous rows. Any layout works, only slower.
+        """Two passes over the chunk's block, a cache-sized slice at a time: first each target's
+        |input| and block maxima (the top-k bound), then the influence flowing to each source
+        and the entries that can be among a target's strongest."""
+        # The engine's block is source-major (`dense` is a transposed view): slice whole rows.
         dense_t = chunk.dense.T
-        abs_t = self._work.get("abs", tuple(dense_t.shape), dense_t.dtype)
-        torch.abs(dense_t, out=abs_t)
+        n_src, b = dense_t.shape
+        k = self.config.max_edges_per_target
+        step = max(1, SCAN_ELEMENTS // max(b, 1))
+        q = max(1, n_src // (4 * k))  # 4k blocks: a bound close to the k-th largest entry
         row = chunk.extra_rows()
         extra_abs = chunk.extra_weight.abs().to(torch.float64)
-        norm = (abs_t.new_ones(abs_t.shape[0]) @ abs_t).to(torch.float64)
-        norm = norm.index_add_(0, row, extra_abs)
+        norm = torch.zeros(b, dtype=torch.float64).index_add_(0, row, extra_abs)
+        maxima = []
+        for lo in range(0, n_src, step):
+            part = self._abs(dense_t[lo : lo + step])
+            norm += (part.new_ones(part.shape[0]) @ part).to(torch.float64)
+            maxima.append(block_maxima(part, q))
         norm = norm.clamp_min(1e-30)
         self.abs_input[chunk.targets] = norm
+        bound = top_bound(torch.cat(maxima), k)
         # Rows computed only for other sinks (see `wanted`) pass nothing on and offer no edges.
         share = torch.where(self.skipped[chunk.targets], 0.0, self.influence[chunk.targets] / norm)
-        flow = abs_t @ share.to(abs_t.dtype)  # (sources,)
+        share_t = share.to(dense_t.dtype)
+        flow = torch.empty(n_src, dtype=dense_t.dtype)
+        found: list[tuple[Tensor, Tensor, Tensor]] = []
+        for lo in range(0, n_src, step):
+            part = self._abs(dense_t[lo : lo + step])
+            torch.mv(part, share_t, out=flow[lo : lo + step])
+            cols, rows = (part >= bound).nonzero(as_tuple=True)
+            found.append((cols + lo, rows, part[cols, rows]))
         real = chunk.sources >= 0  # not padding
         self.influence.index_add_(0, chunk.sources[real], flow[real].to(torch.float64))
         self.influence.index_add_(0, chunk.extra_source, extra_abs * share[row])
-        self.parts.append(self._candidates(chunk, abs_t, norm))
+        cols, rows, vals = (torch.cat(t) for t in zip(*found, strict=True))
+        self.parts.append(self._candidates(chunk, rank_top(cols, rows, vals, b, k), norm))
+
+    def _abs(self, rows: Tensor) -> Tensor:
+        out = self._work.get("abs", tuple(rows.shape), rows.dtype)
+        return torch.abs(rows, out=out)
 
     def _candidates(
-        self, chunk: EdgeChunk, abs_t: Float[Tensor, "s b"], norm: Float[Tensor, " b"]
+        self, chunk: EdgeChunk, top: tuple[Tensor, Tensor, Tensor], norm: Float[Tensor, " b"]
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Per target, its strongest in-edges (at most max_edges_per_target) until they carry
         edge_threshold of its |input|."""
-        cols, rows, vals = strongest(abs_t, self.config.max_edges_per_target)
+        cols, rows, vals = top
         v64 = vals.to(torch.float64)
         cum = torch.cumsum(v64, 0) - v64  # exclusive, over all rows
-        counts = torch.bincount(rows, minlength=abs_t.shape[1])
+        counts = torch.bincount(rows, minlength=norm.shape[0])
         first = torch.cumsum(counts, 0) - counts
         before = (cum - cum[first][rows]) / norm[rows]
         keep = (before < self.config.edge_threshold) & ~self.skipped[chunk.targets][rows]

@@ -83,6 +83,9 @@ def attention_op(model: LoadedModel, cache: ForwardCache, layer: int) -> Attenti
     )
 
 
+ALL = slice(None)
+
+
 @dataclass(frozen=True)
 class Targets:
     """The targets of one layer (n_layers = the logits), sorted by position."""
@@ -96,10 +99,17 @@ class Targets:
     const: Float[Tensor, " k"]  # the constant part of the target
     const_nodes: Int[Tensor, " k"]
 
-    def vectors(self, rows: slice | Int[Tensor, " r"]) -> Float[Tensor, "r d_model"]:
-        """Gradients of the targets w.r.t. their residual input, made when a chunk needs them
-        (all of them at once would be as big as the feature vectors)."""
-        return centre(self.readout[:, self.columns[rows]].T) / self.scale[rows, None]
+    def vectors(self, rows: slice | Int[Tensor, " r"] = ALL) -> Float[Tensor, "r d_model"]:
+        """Gradients of the targets w.r.t. their residual input (one layer's at a time: every
+        layer's at once would be as big as the feature vectors)."""
+        columns = self.columns[rows]
+        # Columns of a (d_model, n) matrix are strided: read them in ascending order, so each
+        # row of the readout is scanned forward (8x faster than in target order).
+        order = torch.argsort(columns)
+        picked = torch.index_select(self.readout, 1, columns[order]).T
+        out = torch.empty_like(picked, memory_format=torch.contiguous_format)
+        out[order] = picked
+        return centre(out) / self.scale[rows, None]
 
 
 @dataclass(frozen=True)
