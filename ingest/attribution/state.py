@@ -75,7 +75,7 @@ def attention_op(model: LoadedModel, cache: ForwardCache, layer: int) -> Attenti
     heads = centre(w.W_V[layer].permute(0, 2, 1)).contiguous()  # (H, dh, d)
     pattern = (cache.pattern[layer] / cache.ln1_scale[layer][None, None, :]).contiguous()
     return AttentionOp(
-        W_O_t=w.W_O[layer].reshape(H * dh, d).T.contiguous(),
+        W_O_t=w.W_O[layer].reshape(H * dh, d).T,  # a view: GEMMs read transposed operands as is
         W_V_centred_t=heads.reshape(H * dh, d),
         W_V_centred_heads=heads,
         pattern_scaled=pattern,
