@@ -213,6 +213,28 @@ def test_chunking_does_not_change_edges(tiny: Tiny, exact: AttributionGraph) -> 
     assert max(abs(a[k] - b[k]) for k in a) < 1e-12
 
 
+def test_slicing_does_not_change_edges(
+    tiny: Tiny, exact: AttributionGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact mode's attention pull-back and the pruner's scans work a few rows at a time; the
+    slice sizes change nothing but rounding."""
+    from circuitstore.ingest.attribution import engine, prune
+
+    pruned_config = AttributionConfig(mode="lumped", logit_top_k=3)
+    pruned = tiny.engine.attribute(PROMPT, pruned_config)
+    monkeypatch.setattr(engine, "BACKWARD_ELEMENTS", 1)  # one target per slice
+    monkeypatch.setattr(prune, "SCAN_ELEMENTS", 1)  # one source row per slice
+    a, b = _edge_map(exact), _edge_map(tiny.engine.attribute(PROMPT, FULL))
+    assert a.keys() == b.keys()
+    assert max(abs(a[k] - b[k]) for k in a) < 1e-12
+    again = tiny.engine.attribute(PROMPT, pruned_config)
+    assert torch.equal(pruned.nodes.kind, again.nodes.kind)
+    assert torch.equal(pruned.nodes.index, again.nodes.index)
+    assert torch.equal(pruned.edges.source, again.edges.source)
+    assert torch.equal(pruned.edges.target, again.edges.target)
+    assert torch.allclose(pruned.edges.weight, again.edges.weight, rtol=0, atol=1e-12)
+
+
 def test_prompt_errors(tiny: Tiny) -> None:
     with pytest.raises(InputError, match="empty"):
         tiny.engine.attribute("   ", FULL)
