@@ -99,16 +99,39 @@ socket_answers() {
   curl -fsS --max-time 3 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1
 }
 
+# A service whose working directory was deleted (say, a CI clone) still answers, but every
+# container start fails ("write child: broken pipe": conmon cannot get its working directory).
+stale_service() {
+  local pid
+  for pid in $(pgrep -f "podman system service .*unix://$SOCKET" || true); do
+    if readlink "/proc/$pid/cwd" 2>/dev/null | grep -q ' (deleted)$'; then
+      echo "$pid"
+      return
+    fi
+  done
+}
+
 start_service() {
   if socket_answers; then
+    local stale
+    stale=$(stale_service)
+    if [ -n "$stale" ]; then
+      log "the podman service on $SOCKET (pid $stale) runs in a deleted directory and cannot start"
+      log "containers; stop it (kill $stale) and run this script again"
+      exit 1
+    fi
     log "podman service already answers on $SOCKET"
     return
   fi
   $SUDO mkdir -p "$SOCKET_DIR"
   log "starting podman system service on $SOCKET (log: $SOCKET_DIR/service.log)"
-  # setsid + nohup: the service must outlive this script and the shell that ran it.
-  $SUDO setsid nohup podman system service --time=0 "unix://$SOCKET" \
-    >"$SOCKET_DIR/service.log" 2>&1 </dev/null &
+  # setsid + nohup: the service must outlive this script and the shell that ran it. It runs
+  # from / so that it never holds on to (or loses) the caller's directory.
+  (
+    cd / || exit 1
+    $SUDO setsid nohup podman system service --time=0 "unix://$SOCKET" \
+      >"$SOCKET_DIR/service.log" 2>&1 </dev/null &
+  )
   for _ in $(seq 1 50); do
     socket_answers && { log "podman service is up"; return; }
     sleep 0.2
