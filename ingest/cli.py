@@ -12,6 +12,7 @@ from circuitstore.clitools import HELP
 from circuitstore.errors import CircuitStoreError
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
 from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
+from circuitstore.ingest.commands import pruning_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -33,15 +34,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 @click.option(
     "--all-positions", is_flag=True, help="Logit targets at every position, not only the last."
 )
-@click.option("--node-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True)
-@click.option("--edge-threshold", type=click.FloatRange(0, 1), default=0.98, show_default=True)
-@click.option(
-    "--skip-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=PruneConfig().skip_fraction,
-    show_default=True,
-    help="Per layer, leave unexpanded the targets holding this smallest share of its influence.",
-)
+@pruning_options
 def attribute(
     model_name: str,
     transcoders: str,

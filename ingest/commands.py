@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from circuitstore.clitools import HELP, connection_options
 from circuitstore.schema.connection import Neo4jSettings, open_driver
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pruning_options(func: F) -> F:
+    """`--node-threshold/--edge-threshold/--skip-fraction`, shared by `attribute` and `ingest`
+    (defaults are PruneConfig's; a unit test keeps them equal without importing torch here)."""
+    for option in reversed(
+        (
+            click.option(
+                "--node-threshold",
+                default=0.8,
+                show_default=True,
+                type=click.FloatRange(0, 1, min_open=True),
+                help="Pruning: keep the fewest features carrying this share of the influence.",
+            ),
+            click.option(
+                "--edge-threshold",
+                default=0.98,
+                show_default=True,
+                type=click.FloatRange(0, 1, min_open=True),
+                help="Pruning: per target, keep the strongest in-edges carrying this share of its "
+                "absolute input.",
+            ),
+            click.option(
+                "--skip-fraction",
+                default=0.01,
+                show_default=True,
+                type=click.FloatRange(0, 1, max_open=True),
+                help="Pruning: per layer, leave unexpanded (and unkept) the targets holding this "
+                "smallest share of its influence (ingest's aggregates still see their edges).",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
 
 
 @click.command("ingest", context_settings=HELP)
@@ -32,20 +69,7 @@ from circuitstore.schema.connection import Neo4jSettings, open_driver
     "--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
 )
 @click.option("--logit-top-k", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--node-threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1, min_open=True)
-)
-@click.option(
-    "--edge-threshold", default=0.98, show_default=True, type=click.FloatRange(0, 1, min_open=True)
-)
-@click.option(
-    "--skip-fraction",
-    default=0.01,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Pruning: per layer, targets holding this smallest share of its influence are not "
-    "kept (their edges still count in the aggregates).",
-)
+@pruning_options
 @click.option(
     "--aggregate-min-fraction",
     default=0.01,

@@ -55,3 +55,20 @@ def test_query_side_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pruning_options_default_to_the_configs():
+    """`attribute` and `ingest` share one option bundle; its defaults are PruneConfig's and
+    IngestConfig's (the bundle spells them out so the ingest command needs no torch)."""
+    from circuitstore.ingest.attribution import PruneConfig
+    from circuitstore.ingest.cli import attribute
+    from circuitstore.ingest.commands import ingest
+    from circuitstore.ingest.config import IngestConfig
+
+    prune = PruneConfig()
+    ingest_defaults = IngestConfig(model="m", transcoders="t", prompts="p")
+    for command in (attribute, ingest):
+        defaults = {p.name: p.default for p in command.params}
+        for name in ("node_threshold", "edge_threshold", "skip_fraction"):
+            assert defaults[name] == getattr(prune, name), (command.name, name)
+            assert defaults[name] == getattr(ingest_defaults, name), (command.name, name)
