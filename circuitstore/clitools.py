@@ -10,6 +10,8 @@ import csv
 import functools
 import io
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +27,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Every command takes -h as well as --help. Set on each command, not only the root, because
 # click caches a command's help option from the first context it sees.
 HELP: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+class CircuitStoreCommand(click.Command):
+    """A command that turns our errors into one line and an exit status even when it is invoked
+    on its own (tests, embedding), not only under the root group."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with error_boundary():
+            return super().invoke(ctx)
 
 
 class CircuitStoreGroup(click.Group):
@@ -60,6 +71,8 @@ class CircuitStoreGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    command_class = CircuitStoreCommand
+
     def invoke(self, ctx: click.Context) -> Any:
         with error_boundary():
             return super().invoke(ctx)
@@ -70,7 +83,7 @@ def error_boundary() -> Iterator[None]:
     try:
         yield
     except CircuitStoreError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {printable(str(exc))}", err=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -104,6 +117,34 @@ def connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Row counts the store is ever asked for; beyond 64-bit integers the driver could not even send.
+MAX_ROWS = 100_000
+
+
+def top_option(default: int, help: str = "At most this many rows.") -> Callable[[F], F]:
+    return click.option(
+        "--top",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, MAX_ROWS),
+        help=help,
+    )
+
+
+def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: the folder of an output file (`--out`, `--export FORMAT FILE`) must
+    exist and be writable, checked before any query runs."""
+    path = value[1] if isinstance(value, tuple) else value
+    if path is None:
+        return value
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {folder} does not exist", ctx, param)
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"folder {folder} is not writable", ctx, param)
+    return value
+
+
 def format_option(*choices: str) -> Callable[[F], F]:
     names = choices or ("table", "json", "csv")
     return click.option(
@@ -125,9 +166,13 @@ def render_rows(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: _csv_cell(v) for k, v in row.items()} for row in rows])
         return buf.getvalue().rstrip("\n")
     return render_table(rows, cols)
+
+
+def _csv_cell(value: Any) -> Any:
+    return printable(value) if isinstance(value, str) else value
 
 
 def render_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
@@ -146,7 +191,18 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value)
-    return "" if value is None else str(value)
+    return "" if value is None else printable(str(value))
+
+
+# C0 and C1 controls, DEL, and the bidirectional overrides: text that would move the cursor,
+# change colours or reorder what a terminal shows. Tabs and newlines break a table's columns.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x1b`, `\\n`), so that
+    stored text (prompts, tokens) never reaches a terminal raw."""
+    return _CONTROLS.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 def stdout_is_terminal() -> bool:

@@ -137,6 +137,22 @@ jvm_size() {
   echo "$s"
 }
 
+# The password goes to the admin tool in a Java argument file readable by its owner only, never
+# on a command line (which any process can read in /proc).
+set_initial_password() {
+  local dir quoted
+  dir=$(umask 077 && mktemp -d)
+  quoted=${PASSWORD//\\/\\\\}
+  quoted=${quoted//\"/\\\"}
+  printf '"%s"\n' -cp "$NEO4J_HOME/lib/*" org.neo4j.cli.AdminTool dbms set-initial-password \
+    >"$dir/args"
+  printf '"%s"\n' "$quoted" >>"$dir/args"
+  local status=0
+  NEO4J_HOME="$NEO4J_HOME" NEO4J_CONF="$CONF_DIR" java "@$dir/args" >/dev/null || status=$?
+  rm -rf "$dir"
+  [ "$status" = 0 ] || die "could not set the initial password"
+}
+
 main() {
   if [ "${1:-neo4j}" != neo4j ]; then exec "$@"; fi
   defaults
@@ -155,9 +171,7 @@ main() {
   mkdir -p "$DATA_DIR" "$LOGS_DIR" "$NEO4J_HOME/run" "$NEO4J_HOME/import" "$NEO4J_HOME/plugins"
   if [ -n "$PASSWORD" ] && [ ! -d "$DATA_DIR/databases/system" ]; then
     # Only before the first start; afterwards the password lives in the system database.
-    NEO4J_HOME="$NEO4J_HOME" NEO4J_CONF="$CONF_DIR" java -cp "$NEO4J_HOME/lib/*" \
-      org.neo4j.cli.AdminTool dbms set-initial-password "$PASSWORD" >/dev/null \
-      || die "could not set the initial password"
+    set_initial_password
   fi
   unset PASSWORD NEO4J_AUTH
   exec "${cmd[@]}"

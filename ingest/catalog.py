@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from circuitstore.errors import CatalogError, InputError
 
-PENDING, DONE, SKIPPED = "pending", "done", "skipped"
+PENDING, DONE, SKIPPED, FAILED = "pending", "done", "skipped", "failed"
 
 metadata = sa.MetaData()
 runs = sa.Table(
@@ -104,12 +105,22 @@ class Catalog:
         try:
             engine = sa.create_engine(url, connect_args=_connect_args(url))
             if engine.dialect.name == "sqlite":
-                _make_parent(engine)
+                _make_private_file(engine)
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
             with _creation_lock(engine):
                 _create_tables(engine)
+        except sa.exc.ArgumentError:  # not shown: an unparseable URL may still hold a password
+            raise CatalogError(
+                "--catalog is not a database URL; expected e.g. sqlite:///path/catalog.sqlite "
+                "or postgresql://user@host/db"
+            ) from None
+        except ImportError as exc:
+            raise CatalogError(
+                f"catalog {_safe(url)}: its database driver {exc.name or ''} is not installed "
+                f"({_DRIVER_HINT})"
+            ) from None
         except (SQLAlchemyError, OSError) as exc:
-            raise CatalogError(f"catalog {_safe(url)}: cannot open ({_reason(exc)})") from exc
+            raise CatalogError(f"catalog {_safe(url)}: cannot open ({_reason(exc)})") from None
         return cls(engine)
 
     @_retried
@@ -231,7 +242,7 @@ def _creation_lock(engine: sa.Engine) -> AbstractContextManager[object]:
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return nullcontext()
-    return FileLock(f"{database}.lock", timeout=120)
+    return FileLock(f"{database}.lock", timeout=120, mode=0o600)
 
 
 def _create_tables(engine: sa.Engine) -> None:
@@ -244,10 +255,23 @@ def _create_tables(engine: sa.Engine) -> None:
             raise
 
 
-def _make_parent(engine: sa.Engine) -> None:
+_DRIVER_HINT = (
+    "for PostgreSQL: pip install psycopg2-binary, or psycopg[binary] with a "
+    "postgresql+psycopg:// URL"
+)
+
+
+def _make_private_file(engine: sa.Engine) -> None:
+    """Create the SQLite file (and its folder) readable by its owner only; SQLite gives its
+    -wal and -shm files the database file's mode."""
     database = engine.url.database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
 
 
 def _connect_args(url: str) -> dict[str, Any]:

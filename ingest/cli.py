@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 import torch
 
-from circuitstore.clitools import HELP
-from circuitstore.errors import CircuitStoreError
+from circuitstore.clitools import HELP, CircuitStoreCommand
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
 from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
 from circuitstore.ingest.commands import pruning_options
@@ -17,7 +15,7 @@ from circuitstore.ingest.commands import pruning_options
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@click.command("attribute", context_settings=HELP)
+@click.command("attribute", cls=CircuitStoreCommand, context_settings=HELP)
 @click.option(
     "--model", "model_name", required=True, help="HF model name (gpt2) or a saved model folder."
 )
@@ -68,13 +66,9 @@ def attribute(
         if no_prune
         else PruneConfig(node_threshold, edge_threshold, skip_fraction=skip_fraction),
     )
-    try:
-        model = load_model(model_name, dtype=_DTYPES[dtype])
-        tcs = load_transcoders(transcoders, dtype=_DTYPES[dtype])
-        graph = AttributionEngine(model, tcs).attribute(prompt, config, truncate=truncate)
-    except CircuitStoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    model = load_model(model_name, dtype=_DTYPES[dtype])
+    tcs = load_transcoders(transcoders, dtype=_DTYPES[dtype])
+    graph = AttributionEngine(model, tcs).attribute(prompt, config, truncate=truncate)
     if fmt == "json":
         click.echo(json.dumps(graph_to_json(graph)))
     else:

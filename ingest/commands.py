@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from circuitstore.clitools import HELP, connection_options
+from circuitstore.clitools import HELP, CircuitStoreCommand, connection_options
 from circuitstore.schema.connection import Neo4jSettings, open_driver
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,7 +47,7 @@ def pruning_options(func: F) -> F:
     return func
 
 
-@click.command("ingest", context_settings=HELP)
+@click.command("ingest", cls=CircuitStoreCommand, context_settings=HELP)
 @click.option("--model", required=True, help="HF model name (gpt2) or a saved model folder.")
 @click.option("--transcoders", required=True, help="HF repo id or a folder of transcoder files.")
 @click.option(
@@ -107,6 +107,8 @@ def ingest(settings: Neo4jSettings, shard: str, run_name: str | None, **options:
     index, count = parse_shard(shard)
     cfg = IngestConfig(run=run_name, shard_index=index, shard_count=count, **options)
     with open_driver(settings, retry_seconds=120) as driver:
-        summary = IngestRunner(cfg, driver, settings.database).run()
+        summary = IngestRunner(cfg, driver, settings.database, settings.uri).run()
     for line in summary.lines():
         click.echo(line)
+    if summary.failed:
+        raise SystemExit(1)

@@ -37,9 +37,15 @@ GRAPH_FIELDS = (
 
 
 def data_home() -> Path:
-    """Where circuitstore keeps state outside the repository ($CIRCUITSTORE_HOME)."""
+    """Where circuitstore keeps state outside the repository ($CIRCUITSTORE_HOME); refused in
+    one line when it cannot be a folder (a file at that path, or a file above it)."""
     default = Path.home() / ".local" / "share" / "circuitstore"
-    return Path(os.environ.get("CIRCUITSTORE_HOME", default)).expanduser()
+    home = Path(os.environ.get("CIRCUITSTORE_HOME", default)).expanduser()
+    for path in (home, *home.parents):
+        if path.exists() and not path.is_dir():
+            what = "is" if path == home else f"lies below {path}, which is"
+            raise ConfigError(f"CIRCUITSTORE_HOME {home} {what} a file; point it at a folder")
+    return home
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,13 @@ class IngestConfig:
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
-    def run_name(self, graph_hash: str) -> str:
-        return self.run or f"{Path(self.prompts).stem or 'corpus'}-{graph_hash[:8]}"
+    def run_name(self, graph_hash: str, corpus_digest: str) -> str:
+        """--run, or `<corpus file stem>-<8 hex>`, the hex a hash of the graph settings and
+        weights and of the corpus's contents."""
+        if self.run:
+            return self.run
+        stem = Path(self.prompts).stem or "corpus"
+        return f"{stem}-{hashlib.sha256((graph_hash + corpus_digest).encode()).hexdigest()[:8]}"
 
     def catalog_url(self) -> str:
         return self.catalog or f"sqlite:///{data_home() / 'catalog.sqlite'}"

@@ -41,6 +41,14 @@ class Corpus:
         mine = tuple(p for p in self.prompts if shard_of(p.key, count) == index)
         return Corpus(self.source, mine, self.blank_lines, self.repeated_lines)
 
+    def digest(self) -> str:
+        """A hash of the prompts (keys and texts, in order): two corpora that share a file name
+        still get different default run names, and the same corpus anywhere gets the same."""
+        h = hashlib.sha256()
+        for p in self.prompts:
+            h.update(f"{p.key}\0{p.text}\0".encode())
+        return h.hexdigest()
+
 
 def shard_of(key: str, count: int) -> int:
     return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % count
@@ -77,6 +85,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InputError(f"{path}: binary file (NUL byte at offset {nul}); expected UTF-8 text")
@@ -141,20 +150,63 @@ def _parse_json_line(path: Path, number: int, raw: str) -> PromptRecord:
         key = str(raw_id)
     else:
         raise InputError(f'{path}:{number}: "id" must be a non-empty string or an integer')
-    extra = {k: v for k, v in obj.items() if k not in ("id", "text") and _storable(v)}
+    if len(key) > MAX_KEY:
+        raise InputError(
+            f'{path}:{number}: "id" is {len(key)} characters long; at most {MAX_KEY} '
+            "(it is indexed, and index entries are bounded)"
+        )
+    for name, value in (("id", key), ("text", text)):
+        if not _encodable(value):
+            raise InputError(f'{path}:{number}: "{name}" {_SURROGATE}')
+    extra = {k: v for k, v in obj.items() if k not in ("id", "text") and v is not None}
+    for name, value in extra.items():
+        problem = property_problem(name, value)
+        if problem:
+            raise InputError(f"{path}:{number}: field {_short(name)!r} {problem}")
     return PromptRecord(key, text, number, extra)
 
 
-def _storable(value: Any) -> bool:
-    """Neo4j properties hold scalars and homogeneous lists of scalars, nothing nested."""
-    scalar = (str, int, float, bool)
-    if isinstance(value, scalar):
-        return True
-    return (
-        isinstance(value, list)
-        and len({type(v) for v in value}) <= 1
-        and all(isinstance(v, scalar) for v in value)
-    )
+INT64 = (-(2**63), 2**63 - 1)
+_SURROGATE = "holds a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot encode"
+MAX_KEY = 1000  # a prompt id's characters: Neo4j's range index entries stop near 8 KB
+_STORABLE = "a string, number or boolean, or a list of one of these"
+
+
+def property_problem(name: str, value: Any) -> str | None:
+    """Why Neo4j could not store `value` as property `name` (None when it can): a non-empty
+    name holding a string, a 64-bit integer, a float or a boolean, or a list of one of these
+    kinds (integers and floats mix); no nulls in lists, nothing nested."""
+    items = value if isinstance(value, list) else [value]
+    if not name.strip():
+        return "has an empty name; Neo4j property names need at least one character"
+    if not _encodable(name) or not all(_encodable(v) for v in items if isinstance(v, str)):
+        return _SURROGATE
+    for v in items:
+        if not isinstance(v, str | int | float | bool):
+            what = {dict: "an object", list: "a nested list", type(None): "a null"}.get(
+                type(v), type(v).__name__
+            )
+            where = "in a list" if isinstance(value, list) else "as its value"
+            return f"holds {what} {where}; a prompt property is {_STORABLE}"
+        if isinstance(v, int) and not isinstance(v, bool) and not INT64[0] <= v <= INT64[1]:
+            return f"holds the integer {_short(str(v))}, outside 64 bits ({INT64[0]}..{INT64[1]})"
+    kinds = {"number" if type(v) in (int, float) else type(v).__name__ for v in items}
+    if len(kinds) > 1:
+        mixed = ", ".join(sorted(kinds))
+        return f"is a list of mixed kinds ({mixed}); a prompt property is {_STORABLE}"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_hf(source: str) -> Corpus:

@@ -13,7 +13,8 @@ from circuitstore.schema.model import RelType as R
 
 TRANSCODER_SET_STATE = f"""
 MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
-RETURN s.graphConfigHash AS graphConfigHash, s.featuresComplete AS featuresComplete
+RETURN s.graphConfigHash AS graphConfigHash, s.graphConfig AS graphConfig,
+       s.featuresComplete AS featuresComplete
 """
 
 MERGE_TRANSCODER_SET = f"""

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import gc
 import io
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitstore.errors import InputError, ModelLoadError
+from circuitstore.ingest.safeload import first_non_finite, load_failure, weights_digest
+from circuitstore.schema.model import content_hash
 
 FORWARD_HOOKS = (
     "ln1.hook_scale",
@@ -59,6 +62,7 @@ class LoadedModel:
     d_vocab: int
     dtype: torch.dtype
     weights: ModelWeights
+    weights_hash: str  # sha256 of every weight and the vocabulary (see `_fingerprint`)
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,13 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
             bridge.enable_compatibility_mode(disable_warnings=True)
     except Exception as exc:
         raise ModelLoadError(
-            f"{name_or_path}: cannot load model ({type(exc).__name__}: {exc})"
-        ) from exc
+            f"{name_or_path}: cannot load model ({type(exc).__name__}: {load_failure(exc)})"
+        ) from None
     _copy_file_backed(bridge)
+    named = list(bridge.state_dict().items())
+    bad = first_non_finite(named)
+    if bad is not None:
+        raise ModelLoadError(f"{name_or_path}: weight {bad} contains NaN or infinite values")
     cfg = bridge.cfg
     if getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"):
         raise ModelLoadError(
@@ -108,7 +116,16 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
         d_vocab=int(cfg.d_vocab),
         dtype=dtype,
         weights=_weights(bridge, dtype),
+        weights_hash=_fingerprint(bridge, named),
     )
+
+
+def _fingerprint(bridge: Any, named: list[tuple[str, Tensor]]) -> str:
+    """A hash of every processed weight (in float32, so a float64 run is the same model) and of
+    the tokenizer's vocabulary: the model's identity in the store."""
+    as32 = [(n, t.float() if t.is_floating_point() else t) for n, t in named]
+    vocab = sorted(bridge.tokenizer.get_vocab().items())
+    return content_hash(weights_digest(as32), json.dumps(vocab), length=64)
 
 
 def _file_ranges() -> list[tuple[int, int]]:
@@ -179,9 +196,7 @@ def _weights(bridge: Any, dtype: torch.dtype) -> ModelWeights:
 
 def tokenize(model: LoadedModel, prompt: str, *, truncate: bool = False) -> Int[Tensor, " pos"]:
     """Tokens with BOS at position 0, as in the transcoders' training."""
-    if not prompt.strip():
-        raise InputError("prompt is empty: give at least one token of text")
-    tokens = model.bridge.to_tokens(prompt, prepend_bos=True, truncate=False)[0]
+    tokens = all_tokens(model, prompt)
     if tokens.shape[0] > model.n_ctx:
         if not truncate:
             raise InputError(
@@ -190,6 +205,13 @@ def tokenize(model: LoadedModel, prompt: str, *, truncate: bool = False) -> Int[
             )
         tokens = tokens[: model.n_ctx]
     return tokens
+
+
+def all_tokens(model: LoadedModel, prompt: str) -> Int[Tensor, " pos"]:
+    """Every token of `prompt`, BOS first, however long."""
+    if not prompt.strip():
+        raise InputError("prompt is empty: give at least one token of text")
+    return model.bridge.to_tokens(prompt, prepend_bos=True, truncate=False)[0]
 
 
 def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache:

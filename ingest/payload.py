@@ -15,7 +15,22 @@ from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.schema.model import FeatureKey, NodeId
 
 # Prompt properties of ours; a corpus field of the same name is stored with an `x_` prefix.
-_RESERVED = {"id", "key", "transcoderSet", "text", "tokens", "tokenIds", "nTokens", "run", "line"}
+_RESERVED = {
+    "id",
+    "key",
+    "transcoderSet",
+    "text",
+    "tokens",
+    "tokenIds",
+    "nTokens",
+    "run",
+    "line",
+    "mode",
+    "truncated",
+    "nTokensBeforeTruncation",
+    "logitInputExplained",
+    "featureInputExplained",
+}
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,16 @@ def build_payload(
     transcoder_set: str,
     run: str,
     d_tc: int,
+    truncated_from: int | None = None,
 ) -> PromptPayload:
     prompt_id = NodeId.prompt(transcoder_set, record.key)
+    props = _prompt_props(record, graph, prompt_id, transcoder_set, run)
+    if truncated_from is not None:
+        # The stored graph covers the kept tokens only; the text stays whole, flagged.
+        props.update(truncated=True, nTokensBeforeTruncation=truncated_from)
     return PromptPayload(
         prompt_id=prompt_id,
-        prompt=_prompt_props(record, graph, prompt_id, transcoder_set, run),
+        prompt=props,
         nodes=_node_rows(graph, prompt_id, transcoder_set),
         edges=_edge_rows(graph),
         features=_feature_rows(summary, transcoder_set),

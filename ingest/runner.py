@@ -11,6 +11,7 @@ A crash between 4's transaction and its catalog update is repaired by 3 on the n
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,16 +24,16 @@ from circuitstore import __version__
 from circuitstore.errors import InputError
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
-from circuitstore.ingest.catalog import DONE, SKIPPED, Catalog, RunRecord
+from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
-from circuitstore.ingest.model import LoadedModel, load_model, tokenize
+from circuitstore.ingest.model import LoadedModel, all_tokens, load_model
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
 from circuitstore.ingest.transcoder_set import features_and_views, transcoder_set_info
-from circuitstore.ingest.writer import StoreWriter
+from circuitstore.ingest.writer import PromptWriteError, StoreWriter
 from circuitstore.schema.apply import require_current_schema
-from circuitstore.schema.model import NodeId, content_hash
+from circuitstore.schema.model import NodeId
 
 
 @dataclass
@@ -43,6 +44,8 @@ class IngestSummary:
     written: int = 0
     already_stored: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    truncated: int = 0
     tokens: int = 0
     edges: int = 0
     seconds: float = 0.0
@@ -65,19 +68,36 @@ class IngestSummary:
             skipped.append(f"{self.blank_lines} blank and {self.repeated_lines} repeated lines")
         if skipped:
             out.append("skipped: " + "; ".join(skipped))
+        if self.truncated:
+            out.append(f"truncated: {self.truncated} prompts cut to the token limit")
+        if self.failed:
+            out.append(
+                f"failed: {self.failed} prompts could not be written (their reasons are in the "
+                "catalog; a rerun retries them)"
+            )
         return out
 
 
 class IngestRunner:
-    def __init__(self, cfg: IngestConfig, driver: neo4j.Driver, database: str = "neo4j") -> None:
+    """`IngestRunner(cfg, driver).run()`; `where` names the store in messages (its URI)."""
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        driver: neo4j.Driver,
+        database: str = "neo4j",
+        where: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.driver = driver
         self.database = database
+        self.where = where
 
     def run(self) -> IngestSummary:
         cfg = self.cfg
         # Cheap checks first: a bad corpus, store or catalog fails before the model loads.
-        corpus = read_corpus(cfg.prompts).shard(cfg.shard_index, cfg.shard_count)
+        full = read_corpus(cfg.prompts)
+        corpus = full.shard(cfg.shard_index, cfg.shard_count)
         require_current_schema(self.driver, self.database)
         catalog = Catalog.open(cfg.catalog_url())
         model = load_model(cfg.model, dtype=_dtype(cfg.dtype))
@@ -85,19 +105,28 @@ class IngestRunner:
         engine = AttributionEngine(model, tcs)
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
-        record = catalog.open_run(
-            cfg.run_name(graph_hash), cfg.public_dict(), graph_hash, provenance
-        )
-        writer = StoreWriter(self.driver, self.database, cfg.top_examples)
-        info = transcoder_set_info(model, tcs, provenance, graph_hash)
-        features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)
-        start = time.perf_counter()
-        created = writer.ensure_transcoder_set(info, features, virtual)
-        setup = time.perf_counter() - start
-        job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
-        summary = job.run(corpus)
+        writer = StoreWriter(self.driver, self.database, cfg.top_examples, self.where)
+        settings = {k: v for k, v in cfg.graph_dict().items() if k not in ("model", "transcoders")}
+        info = transcoder_set_info(model, tcs, provenance, graph_hash, settings)
+        writer.check_transcoder_set(info)  # before the catalog records a run it would refuse
+        name = cfg.run_name(graph_hash, full.digest())
+        record = catalog.open_run(name, cfg.public_dict(), graph_hash, provenance)
+        try:
+            features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)
+            start = time.perf_counter()
+            created = writer.ensure_transcoder_set(info, features, virtual)
+            setup = time.perf_counter() - start
+            job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
+            summary = job.run(corpus)
+        except BaseException as exc:
+            # A run stopped by an error or Ctrl-C is not left "running" in the catalog.
+            with contextlib.suppress(Exception):
+                catalog.finish(
+                    name, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                )
+            raise
         summary.setup_seconds = setup if created else None
-        catalog.finish(record.name, "complete")
+        catalog.finish(name, "complete" if not summary.failed else "incomplete")
         return summary
 
 
@@ -157,34 +186,53 @@ class _Job:
         return [p for pid, p in ids.items() if pid not in stored]
 
     def _one(self, record: PromptRecord, summary: IngestSummary) -> dict[str, Any]:
+        prompt_id = NodeId.prompt(self.tset, record.key)
+        if self.writer.existing_prompts([prompt_id]):
+            # Another process running the same corpus wrote it since the reconcile.
+            summary.already_stored += 1
+            return {"key": record.key, "state": DONE, "reason": "written by another process"}
         try:
-            tokens = self._tokens(record)
+            tokens, cut_from = self._tokens(record)
         except InputError as exc:
             # tokenize refuses only empty and over-long prompts; count them by kind.
             reason = "over the length limit" if record.text.strip() else "empty"
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
             return {"key": record.key, "state": SKIPPED, "reason": str(exc)}
-        payload = self._payload(record, tokens)
-        if self.writer.write_prompt(payload):
+        try:
+            payload = self._payload(record, tokens, cut_from)
+            written = self.writer.write_prompt(payload)
+        except PromptWriteError as exc:
+            # This prompt cannot go in (the store refused it): record why and go on; an outage
+            # (StoreUnavailableError) is not caught and stops the run, which a rerun resumes.
+            summary.failed += 1
+            return {"key": record.key, "state": FAILED, "reason": str(exc)}
+        if written:
             summary.written += 1
             summary.edges += payload.n_edges
+            summary.truncated += cut_from is not None
         else:
             summary.already_stored += 1
         n_tokens = int(tokens.shape[0])
         summary.tokens += n_tokens
         return {"key": record.key, "state": DONE, "n_tokens": n_tokens, "n_edges": payload.n_edges}
 
-    def _tokens(self, record: PromptRecord) -> torch.Tensor:
-        """Token ids with BOS, cut to --max-tokens with --truncate; too long otherwise."""
-        tokens = tokenize(self.engine.model, record.text, truncate=self.cfg.truncate)
-        limit = self.cfg.max_tokens
-        if limit is not None and tokens.shape[0] > limit:
-            if not self.cfg.truncate:
-                raise InputError(f"over --max-tokens: {tokens.shape[0]} tokens > {limit}")
-            tokens = tokens[:limit]
-        return tokens
+    def _tokens(self, record: PromptRecord) -> tuple[torch.Tensor, int | None]:
+        """Token ids with BOS, cut to the model's context or --max-tokens with --truncate (then
+        also the length before the cut); too long otherwise."""
+        model = self.engine.model
+        tokens = all_tokens(model, record.text)
+        n_full = int(tokens.shape[0])
+        limit = min(model.n_ctx, self.cfg.max_tokens or model.n_ctx)
+        if n_full <= limit:
+            return tokens, None
+        if not self.cfg.truncate:
+            option = "--max-tokens" if limit < model.n_ctx else "the model's context"
+            raise InputError(f"over {option}: {n_full} tokens with BOS > {limit}")
+        return tokens[:limit], n_full
 
-    def _payload(self, record: PromptRecord, tokens: torch.Tensor) -> PromptPayload:
+    def _payload(
+        self, record: PromptRecord, tokens: torch.Tensor, cut_from: int | None
+    ) -> PromptPayload:
         config = self._attribution_config()
         with torch.no_grad():
             state = self.engine.prepare_tokens(tokens, config)
@@ -205,6 +253,7 @@ class _Job:
             transcoder_set=self.tset,
             run=self.record.name,
             d_tc=self.d_tc,
+            truncated_from=cut_from,
         )
 
     def _attribution_config(self) -> AttributionConfig:
@@ -225,15 +274,10 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def _provenance(cfg: IngestConfig, model: LoadedModel, tcs: TranscoderSet) -> dict[str, Any]:
-    weights = model.weights
-    sample = [
-        t.detach().to(torch.float32).flatten()[:: max(1, t.numel() // 4096)].numpy().tobytes()
-        for t in (weights.W_E, weights.W_pos, weights.W_V, weights.W_O, weights.W_U)
-    ]
     return {
         "model": cfg.model,
-        "model_hash": content_hash(*sample),
+        "model_hash": model.weights_hash,
         "transcoders": cfg.transcoders,
-        "transcoders_hash": tcs.content_hash(),
+        "transcoders_hash": tcs.content_hash,
         "code_version": __version__,
     }

@@ -12,7 +12,7 @@ import torch
 from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.writer import TranscoderSetInfo
-from circuitstore.schema.model import FeatureKey
+from circuitstore.schema.model import FeatureKey, content_hash
 
 # Features per matmul: large enough to keep the matmul efficient, small enough that a chunk
 # of logit-lens scores (CHUNK x d_vocab floats) stays near 200 MB at GPT-2 scale.
@@ -20,13 +20,20 @@ CHUNK = 1024
 
 
 def transcoder_set_info(
-    model: LoadedModel, tcs: TranscoderSet, provenance: dict[str, Any], graph_hash: str
+    model: LoadedModel,
+    tcs: TranscoderSet,
+    provenance: dict[str, Any],
+    graph_hash: str,
+    graph_config: dict[str, Any],
 ) -> TranscoderSetInfo:
-    """The set's id is readable and content-addressed: `<model name>-<12 hex of the weights>`."""
+    """The set's id is readable and content-addressed: `<model name>-<12 hex>`, the hex a hash of
+    the model's and the transcoders' full weight hashes, so that a changed model in a folder of
+    the same name is a new set, never an extension of the old one."""
     # The last part of a hub name or folder path: readable, and free of machine paths.
     base = model.name.rstrip("/").rsplit("/", 1)[-1]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "model"
-    set_id = f"{name}-{provenance['transcoders_hash'][:12]}"
+    digest = content_hash(provenance["model_hash"], provenance["transcoders_hash"], length=12)
+    set_id = f"{name}-{digest}"
     props = {
         "name": set_id,
         "model": provenance["model"],
@@ -37,7 +44,7 @@ def transcoder_set_info(
         "dModel": model.d_model,
         "dTranscoder": tcs.d_tc,
     }
-    return TranscoderSetInfo(set_id, props, graph_hash)
+    return TranscoderSetInfo(set_id, props, graph_hash, graph_config)
 
 
 def features_and_views(

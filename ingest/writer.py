@@ -7,14 +7,21 @@ The driver's managed transactions retry deadlocks and a restarting server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 import neo4j
 
-from circuitstore.errors import SchemaError
+from circuitstore.errors import (
+    CircuitStoreError,
+    ConfigError,
+    ConstraintViolationError,
+    SchemaError,
+)
 from circuitstore.ingest import cypher
 from circuitstore.ingest.payload import PromptPayload
 from circuitstore.schema.connection import translate_errors
@@ -22,18 +29,46 @@ from circuitstore.schema.connection import translate_errors
 BATCH_ROWS = 10_000
 
 
+class PromptWriteError(CircuitStoreError):
+    """The store refused one prompt's write (a value it cannot hold, say); the others go on."""
+
+
 @dataclass(frozen=True)
 class TranscoderSetInfo:
     id: str
     props: dict[str, Any]
     graph_config_hash: str
+    graph_config: dict[str, Any] = field(default_factory=dict)
 
 
 class StoreWriter:
-    def __init__(self, driver: neo4j.Driver, database: str, top_k: int) -> None:
+    def __init__(
+        self, driver: neo4j.Driver, database: str, top_k: int, where: str | None = None
+    ) -> None:
         self.driver = driver
         self.database = database
         self.top_k = top_k
+        self.where = where  # the store's URI, for messages
+
+    def check_transcoder_set(self, info: TranscoderSetInfo) -> None:
+        """Refuse a store whose prompts for this set were written under another graph
+        configuration: per-prompt graphs and aggregates of two configurations must not mix. The
+        message names the options that differ where the store recorded them."""
+        with self._translate(), self._session(read=True) as session:
+            state = session.execute_read(_rows, cypher.TRANSCODER_SET_STATE, id=info.id)
+        if not state or state[0]["graphConfigHash"] == info.graph_config_hash:
+            return
+        stored = json.loads(state[0]["graphConfig"] or "{}")
+        changed = [
+            f"{_option(k)} {stored.get(k)!r} there, {info.graph_config.get(k)!r} here"
+            for k in sorted(stored.keys() | info.graph_config.keys())
+            if k in stored and stored.get(k) != info.graph_config.get(k)
+        ]
+        detail = "; ".join(changed) or "pruning, mode or aggregation settings"
+        raise ConfigError(
+            f"this store holds transcoder set {info.id} ingested with other graph settings "
+            f"({detail}): use the same settings or another database"
+        )
 
     def ensure_transcoder_set(
         self,
@@ -41,21 +76,17 @@ class StoreWriter:
         features: Iterable[dict[str, Any]],
         virtual_weights: Iterable[dict[str, Any]],
     ) -> bool:
-        """Create the set, its features and their neighbours once. True if created now.
-
-        Refuses a store whose prompts for this set were written under another graph
-        configuration: per-prompt graphs and aggregates of two configurations must not mix."""
-        with translate_errors(), self._session() as session:
+        """Create the set, its features and their neighbours once. True if created now."""
+        self.check_transcoder_set(info)
+        with self._translate(), self._session() as session:
             state = session.run(cypher.TRANSCODER_SET_STATE, id=info.id).single()
-            if state is not None and state["graphConfigHash"] != info.graph_config_hash:
-                raise SchemaError(
-                    f"this store already holds transcoder set {info.id} ingested with another "
-                    "graph configuration (pruning, mode, aggregation): use the same settings "
-                    "or another database"
-                )
             if state is not None and state["featuresComplete"]:
                 return False
-            props = {**info.props, "graphConfigHash": info.graph_config_hash}
+            props = {
+                **info.props,
+                "graphConfigHash": info.graph_config_hash,
+                "graphConfig": json.dumps(info.graph_config, sort_keys=True),
+            }
             session.execute_write(_run, cypher.MERGE_TRANSCODER_SET, id=info.id, props=props)
             for batch in _batches(features):
                 session.execute_write(_run, cypher.MERGE_FEATURES, rows=batch)
@@ -67,16 +98,28 @@ class StoreWriter:
     def existing_prompts(self, ids: Sequence[str]) -> dict[str, str]:
         """Which of `ids` are already in the store, and from which run."""
         found: dict[str, str] = {}
-        with translate_errors(), self._session(read=True) as session:
+        with self._translate(), self._session(read=True) as session:
             for batch in _batches(ids):
                 rows = session.execute_read(_rows, cypher.EXISTING_PROMPTS, ids=batch)
                 found.update({r["id"]: r["run"] for r in rows})
         return found
 
     def write_prompt(self, payload: PromptPayload) -> bool:
-        """Write one prompt and its aggregate increments atomically. False if already there."""
-        with translate_errors(), self._session() as session:
-            return bool(session.execute_write(self._write_tx, payload))
+        """Write one prompt and its aggregate increments atomically. False if already there
+        (written before, or by a concurrent writer whose commit won the race). Raises
+        :class:`PromptWriteError` when the store refuses this prompt's data."""
+        try:
+            with self._translate(), self._session() as session:
+                return bool(session.execute_write(self._write_tx, payload))
+        except ConstraintViolationError as exc:
+            if self.existing_prompts([payload.prompt_id]):
+                return False  # the same prompt, committed by another process meanwhile
+            raise PromptWriteError(f"prompt {payload.prompt_id}: {exc}") from exc
+        except SchemaError as exc:  # a statement the server rejected for this prompt's data
+            raise PromptWriteError(f"prompt {payload.prompt_id}: {exc}") from exc
+
+    def _translate(self) -> AbstractContextManager[None]:
+        return translate_errors(where=self.where)
 
     def _write_tx(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
         if tx.run(cypher.EXISTING_PROMPTS, ids=[p.prompt_id]).single() is not None:
@@ -98,6 +141,10 @@ class StoreWriter:
     def _session(self, read: bool = False) -> neo4j.Session:
         mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
         return self.driver.session(database=self.database, default_access_mode=mode)
+
+
+def _option(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
 
 
 def _run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> None:

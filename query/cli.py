@@ -10,7 +10,16 @@ from typing import Any, TypeVar
 
 import click
 
-from circuitstore.clitools import HELP, connection_options, format_option, render_rows
+from circuitstore.clitools import (
+    HELP,
+    MAX_ROWS,
+    CircuitStoreGroup,
+    connection_options,
+    format_option,
+    output_path,
+    render_rows,
+    top_option,
+)
 from circuitstore.query.export import EXPORT_FORMATS, neuronpedia_graph, write_subgraph
 from circuitstore.query.names import parse_feature, parse_node
 from circuitstore.query.readonly import parse_params, run_read
@@ -22,7 +31,7 @@ from circuitstore.schema.connection import Neo4jSettings, open_driver, translate
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings=HELP)
+@click.group(cls=CircuitStoreGroup, context_settings=HELP)
 def query() -> None:
     """Ask the store: which features drive X, where X fires, how a prompt reaches its answer.
 
@@ -48,6 +57,7 @@ def export_option(func: F) -> F:
         "export",
         type=(click.Choice(EXPORT_FORMATS), click.Path(dir_okay=False, path_type=Path)),
         default=None,
+        callback=output_path,
         help="Also write the answer's subgraph: --export graphml FILE or --export json FILE.",
     )(func)
 
@@ -77,7 +87,7 @@ LINK_COLUMNS = ("rank", "name", "kind", "pos", "n", "total", "mean", "sum_abs", 
 def link_command(direction: str, example: str) -> Callable[..., None]:
     @click.argument("feature")
     @click.option("--prompt", help="Answer inside this prompt's graph (ATTR edges).")
-    @click.option("--top", default=10, show_default=True, help="At most this many rows.")
+    @top_option(10)
     @click.option("--order", type=click.Choice(ORDERS), default="total", show_default=True)
     @click.option("--sign", type=click.Choice(SIGNS), default="positive", show_default=True)
     @export_option
@@ -120,8 +130,14 @@ query.command("targets")(
 
 @query.command("examples")
 @click.argument("feature")
-@click.option("--top", default=10, show_default=True)
-@click.option("--window", default=8, show_default=True, help="Tokens of context each side.")
+@top_option(10)
+@click.option(
+    "--window",
+    default=8,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Tokens of context each side.",
+)
 @store_options
 def examples_cmd(feature: str, top: int, window: int, settings: Neo4jSettings, fmt: str,
                  tset: str | None) -> None:  # fmt: skip
@@ -137,7 +153,7 @@ def examples_cmd(feature: str, top: int, window: int, settings: Neo4jSettings, f
 
 @query.command("feature")
 @click.argument("feature")
-@click.option("--top", default=5, show_default=True, help="Rows per section.")
+@top_option(5, "Rows per section.")
 @store_options
 def feature_cmd(feature: str, top: int, settings: Neo4jSettings, fmt: str,
                 tset: str | None) -> None:  # fmt: skip
@@ -167,7 +183,7 @@ def feature_cmd(feature: str, top: int, settings: Neo4jSettings, fmt: str,
     help="logit (the top one), logit[<token id>]@<pos>, or a feature at a position.",
 )
 @click.option("--source", help="Only paths from this node (a feature, embed0@<pos>, ...).")
-@click.option("--top", default=10, show_default=True)
+@top_option(10)
 @export_option
 @store_options
 def paths_cmd(prompt: str, to: str, source: str | None, top: int, export: tuple[str, Path] | None,
@@ -187,7 +203,13 @@ def paths_cmd(prompt: str, to: str, source: str | None, top: int, export: tuple[
 
 @query.command("circuit")
 @click.option("--prompt", required=True, help="The prompt's key.")
-@click.option("--threshold", default=0.8, show_default=True, help="Share of influence to keep.")
+@click.option(
+    "--threshold",
+    default=0.8,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Share of influence to keep.",
+)
 @click.option("--to", "to", default="logit", show_default=True, help="The target (see paths).")
 @export_option
 @store_options
@@ -206,7 +228,7 @@ def circuit_cmd(prompt: str, threshold: float, to: str, export: tuple[str, Path]
 
 @query.command("prompts-with")
 @click.argument("features", nargs=-1, required=True)
-@click.option("--top", default=20, show_default=True)
+@top_option(20)
 @store_options
 def prompts_with_cmd(features: tuple[str, ...], top: int, settings: Neo4jSettings, fmt: str,
                      tset: str | None) -> None:  # fmt: skip
@@ -223,7 +245,13 @@ def prompts_with_cmd(features: tuple[str, ...], top: int, settings: Neo4jSetting
 
 @query.command("export-graph")
 @click.option("--prompt", required=True, help="The prompt's key.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=output_path,
+    help="The JSON file to write.",
+)
 @store_options
 def export_graph_cmd(prompt: str, out: Path, settings: Neo4jSettings, fmt: str,
                      tset: str | None) -> None:  # fmt: skip
@@ -242,7 +270,13 @@ def export_graph_cmd(prompt: str, out: Path, settings: Neo4jSettings, fmt: str,
 @query.command("cypher")
 @click.argument("statement")
 @click.option("-p", "--param", "params", multiple=True, help="name=value (JSON or text).")
-@click.option("--limit", default=1000, show_default=True, help="At most this many rows.")
+@click.option(
+    "--limit",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, MAX_ROWS),
+    help="At most this many rows.",
+)
 @connection_options
 @format_option()
 def cypher_cmd(

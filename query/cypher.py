@@ -138,3 +138,6 @@ MATCH (p:{L.PROMPT} {{id: pid}})
 RETURN p.key AS key, p.text AS text, score, [[$first.name, head]] + tail AS positions
 ORDER BY score DESC, key
 """
+
+# Put in front of a user's statement to learn, without running it, how the server classes it.
+EXPLAIN = "EXPLAIN "

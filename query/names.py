@@ -11,10 +11,13 @@ from circuitstore.errors import QueryError
 
 FEATURE_FORMS = "mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos> or <layer>:<index>"
 
-_MLP = re.compile(r"mlp(?P<layer>\d+)tc\[(?P<index>\d+)\](?:@(?P<pos>\d+))?")
-_SHORT = re.compile(r"(?P<layer>\d+):(?P<index>\d+)(?:@(?P<pos>\d+))?")
-_LOGIT = re.compile(r"logit(?:\[(?P<token>\d+)\]@(?P<pos>\d+))?")
-_LOCAL = re.compile(r"(?:embed0|mlp\d+err|bias\[[a-z]+\d*\])@\d+|rem\[.+\]")
+# Numbers have at most 9 digits: every layer, index, position and token id fits, and a name of
+# 10,000 digits is refused by the pattern instead of reaching int().
+_N = r"\d{1,9}"
+_MLP = re.compile(rf"mlp(?P<layer>{_N})tc\[(?P<index>{_N})\](?:@(?P<pos>{_N}))?")
+_SHORT = re.compile(rf"(?P<layer>{_N}):(?P<index>{_N})(?:@(?P<pos>{_N}))?")
+_LOGIT = re.compile(rf"logit(?:\[(?P<token>{_N})\]@(?P<pos>{_N}))?")
+_LOCAL = re.compile(rf"(?:embed0|mlp{_N}err|bias\[[a-z]+{_N}?\])@{_N}|rem\[.{{1,200}}\]")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def parse_feature(text: str) -> FeatureRef:
     cleaned = text.strip()
     match = _MLP.fullmatch(cleaned) or _SHORT.fullmatch(cleaned)
     if not match:
-        raise QueryError(f"feature {text!r}: expected {FEATURE_FORMS}")
+        raise QueryError(f"feature {shown(text)}: expected {FEATURE_FORMS}")
     pos = match["pos"]
     return FeatureRef(int(match["layer"]), int(match["index"]), None if pos is None else int(pos))
 
@@ -84,8 +87,15 @@ def parse_node(text: str) -> NodeRef:
     if _MLP.fullmatch(cleaned) or _SHORT.fullmatch(cleaned):
         return parse_feature(cleaned)
     raise QueryError(
-        f"node {text!r}: expected a feature ({FEATURE_FORMS}), logit, logit[<token id>]@<pos>, "
-        "or a node id such as embed0@<pos> or mlp<layer>err@<pos>"
+        f"node {shown(text)}: expected a feature ({FEATURE_FORMS}), logit, "
+        "logit[<token id>]@<pos>, or a node id such as embed0@<pos> or mlp<layer>err@<pos>"
+    )
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """A user's input quoted for a message, cut so that a 10 KB argument stays one short line."""
+    return (
+        repr(text) if len(text) <= limit else repr(text[: limit - 3]) + f"... ({len(text)} chars)"
     )
 
 

@@ -1,14 +1,16 @@
-"""Read-only Cypher pass-through: the query runs in a READ transaction, so the server refuses
-any write in it."""
+"""Read-only Cypher pass-through: the statement must plan as a read, and it runs in a READ
+transaction, so the server refuses any write in it."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import neo4j
 
 from circuitstore.errors import QueryError
+from circuitstore.query import cypher as cq
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -25,12 +27,39 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+# Clauses a read transaction still allows but that reach beyond reading the store: LOAD CSV
+# fetches files and URLs (the server connects wherever it is told), TERMINATE stops other users'
+# transactions. Matched outside strings and comments.
+_REFUSED = {
+    r"\bLOAD\s+CSV\b": "LOAD CSV reads files and URLs outside the store",
+    r"\bTERMINATE\b": "TERMINATE is an administration command",
+}
+_NOT_CODE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.S)
+
+
+def check_read_only(statement: str) -> None:
+    """Refuse, before it runs, a statement that reaches outside the store or administers it."""
+    code = _NOT_CODE.sub(" ", statement).upper()
+    for pattern, why in _REFUSED.items():
+        if re.search(pattern, code):
+            raise QueryError(f"refused: {why}; `query cypher` runs read-only statements")
+
+
 def run_read(
     driver: neo4j.Driver, database: str, cypher: str, params: dict[str, Any], limit: int = 1000
 ) -> list[dict[str, Any]]:
-    """Rows of a read-only query, at most `limit` of them."""
+    """Rows of a read-only query, at most `limit` of them. The server plans it first and must
+    call it a read (query type `r`): schema, user and procedure administration are refused even
+    where a read transaction would let them run."""
+    check_read_only(cypher)
 
     def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+        kind = tx.run(cq.EXPLAIN + cypher, params).consume().query_type
+        if kind != "r":
+            raise QueryError(
+                f"refused: the server plans this statement as {_KINDS.get(str(kind), kind)}; "
+                "`query cypher` runs read-only statements"
+            )
         result = tx.run(cypher, params)
         rows: list[dict[str, Any]] = []
         for record in result:
@@ -40,7 +69,16 @@ def run_read(
         return rows
 
     with driver.session(database=database) as session:
-        return session.execute_read(work)
+        try:
+            return session.execute_read(work)
+        except neo4j.exceptions.ClientError as exc:
+            if not (exc.code or "").startswith("Neo.ClientError.Statement."):
+                raise
+            reason = (exc.message or "no details").strip().splitlines()[0]
+            raise QueryError(f"Neo4j refused the statement: {reason}") from None
+
+
+_KINDS = {"rw": "a read-write", "w": "a write", "s": "a schema or administration command"}
 
 
 def _plain(value: Any) -> Any:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import click
 
-from circuitstore.clitools import HELP, connection_options, format_option, render_rows
+from circuitstore.clitools import (
+    HELP,
+    CircuitStoreGroup,
+    connection_options,
+    format_option,
+    render_rows,
+)
 from circuitstore.schema.apply import apply_schema, read_schema
 from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
 
 
-@click.group(context_settings=HELP)
+@click.group(cls=CircuitStoreGroup, context_settings=HELP)
 def schema() -> None:
     """Create and inspect the store's constraints and indexes."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import neo4j
 from neo4j import exceptions as neo4j_errors
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from circuitstore.errors import (
@@ -37,15 +37,26 @@ class Neo4jSettings(BaseSettings):
     password: SecretStr | None = None
     database: str = "neo4j"
 
+    @field_validator("uri")
+    @classmethod
+    def _bolt_uri(cls, uri: str) -> str:
+        check_uri(uri)
+        return uri
+
     @classmethod
     def load(cls, env_file: Path | None = None, **overrides: Any) -> Neo4jSettings:
         """Environment (or `env_file`), then non-None `overrides` (CLI options) on top."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if env_file is not None:
+            check_env_file(env_file)
         try:
             return cls(_env_file=env_file, **given)  # type: ignore[call-arg]
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ConfigError(f"Neo4j setting {first['loc'][0]}: {first['msg']}") from exc
+            cause = first.get("ctx", {}).get("error")
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            raise ConfigError(f"Neo4j setting {first['loc'][0]}: {first['msg']}") from None
 
     def require_password(self) -> str:
         if self.password is None:
@@ -53,6 +64,55 @@ class Neo4jSettings(BaseSettings):
                 "NEO4J_PASSWORD is not set: export it or put it in a file named by --env-file"
             )
         return self.password.get_secret_value()
+
+
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+def check_uri(uri: str) -> None:
+    """A URI Neo4j's driver speaks: one of its schemes and a host. The message shows the URI
+    without any user:password part."""
+    shown = display_uri(uri)
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in URI_SCHEMES:
+        got = f"scheme {scheme}://" if sep else "no scheme"
+        raise ConfigError(
+            f"NEO4J_URI {shown!r}: {got}; expected {'://, '.join(URI_SCHEMES)}:// "
+            f"followed by a host, e.g. {DEFAULT_URI}"
+        )
+    if "@" in rest.split("/")[0]:
+        raise ConfigError(
+            f"NEO4J_URI {shown!r}: holds a user name or password; give them in NEO4J_USERNAME "
+            "and NEO4J_PASSWORD instead"
+        )
+    host = rest.split("/")[0].split("?")[0]
+    if not host or host.startswith(":"):
+        raise ConfigError(f"NEO4J_URI {shown!r}: no host; expected e.g. {DEFAULT_URI}")
+
+
+def display_uri(uri: str) -> str:
+    """The URI with any user:password@ part dropped, cut to 100 characters."""
+    scheme, sep, rest = uri.partition("://")
+    shown = f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else uri
+    return shown if len(shown) <= 100 else shown[:97] + "..."
+
+
+def check_env_file(path: Path) -> None:
+    """A dotenv file that exists and is UTF-8 text; the message never shows its contents."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"--env-file {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"--env-file {path}: cannot read ({exc.strerror})") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--env-file {path}: not UTF-8 text (a dotenv file of NAME=value lines)"
+        ) from None
+    if b"\x00" in data:
+        raise ConfigError(f"--env-file {path}: binary file (a NUL byte); expected NAME=value lines")
 
 
 def open_driver(
@@ -63,14 +123,21 @@ def open_driver(
     Managed transactions (`execute_read`/`execute_write`) are retried on transient errors
     (deadlocks, a leader switch, a restarting server) for up to `retry_seconds`.
     """
-    driver = neo4j.GraphDatabase.driver(
-        settings.uri,
-        auth=(settings.username, settings.require_password()),
-        max_transaction_retry_time=retry_seconds,
-        # Server notifications (e.g. "property key does not exist" on a fresh store) are
-        # advice for humans writing queries, not for a batch job's log.
-        notifications_min_severity="OFF",
-    )
+    check_uri(settings.uri)  # settings built in code skip the validator's message
+    try:
+        driver = neo4j.GraphDatabase.driver(
+            settings.uri,
+            auth=(settings.username, settings.require_password()),
+            max_transaction_retry_time=retry_seconds,
+            # Server notifications (e.g. "property key does not exist" on a fresh store) are
+            # advice for humans writing queries, not for a batch job's log.
+            notifications_min_severity="OFF",
+        )
+    except (neo4j_errors.ConfigurationError, ValueError) as exc:
+        raise ConfigError(
+            f"NEO4J_URI {display_uri(settings.uri)!r}: "
+            f"{_first_line(str(exc)).split(' Given URI:')[0]}"
+        ) from None
     if verify:
         try:
             with translate_errors(settings):
@@ -83,9 +150,12 @@ def open_driver(
 
 
 @contextmanager
-def translate_errors(settings: Neo4jSettings | None = None) -> Iterator[None]:
-    """Turn the driver's exceptions into the project's, each with the cause and the fix."""
-    where = settings.uri if settings else "Neo4j"
+def translate_errors(
+    settings: Neo4jSettings | None = None, where: str | None = None
+) -> Iterator[None]:
+    """Turn the driver's exceptions into the project's, each with the cause and the fix;
+    messages name the server by `settings`' URI, or `where`."""
+    where = display_uri(settings.uri) if settings else display_uri(where or "the store")
     try:
         yield
     except neo4j_errors.AuthError as exc:
@@ -95,14 +165,43 @@ def translate_errors(settings: Neo4jSettings | None = None) -> Iterator[None]:
     except neo4j_errors.ConstraintError as exc:
         raise ConstraintViolationError(f"constraint violated: {_first_line(exc.message)}") from exc
     except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
-        raise StoreUnavailableError(
-            f"cannot reach Neo4j at {where}: start it with `circuitstore server start` "
-            "or point NEO4J_URI at a running server"
-        ) from exc
+        raise StoreUnavailableError(_unavailable(where, exc)) from exc
     except neo4j_errors.ConfigurationError as exc:
         raise ConfigError(f"Neo4j configuration: {_first_line(str(exc))}") from exc
     except neo4j_errors.ClientError as exc:
         raise SchemaError(f"Neo4j rejected the statement: {_first_line(exc.message)}") from exc
+
+
+def _unavailable(where: str, exc: BaseException) -> str:
+    """Why a server could not be used, from the driver's own words: a TLS mismatch, an HTTP
+    port given for Bolt, or nothing listening."""
+    text = _all_messages(exc)
+    if "SSL" in text or "BoltSecurityError" in text:
+        return (
+            f"TLS with {where} failed: the server does not offer TLS there, or its certificate "
+            "is not trusted (bolt:// and neo4j:// connect without TLS, +s and +ssc with it)"
+        )
+    if "looks like HTTP" in text:
+        return f"{where} answers HTTP, not Bolt: use the Bolt port (7687 by default)"
+    return (
+        f"cannot reach Neo4j at {where}: start it with `circuitstore server start` "
+        "or point NEO4J_URI at a running server"
+    )
+
+
+def _all_messages(exc: BaseException) -> str:
+    """The exception's text with its causes' and grouped exceptions' (routing wraps them)."""
+    parts, seen = [], set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        stack += [c for c in (e.__cause__, e.__context__) if c is not None]
+        stack += list(getattr(e, "exceptions", ()))
+    return "\n".join(parts)
 
 
 def _first_line(text: str | None) -> str:

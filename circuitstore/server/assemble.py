@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuitstore.errors import ServerError
+from circuitstore.server.config import PASSWORD_ENV
 
 POM_ENV = "CIRCUITSTORE_NEO4J_POM"
 MARKER = ".circuitstore-lib"
@@ -161,20 +162,40 @@ def store_exists(home: Path) -> bool:
 def set_initial_password(home: Path, java: str, password: str) -> None:
     """neo4j-admin dbms set-initial-password, run before the first start only.
 
-    The admin tool gets a conf of its own holding only the data folder: it validates strictly
-    against fewer declared settings than the server, and refuses some of the server's.
+    The password never appears on a command line (any local user can read those in /proc):
+    the whole command goes in a Java argument file (`java @FILE`) that only the owner can read,
+    in a private temporary folder removed at once. The admin tool gets a conf of its own holding
+    only the data folder: it validates strictly against fewer declared settings than the server.
     """
-    with tempfile.TemporaryDirectory(prefix="neo4j-admin-") as conf:
+    with tempfile.TemporaryDirectory(prefix="neo4j-admin-") as conf:  # created 0700
         data = home / "data"
         Path(conf, "neo4j.conf").write_text(f"server.directories.data={data}\n")
-        env = {**os.environ, "NEO4J_HOME": str(home), "NEO4J_CONF": conf}
-        cmd = [java, "-cp", f"{home / 'lib'}/*", "org.neo4j.cli.AdminTool"]
-        cmd += ["dbms", "set-initial-password", password]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        argfile = Path(conf, "args")
+        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(admin_argfile(home, password))
+        env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+        env.update(NEO4J_HOME=str(home), NEO4J_CONF=conf)
+        proc = subprocess.run(
+            [java, f"@{argfile}"], capture_output=True, text=True, env=env, check=False
+        )
     if proc.returncode != 0:
         raise ServerError(
             f"could not set the initial password ({admin_reason(proc.stdout + proc.stderr)})"
         )
+
+
+def admin_argfile(home: Path, password: str) -> str:
+    """The admin tool's command as a Java argument file: one argument a line, each quoted, with
+    backslash, quote and line breaks escaped as the launcher's argument-file syntax wants."""
+    args = ["-cp", f"{home / 'lib'}/*", "org.neo4j.cli.AdminTool", "dbms"]
+    args += ["set-initial-password", password]
+    return "".join(f'"{_argfile_escape(arg)}"\n' for arg in args)
+
+
+def _argfile_escape(arg: str) -> str:
+    table = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(table.get(ch, ch) for ch in arg)
 
 
 def admin_reason(output: str) -> str:

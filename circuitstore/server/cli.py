@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from circuitstore.clitools import HELP
+from circuitstore.clitools import HELP, CircuitStoreGroup
 from circuitstore.errors import CircuitStoreError
 from circuitstore.server import process
 from circuitstore.server.config import (
@@ -44,19 +44,27 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).expanduser().resolve()
 
 
-@click.group(name="server", context_settings=HELP)
+@click.group(name="server", cls=CircuitStoreGroup, context_settings=HELP)
 def server() -> None:
     """Run a local Neo4j Community 5.26 server (Java + Maven Central, no Docker)."""
 
 
 @server.command()
 @home_option
-@click.option("--bolt-port", type=int, default=DEFAULT_BOLT_PORT, show_default=True)
-@click.option("--http-port", type=int, default=DEFAULT_HTTP_PORT, show_default=True)
+@click.option(
+    "--bolt-port", type=click.IntRange(1, 65535), default=DEFAULT_BOLT_PORT, show_default=True
+)
+@click.option(
+    "--http-port", type=click.IntRange(1, 65535), default=DEFAULT_HTTP_PORT, show_default=True
+)
 @click.option("--heap", default=DEFAULT_HEAP, show_default=True, help="JVM heap, e.g. 1g.")
 @click.option("--pagecache", default=DEFAULT_PAGECACHE, show_default=True, help="e.g. 512m.")
 @click.option(
-    "--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for Bolt."
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for Bolt.",
 )
 def start(
     home: Path | None, bolt_port: int, http_port: int, heap: str, pagecache: str, timeout: float
@@ -86,7 +94,13 @@ def start(
 
 @server.command()
 @home_option
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Before SIGKILL.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    help="Before SIGKILL.",
+)
 def stop(home: Path | None, timeout: float) -> None:
     """Stop the server: SIGTERM, then SIGKILL after --timeout seconds.
 
@@ -113,7 +127,7 @@ def status(home: Path | None) -> None:
 
 @server.command()
 @home_option
-@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@click.option("-n", "--lines", type=click.IntRange(0, 100_000), default=50, show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 def logs(home: Path | None, lines: int, follow: bool) -> None:
     """Print the end of the server's console log.

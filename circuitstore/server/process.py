@@ -21,7 +21,13 @@ from pathlib import Path
 
 from circuitstore.errors import ServerError
 from circuitstore.server import assemble
-from circuitstore.server.config import ServerSettings, check_ports_free, jvm_command, render_conf
+from circuitstore.server.config import (
+    PASSWORD_ENV,
+    ServerSettings,
+    check_ports_free,
+    jvm_command,
+    render_conf,
+)
 
 PID_FILE = "run/circuitstore-neo4j.pid"
 STATE_FILE = "run/circuitstore-neo4j.json"
@@ -112,6 +118,7 @@ def prepare(
     """
     home = settings.home
     assemble.ensure_writable(home)
+    _chmod(home, 0o700)
     java = assemble.find_java()
     check_ports_free(settings)
     pom = assemble.pom_path()
@@ -123,6 +130,7 @@ def prepare(
     (home / "conf" / "neo4j.conf").write_text(render_conf(settings))
     if not assemble.store_exists(home):
         assemble.set_initial_password(home, java, password)
+    make_private(home)  # Maven copies the jars with the repository's modes
     return java, downloaded
 
 
@@ -137,9 +145,10 @@ def start(
     if current.running:
         return StartResult(status=current, already_running=True)
     _clear_run_files(home)  # stale files of a server that died
-    java, downloaded = prepare(settings, password, notify)
-    began = time.monotonic()
-    proc = _launch(settings, java)
+    with private_umask():  # Maven, the admin tool and the server inherit it
+        java, downloaded = prepare(settings, password, notify)
+        began = time.monotonic()
+        proc = _launch(settings, java)
     try:
         wait_until_ready(proc, settings, password, timeout)
     except BaseException:
@@ -156,6 +165,7 @@ def _launch(settings: ServerSettings, java: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             jvm_command(settings, java),
             cwd=home,
+            env=server_environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -165,6 +175,42 @@ def _launch(settings: ServerSettings, java: str) -> subprocess.Popen[bytes]:
     ports = {"bolt_port": settings.bolt_port, "http_port": settings.http_port}
     (home / STATE_FILE).write_text(json.dumps(ports) + "\n")
     return proc
+
+
+def server_environment() -> dict[str, str]:
+    """The server's environment: ours without NEO4J_PASSWORD, which it never needs (it reads
+    the password from its own store) and which /proc/<pid>/environ would otherwise keep."""
+    return {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files created meanwhile, by us or by children started meanwhile, are the owner's only."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def make_private(home: Path) -> None:
+    """Owner-only modes on the home and everything under it (the store files, auth.ini's
+    password hash, the logs), including files an older version left readable by others."""
+    for root, dirs, files in os.walk(home):
+        for name in dirs:
+            _chmod(Path(root, name), 0o700)
+        for name in files:
+            path = Path(root, name)
+            if not path.is_symlink():
+                _chmod(path, path.stat().st_mode & 0o700)
+    _chmod(home, 0o700)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise ServerError(f"cannot make {path} private ({exc.strerror}); fix its owner") from exc
 
 
 def wait_until_ready(

@@ -134,7 +134,7 @@ class AttributionEngine:
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "model": self.model.name,
             "transcoders": self.transcoders.source,
-            "transcoders_hash": self.transcoders.content_hash(),
+            "transcoders_hash": self.transcoders.content_hash,
             "logit_top_k": config.logit_top_k,
             "logit_positions": config.logit_positions,
             "pruning": None if config.prune is None else config.prune.as_dict(),

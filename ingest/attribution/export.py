@@ -75,7 +75,9 @@ def _token_text(graph: AttributionGraph, token_id: int) -> str | None:
 def graph_to_table(graph: AttributionGraph, *, top: int = 20) -> str:
     """Human-readable summary: tokens, node counts, and the strongest edges."""
     nodes, edges = graph.nodes, graph.edges
-    lines = [f"tokens: {' | '.join(graph.tokens)}", f"mode: {graph.metadata.get('mode')}"]
+    # repr() escapes control characters: token text never reaches a terminal raw.
+    tokens = " ".join(repr(t) for t in graph.tokens)
+    lines = [f"tokens: {tokens}", f"mode: {graph.metadata.get('mode')}"]
     counts: dict[str, int] = {}
     for k in nodes.kind.tolist():
         name = "remainder" if k == Code.REMAINDER else NODE_KIND[Code(k)].value

@@ -4,8 +4,9 @@ Published layout (pchlenski/gpt2-transcoders), one file per layer:
 ``final_sparse_autoencoder_{model_name}_{hook_point}_{d_sae}.pt``, a torch pickle of
 ``{"cfg": sae_training.config.LanguageModelSAERunnerConfig, "state_dict": OrderedDict(W_enc,
 b_enc, W_dec, b_dec, b_dec_out)}``, and optionally ``..._log_feature_sparsity.pt`` beside it.
-The cfg class lives in a package we neither have nor want (it imports wandb), so a restricted
-unpickler maps it to :class:`ConfigRecord` and refuses every global not on a short allowlist.
+The cfg class lives in a package we neither have nor want (it imports wandb), so torch's
+`weights_only` unpickler reads the files, with that one class mapped to :class:`ConfigRecord`;
+any other global (a function, a class with a `__reduce__`) is refused before it is looked up.
 
 Safetensors layout (ours): ``blocks.{L}.ln2.hook_normalized.safetensors`` holding the same five
 tensors under the same names and shapes (plus ``log_feature_sparsity`` when known); the file's
@@ -14,7 +15,6 @@ metadata carries ``model_name``, ``hook_point`` and ``layer`` as strings.
 
 from __future__ import annotations
 
-import pickle
 import sys
 import types
 from collections import OrderedDict
@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from circuitstore.errors import TranscoderLoadError
+from circuitstore.ingest.safeload import load_failure, load_weights_only
 from circuitstore.ingest.transcoder.types import PARAM_NAMES, Transcoder
 
 CFG_MODULE = "sae_training.config"
@@ -45,35 +46,18 @@ class ConfigRecord:
         return dict(self.__dict__)
 
 
-_SAFE_BUILTINS = {"set", "frozenset", "complex", "slice", "range", "bytearray"}
-_SAFE_TORCH_UTILS = {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_tensor"}
+# The one class the published files need beyond what `weights_only` allows (tensors, OrderedDict,
+# dtypes, devices, plain containers): their cfg, read as a plain record.
+_CFG_GLOBAL = (ConfigRecord, f"{CFG_MODULE}.{CFG_CLASS}")
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Allowlist unpickler: tensors, OrderedDict, dtypes/devices and the cfg stand-in only."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "sae_training":
-            return ConfigRecord
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if module == "torch._utils" and name in _SAFE_TORCH_UTILS:
-            return getattr(torch._utils, name)
-        if module == "torch" and (
-            name == "device" or isinstance(getattr(torch, name, None), torch.dtype)
-        ):
-            return getattr(torch, name)
-        if module == "torch" and name.endswith("Storage"):
-            return getattr(torch, name)
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return getattr(__import__("builtins"), name)
-        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
-
-
-# torch.load takes a module-like object whose Unpickler it subclasses.
-_restricted_pickle = types.SimpleNamespace(
-    Unpickler=_RestrictedUnpickler, load=pickle.load, __name__="restricted_pickle"
-)
+def _load(path: Path, what: str) -> Any:
+    try:
+        return load_weights_only(path, [_CFG_GLOBAL])
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is unusable
+        raise TranscoderLoadError(
+            f"{path.name}: cannot read {what} ({load_failure(exc)})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,24 +71,26 @@ class RawTranscoderFile:
 
 def read_published(path: Path) -> RawTranscoderFile:
     """Read one published per-layer pickle, safely and onto the CPU (its cfg says cuda)."""
-    try:
-        obj = torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle
+    obj = _load(path, "transcoder file")
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise TranscoderLoadError(
+            f"{path.name}: expected a dict with 'cfg' and a 'state_dict' of tensors"
         )
-    except Exception as exc:  # pickle, zip and torch errors alike: the file is unusable
-        raise TranscoderLoadError(f"{path.name}: cannot read transcoder file ({exc})") from exc
-    if not isinstance(obj, dict) or "state_dict" not in obj:
-        raise TranscoderLoadError(f"{path.name}: expected a dict with 'cfg' and 'state_dict'")
     cfg = obj.get("cfg")
-    cfg_dict = cfg.as_dict() if isinstance(cfg, ConfigRecord) else dict(cfg or {})
-    return RawTranscoderFile(path, dict(obj["state_dict"]), cfg_dict)
+    if isinstance(cfg, ConfigRecord):
+        cfg_dict = cfg.as_dict()
+    elif isinstance(cfg, dict) or cfg is None:
+        cfg_dict = dict(cfg or {})
+    else:
+        raise TranscoderLoadError(
+            f"{path.name}: 'cfg' is a {type(cfg).__name__}, expected a record"
+        )
+    return RawTranscoderFile(path, dict(state), cfg_dict)
 
 
 def read_sparsity(path: Path) -> torch.Tensor:
-    try:
-        t = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TranscoderLoadError(f"{path.name}: cannot read feature sparsity ({exc})") from exc
+    t = _load(path, "feature sparsity")
     if not isinstance(t, torch.Tensor):
         raise TranscoderLoadError(f"{path.name}: expected a tensor of log10 firing frequencies")
     return t

@@ -3,16 +3,19 @@ concurrent shards, and corpus aggregates checked against networkx."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
+from circuitstore.errors import ConfigError, InputError
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import read_corpus
@@ -75,7 +78,7 @@ def test_the_store_not_the_catalog_decides_what_is_done(
 def test_changed_graph_settings_are_refused(fresh_store, tiny_weights, corpus_file, tmp_path):
     IngestRunner(_config(tiny_weights, corpus_file, tmp_path), fresh_store).run()
     changed = _config(tiny_weights, corpus_file, tmp_path, node_threshold=0.5)
-    with pytest.raises(Exception, match="another graph configuration"):
+    with pytest.raises(ConfigError, match="other graph settings"):
         IngestRunner(changed, fresh_store).run()
 
 
@@ -273,3 +276,132 @@ def test_long_prompts_are_skipped_or_truncated_and_counted(
     with fresh_store.session() as s:
         lengths = [r["n"] for r in s.run("MATCH (p:Prompt) RETURN p.nTokens AS n")]
     assert max(lengths) == 8
+    with fresh_store.session() as s:
+        rows = s.run(
+            "MATCH (p:Prompt) RETURN p.nTokens AS n, p.truncated AS cut, "
+            "p.nTokensBeforeTruncation AS before"
+        ).data()
+    # A cut prompt says so, with its length before the cut; the others carry no flag.
+    for row in rows:
+        assert (row["cut"], row["before"] is None) in ((True, False), (None, True)), row
+        assert row["n"] == 8 if row["cut"] else row["n"] <= 8
+        assert row["before"] is None or row["before"] > 8
+    assert cut.truncated == sum(bool(row["cut"]) for row in rows) >= 1
+
+
+def _scaled_copy(model_dir: Path, dest: Path, factor: float) -> Path:
+    """The same model folder under the same name elsewhere, every MLP weight times `factor`."""
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True)
+    for path in model_dir.iterdir():
+        (dest / path.name).write_bytes(path.read_bytes())
+    weights = load_file(dest / "model.safetensors")
+    scaled = {k: (v * factor if ".mlp." in k else v) for k, v in weights.items()}
+    save_file(scaled, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def _by_set(snapshot: dict, set_id: str) -> dict:
+    """The part of a snapshot that belongs to one transcoder set (every id starts with it)."""
+    nodes = [n for n in snapshot["nodes"] if dict(n[1]).get("id", "").startswith(set_id)]
+    rels = [r for r in snapshot["rels"] if str(r[0]).startswith(set_id)]
+    return {"nodes": nodes, "rels": rels}
+
+
+def test_a_changed_model_under_the_same_name_is_a_new_set(
+    fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot
+):
+    first_cfg = _config(tiny_weights, corpus_file, tmp_path, run="original")
+    IngestRunner(first_cfg, fresh_store).run()
+    with fresh_store.session() as s:
+        (original,) = [r["id"] for r in s.run("MATCH (t:TranscoderSet) RETURN t.id AS id")]
+    before = _by_set(store_snapshot(fresh_store), original)
+
+    model_dir, tcs = tiny_weights
+    changed = _scaled_copy(model_dir, tmp_path / "elsewhere" / model_dir.name, 1.7)
+    changed_cfg = _config((changed, tcs), corpus_file, tmp_path, run="original")
+    with pytest.raises(InputError, match="exists with a different configuration"):
+        IngestRunner(changed_cfg, fresh_store).run()  # the same run name does not resume
+    summary = IngestRunner(replace(changed_cfg, run=None), fresh_store).run()
+
+    assert summary.written == 24  # none of its prompts counted as already stored
+    with fresh_store.session() as s:
+        sets = sorted(r["id"] for r in s.run("MATCH (t:TranscoderSet) RETURN t.id AS id"))
+    assert len(sets) == 2
+    assert all(x.startswith(model_dir.name + "-") for x in sets)
+    assert _by_set(store_snapshot(fresh_store), original) == before
+
+
+def test_two_runs_of_the_same_command_cooperate(
+    fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot, wipe
+):
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    subprocess.run(
+        _ingest_cmd(tiny_weights, corpus_file, single_dir), check=True, capture_output=True
+    )
+    single = store_snapshot(fresh_store)
+    wipe(fresh_store)
+
+    both = tmp_path / "both"
+    both.mkdir()
+    procs = [
+        subprocess.Popen(
+            _ingest_cmd(tiny_weights, corpus_file, both),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    written = [int(out.split(" written")[0].rsplit(" ", 1)[1]) for out, _ in outputs]
+    assert sum(written) == 24  # each prompt written once, by one of them
+    assert _snapshot_close(store_snapshot(fresh_store), single)
+
+
+def test_a_prompt_the_store_refuses_is_recorded_and_the_run_goes_on(
+    fresh_store, tiny_weights, tmp_path
+):
+    from circuitstore.ingest.catalog import Catalog
+
+    corpus = tmp_path / "c.jsonl"
+    rows = [
+        {"id": f"p{i}", "text": f"Mary and John went to the store ({i})", "ticket": i}
+        for i in range(4)
+    ]
+    rows[2]["ticket"] = 1  # the user's own constraint below makes the store refuse p2
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with fresh_store.session() as s:
+        s.run("CREATE CONSTRAINT user_ticket FOR (p:Prompt) REQUIRE p.ticket IS UNIQUE").consume()
+    try:
+        cfg = _config(tiny_weights, corpus, tmp_path, run="refused")
+        summary = IngestRunner(cfg, fresh_store).run()
+    finally:
+        with fresh_store.session() as s:
+            s.run("DROP CONSTRAINT user_ticket").consume()
+    assert (summary.written, summary.failed) == (3, 1)
+    assert any("failed: 1 prompts" in line for line in summary.lines())
+    catalog = Catalog.open(cfg.catalog_url())
+    assert catalog.counts("refused") == {"done": 3, "failed": 1}
+    with fresh_store.session() as s:
+        keys = sorted(r["k"] for r in s.run("MATCH (p:Prompt) RETURN p.key AS k"))
+    assert keys == ["p0", "p1", "p3"]
+    # Only owner-readable catalog files.
+    assert all(path.stat().st_mode & 0o077 == 0 for path in tmp_path.glob("catalog.sqlite*"))
+
+
+def test_a_refused_run_is_not_left_running(fresh_store, tiny_weights, corpus_file, tmp_path):
+    from circuitstore.ingest.catalog import Catalog
+
+    IngestRunner(_config(tiny_weights, corpus_file, tmp_path, run="a"), fresh_store).run()
+    clash = _config(tiny_weights, corpus_file, tmp_path, run="b", node_threshold=0.5)
+    with pytest.raises(ConfigError, match=r"--node-threshold 0\.8 there, 0\.5 here"):
+        IngestRunner(clash, fresh_store).run()
+    catalog = Catalog.open(clash.catalog_url())
+    with catalog.engine.connect() as conn:
+        statuses = dict(conn.exec_driver_sql("SELECT name, status FROM runs").fetchall())
+    assert statuses == {"a": "complete"}

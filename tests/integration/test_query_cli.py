@@ -102,7 +102,10 @@ def test_exports(filled, neo4j_env, tmp_path):
             "Error: unknown prompt 'no-such-prompt'",
         ),
         (["feature", "1:1", "--transcoder-set", "nope"], "Error: unknown transcoder set 'nope'"),
-        (["cypher", "CREATE (n:Feature) RETURN n"], "Error: Neo4j rejected the statement:"),
+        (
+            ["cypher", "CREATE (n:Feature) RETURN n"],
+            "Error: refused: the server plans this statement as a read-write",
+        ),
     ],
 )
 def test_errors_are_one_line(filled, neo4j_env, args, message):

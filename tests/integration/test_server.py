@@ -12,6 +12,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,8 @@ from neo4j import GraphDatabase
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "integration-pw-1"
+# Quotes, a backslash and a space: the argument file that carries it must escape them all.
+PASSWORD = 'integration pw "1\\ #$'
 
 
 def free_port() -> int:
@@ -81,11 +84,54 @@ def query(bolt_port: int, cypher: str, password: str = PASSWORD) -> list[dict]:
         return [record.data() for record in records]
 
 
+def command_lines_holding(secret: str) -> tuple[int, list[str]]:
+    """How many processes' command lines were read, and those that hold `secret`."""
+    seen, holding = 0, []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        seen += 1
+        if secret.encode() in args:
+            holding.append(args.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return seen, holding
+
+
+def start_watching_command_lines(home: Path, ports: tuple[int, int]):
+    """`start`, while every process's command line is read every few milliseconds."""
+    result: dict[str, subprocess.CompletedProcess] = {}
+    thread = threading.Thread(target=lambda: result.update(done=start(home, ports)))
+    thread.start()
+    scans, holding = 0, []
+    while thread.is_alive():
+        seen, found = command_lines_holding(PASSWORD)
+        scans += seen > 0
+        holding += found
+        time.sleep(0.005)
+    thread.join()
+    return result["done"], scans, holding
+
+
 def test_lifecycle_persists_data_across_restarts(home, ports):
     bolt, http = ports
-    first = start(home, ports)
+    first, scans, holding = start_watching_command_lines(home, ports)
     assert first.returncode == 0, first.stderr
     assert "started" in first.stdout
+    # The first start sets the initial password; no command line held it meanwhile.
+    assert scans > 50
+    assert holding == []
+    pid = int((home / "run" / "circuitstore-neo4j.pid").read_text())
+    assert b"NEO4J_PASSWORD" not in Path(f"/proc/{pid}/environ").read_bytes()
+    # Everything under the home is its owner's only: store files, auth data, logs, jars.
+    loose = [
+        str(path)
+        for path in [home, *home.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert loose == []
 
     status = cli(home, "status")
     assert status.stdout.startswith("running (pid ")

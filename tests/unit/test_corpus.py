@@ -28,13 +28,32 @@ def test_text_skips_and_counts_blank_and_repeated_lines(tmp_path):
 
 def test_jsonl_keeps_ids_and_extra_fields(tmp_path):
     rows = [
-        {"id": "a", "text": "x y", "topic": "ioi", "n": 3, "nested": {"no": 1}},
-        {"id": 7, "text": "z"},
+        {"id": "a", "text": "x y", "topic": "ioi", "n": 3, "none": None, "xs": [1, 2.5]},
+        {"id": 7, "text": "z", "big": 2**63 - 1, "flags": [True, False], "empty": []},
     ]
     path = _write(tmp_path, "p.jsonl", "\n".join(json.dumps(r) for r in rows))
     corpus = read_corpus(str(path))
     assert [p.key for p in corpus.prompts] == ["a", "7"]
-    assert corpus.prompts[0].extra == {"topic": "ioi", "n": 3}
+    # A null is no property at all (as Neo4j treats it); integers and floats may share a list.
+    assert corpus.prompts[0].extra == {"topic": "ioi", "n": 3, "xs": [1, 2.5]}
+    assert corpus.prompts[1].extra == {"big": 2**63 - 1, "flags": [True, False], "empty": []}
+
+
+def test_a_utf8_byte_order_mark_is_not_text(tmp_path):
+    text = _write(tmp_path, "bom.txt", b"\xef\xbb\xbffirst\nsecond\n")
+    assert [p.text for p in read_corpus(str(text)).prompts] == ["first", "second"]
+    jsonl = _write(tmp_path, "bom.jsonl", b'\xef\xbb\xbf{"id": "a", "text": "x"}\n')
+    assert [p.key for p in read_corpus(str(jsonl)).prompts] == ["a"]
+
+
+def test_a_corpus_digest_follows_its_contents(tmp_path):
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    a = read_corpus(str(_write(tmp_path / "a", "p.txt", "one\ntwo\n")))
+    b = read_corpus(str(_write(tmp_path / "b", "p.txt", "one\nthree\n")))
+    again = read_corpus(str(_write(tmp_path / "c", "p.txt", "one\ntwo\n")))
+    assert a.digest() != b.digest()
+    assert a.digest() == again.digest()
 
 
 @pytest.mark.parametrize(
@@ -55,6 +74,41 @@ def test_jsonl_keeps_ids_and_extra_fields(tmp_path):
             "dup.jsonl",
             '{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n',
             "dup.jsonl:3: duplicate prompt id 'a' (first on line 1)",
+        ),
+        (
+            "emptyname.jsonl",
+            '{"id": "a", "text": "x", "": 1}\n',
+            "emptyname.jsonl:1: field '' has an empty name",
+        ),
+        (
+            "bigint.jsonl",
+            '{"id": "a", "text": "x"}\n{"id": "b", "text": "y", "n": 123456789012345678901234567890}\n',
+            "bigint.jsonl:2: field 'n' holds the integer 123456789012345678901234567890, outside 64 bits",
+        ),
+        (
+            "biglist.jsonl",
+            '{"id": "a", "text": "x", "n": [1, -9223372036854775809]}\n',
+            "biglist.jsonl:1: field 'n' holds the integer -9223372036854775809, outside 64 bits",
+        ),
+        (
+            "nested.jsonl",
+            '{"id": "a", "text": "x", "meta": {"k": 1}}\n',
+            "nested.jsonl:1: field 'meta' holds an object as its value",
+        ),
+        (
+            "nestedlist.jsonl",
+            '{"id": "a", "text": "x", "m": [[1]]}\n',
+            "nestedlist.jsonl:1: field 'm' holds a nested list in a list",
+        ),
+        (
+            "nullinlist.jsonl",
+            '{"id": "a", "text": "x", "m": ["a", null]}\n',
+            "nullinlist.jsonl:1: field 'm' holds a null in a list",
+        ),
+        (
+            "mixed.jsonl",
+            '{"id": "a", "text": "x", "m": ["a", 1]}\n',
+            "mixed.jsonl:1: field 'm' is a list of mixed kinds (number, str)",
         ),
     ],
 )

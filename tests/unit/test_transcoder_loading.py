@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import pickle
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +10,6 @@ import torch
 from circuitstore.errors import TranscoderLoadError
 from circuitstore.ingest.synthetic import random_transcoders, save_transcoders
 from circuitstore.ingest.transcoder import load_transcoders, validate_against
-from circuitstore.ingest.transcoder.files import read_published
 
 
 def _fresh(tmp_path: Path, **changes) -> tuple[Path, list[Path]]:
@@ -112,14 +109,3 @@ def test_no_files_and_bad_repo(tmp_path: Path) -> None:
     _one_line_error(tmp_path, "no transcoder files")
     with pytest.raises(TranscoderLoadError, match="not a folder"):
         load_transcoders(str(tmp_path / "missing" / "deeper" / "x"))
-
-
-def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
-    class Evil:
-        def __reduce__(self):
-            return (shutil.rmtree, ("/nonexistent",))
-
-    path = tmp_path / "final_sparse_autoencoder_m_blocks.0.ln2.hook_normalized_4.pt"
-    torch.save({"cfg": Evil(), "state_dict": {}}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    with pytest.raises(TranscoderLoadError, match=r"refusing global shutil\.rmtree"):
-        read_published(path)

@@ -1,0 +1,353 @@
+"""Bad input, tried as a careless or hostile user would: every case ends in one line naming the
+file, line, option or value at fault, a non-zero exit status, no traceback, and a store left
+exactly as it was. The cases run the real CLI in-process against the test Neo4j, filled by the
+real ingest job; weights and corpora are real files in the real formats."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from circuitstore.cli import cli
+
+from .test_query import fill
+
+pytestmark = pytest.mark.slow
+
+
+class Payload:
+    """Pickles as a call to os.system that would create the case's marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+@dataclass(frozen=True)
+class Case:
+    """`args` and `env` values may hold {placeholders} filled from the prepared files."""
+
+    id: str
+    args: tuple[str, ...]
+    code: int
+    expect: str
+    env: dict[str, str | None] = field(default_factory=dict)
+    prepare: Callable[[Path, dict[str, str]], None] | None = None
+    secret: str | None = None  # must appear nowhere in the output
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        (dst / path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+def _crafted_transcoders(target: str) -> Callable[[Path, dict[str, str]], None]:
+    def prepare(d: Path, p: dict[str, str]) -> None:
+        folder = _copy(Path(p["tcs"]), d / "evil-tc")
+        layer0 = next(folder.glob("*blocks.0.ln2*[0-9].pt"))
+        path = layer0 if target == "layer" else next(folder.glob("*blocks.0*sparsity.pt"))
+        torch.save({"cfg": Payload(d / "MARKER"), "state_dict": {}}, path)
+        p["tcs"] = str(folder)
+
+    return prepare
+
+
+def _edited_transcoder(edit: Callable[[Path], None]) -> Callable[[Path, dict[str, str]], None]:
+    def prepare(d: Path, p: dict[str, str]) -> None:
+        folder = _copy(Path(p["tcs"]), d / "tc")
+        edit(folder)
+        p["tcs"] = str(folder)
+
+    return prepare
+
+
+def _nan_in_w_enc(folder: Path) -> None:
+    from circuitstore.ingest.transcoder.files import read_published
+
+    path = next(folder.glob("*blocks.1.ln2*[0-9].pt"))
+    raw = read_published(path)
+    tensors = dict(raw.tensors)
+    tensors["W_enc"] = tensors["W_enc"].clone()
+    tensors["W_enc"][0, 0] = float("nan")
+    _rewrite(path, raw.cfg, tensors)
+
+
+def _narrow_layer(folder: Path) -> None:
+    """Layer 1's transcoder reads 16 dimensions; the model has 32."""
+    from circuitstore.ingest.synthetic import random_transcoders, save_transcoders
+
+    for path in folder.glob("*blocks.1.*"):
+        path.unlink()
+    narrow = random_transcoders(2, 16, 64, seed=9)
+    written = save_transcoders(narrow, folder / "narrow")
+    for path in (folder / "narrow").iterdir():
+        if "blocks.1." in path.name:
+            path.rename(folder / path.name)
+    assert written
+
+
+def _drop_layer(folder: Path) -> None:
+    for path in folder.glob("*blocks.1.*"):
+        path.unlink()
+
+
+def _rewrite(path: Path, cfg: dict[str, object], tensors: dict[str, torch.Tensor]) -> None:
+    from circuitstore.ingest.transcoder import Transcoder, save_published
+
+    names = ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out")
+    tc = Transcoder(
+        layer=int(str(cfg["hook_point_layer"])),
+        hook_point=str(cfg["hook_point"]),
+        source=path.name,
+        **{n: tensors[n] for n in names},
+    )
+    path.unlink()
+    save_published(tc, path.parent, str(cfg["model_name"]))
+
+
+def _nan_model(d: Path, p: dict[str, str]) -> None:
+    folder = _copy(Path(p["model"]), d / Path(p["model"]).name)
+    weights = load_file(folder / "model.safetensors")
+    key = next(k for k in weights if "mlp.c_fc.weight" in k)
+    weights[key][0, 0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    p["model"] = str(folder)
+
+
+def _file(name: str, data: bytes) -> Callable[[Path, dict[str, str]], None]:
+    def prepare(d: Path, p: dict[str, str]) -> None:
+        (d / name).write_bytes(data)
+        p["file"] = str(d / name)
+
+    return prepare
+
+
+def _home_below_a_file(d: Path, p: dict[str, str]) -> None:
+    (d / "plain").write_text("not a folder")
+    p["home"] = str(d / "plain" / "home")
+
+
+def _missing_driver() -> str:
+    """A database URL whose Python driver is not installed here."""
+    for module, url in (
+        ("psycopg2", "postgresql://catalog:s3cret-pw@127.0.0.1:1/circuitstore"),
+        ("MySQLdb", "mysql://catalog:s3cret-pw@127.0.0.1:1/circuitstore"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            return url
+    raise AssertionError("every candidate driver is installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+W = ("--model", "{model}", "--transcoders", "{tcs}")
+INGEST = ("ingest", *W, "--prompts", "{corpus}", "--no-progress")
+ATTRIBUTE = ("attribute", *W, "--prompt", "When Mary and John")
+DRIVERS = ("query", "drivers", "mlp1tc[3]")
+TEN_THOUSAND_DIGITS = "mlp1tc[" + "7" * 10_000 + "]"
+
+# A table reads best one case to a row or two: the formatter would spread each over ten.
+# fmt: off
+CASES = [
+    # Weights files: nothing in them runs, whatever the command.
+    Case("attribute, crafted layer file", ("attribute", "--model", "{model}", "--transcoders",
+         "{tcs}", "--prompt", "x"), 2, "cannot read transcoder file (refused: it names",
+         prepare=_crafted_transcoders("layer")),
+    Case("ingest, crafted layer file", INGEST, 2, "cannot read transcoder file (refused: it names",
+         prepare=_crafted_transcoders("layer")),
+    Case("ingest, crafted sparsity file", INGEST, 2, "cannot read feature sparsity (refused: it",
+         prepare=_crafted_transcoders("sparsity")),
+    Case("NaN in the model's weights", INGEST, 2, "contains NaN or infinite values",
+         prepare=_nan_model),
+    Case("NaN in a transcoder", INGEST, 2, "W_enc contains NaN or infinite values",
+         prepare=_edited_transcoder(_nan_in_w_enc)),
+    Case("transcoder narrower than the model", INGEST, 2, "d_in 16 but the model's d_model is 32",
+         prepare=_edited_transcoder(_narrow_layer)),
+    Case("a layer's transcoder missing", INGEST, 2, "no transcoder file for layer 1",
+         prepare=_edited_transcoder(_drop_layer)),
+    Case("model folder missing", ("ingest", "--model", "{dir}/none", "--transcoders", "{tcs}",
+         "--prompts", "{corpus}"), 2, "none: cannot load model"),
+    # Corpora: problems found before any work, naming file and line.
+    Case("empty corpus", ("ingest", *W, "--prompts", "{file}"), 2, "empty.txt: no prompts",
+         prepare=_file("empty.txt", b"")),
+    Case("blank corpus", ("ingest", *W, "--prompts", "{file}"), 2, "blank.txt: no prompts",
+         prepare=_file("blank.txt", b"\n  \n")),
+    Case("invalid UTF-8", ("ingest", *W, "--prompts", "{file}"), 2,
+         "bad.txt:2: invalid UTF-8 at byte 4", prepare=_file("bad.txt", b"ok\nbad \xff\n")),
+    Case("binary corpus", ("ingest", *W, "--prompts", "{file}"), 2,
+         "bin.txt: binary file (NUL byte at offset 3)", prepare=_file("bin.txt", b"abc\x00")),
+    Case("malformed JSONL", ("ingest", *W, "--prompts", "{file}"), 2, "m.jsonl:2: malformed JSON",
+         prepare=_file("m.jsonl", b'{"text": "a"}\n{"text": \n')),
+    Case("duplicate ids", ("ingest", *W, "--prompts", "{file}"), 2,
+         "d.jsonl:2: duplicate prompt id 'a' (first on line 1)",
+         prepare=_file("d.jsonl", b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')),
+    Case("empty field name", ("ingest", *W, "--prompts", "{file}"), 2,
+         "e.jsonl:1: field '' has an empty name",
+         prepare=_file("e.jsonl", b'{"id": "a", "text": "x", "": 1}\n')),
+    Case("30-digit integer", ("ingest", *W, "--prompts", "{file}"), 2,
+         "i.jsonl:1: field 'n' holds the integer 123456789012345678901234567890, outside 64 bits",
+         prepare=_file("i.jsonl", b'{"id": "a", "text": "x", "n": 123456789012345678901234567890}\n')),
+    Case("nested object", ("ingest", *W, "--prompts", "{file}"), 2,
+         "o.jsonl:1: field 'meta' holds an object as its value",
+         prepare=_file("o.jsonl", b'{"id": "a", "text": "x", "meta": {"k": 1}}\n')),
+    Case("corpus missing", ("ingest", *W, "--prompts", "{dir}/nope.txt"), 2, "nope.txt: no such file"),
+    Case("shard out of range", (*INGEST, "--shard", "3/2"), 2, "--shard '3/2': expected I/N"),
+    Case("threshold out of range", (*INGEST, "--node-threshold", "0"), 2,
+         "Invalid value for '--node-threshold'"),
+    Case("prompt over the context", ("attribute", *W, "--prompt", "word " * 200), 2,
+         "the model allows 1..64 (pass --truncate to cut it)"),
+    Case("empty prompt", ("attribute", *W, "--prompt", "  "), 2, "prompt is empty"),
+    # The store's settings.
+    Case("NEO4J_URI http://", DRIVERS, 2, "NEO4J_URI 'http://127.0.0.1:7474': scheme http://",
+         env={"NEO4J_URI": "http://127.0.0.1:7474"}),
+    Case("NEO4J_URI https://", DRIVERS, 2, "scheme https://; expected bolt://",
+         env={"NEO4J_URI": "https://example.invalid"}),
+    Case("NEO4J_URI ftp://", DRIVERS, 2, "scheme ftp://", env={"NEO4J_URI": "ftp://127.0.0.1"}),
+    Case("NEO4J_URI without a scheme", DRIVERS, 2, "NEO4J_URI '127.0.0.1:7687': no scheme",
+         env={"NEO4J_URI": "127.0.0.1:7687"}),
+    Case("NEO4J_URI not a URI", DRIVERS, 2, "NEO4J_URI 'not a uri': no scheme",
+         env={"NEO4J_URI": "not a uri"}),
+    Case("NEO4J_URI with a password", DRIVERS, 2, "holds a user name or password",
+         env={"NEO4J_URI": "bolt://neo4j:hunter2-secret@127.0.0.1:7687"}, secret="hunter2-secret"),
+    Case("no password", DRIVERS, 2, "NEO4J_PASSWORD is not set", env={"NEO4J_PASSWORD": None}),
+    Case("wrong password", DRIVERS, 1, "refused the credentials",
+         env={"NEO4J_PASSWORD": "wrong-password-1"}, secret="wrong-password-1"),
+    Case("unreachable server", DRIVERS, 1, "cannot reach Neo4j at bolt://127.0.0.1:{port}",
+         env={"NEO4J_URI": "bolt://127.0.0.1:{port}"}),
+    Case("TLS against a plain server", DRIVERS, 1, "TLS with bolt+s://",
+         env={"NEO4J_URI": "bolt+s://{host}"}),
+    Case("env file missing", (*DRIVERS, "--env-file", "{dir}/none.env"), 2, "none.env"),
+    Case("env file binary", (*DRIVERS, "--env-file", "{file}"), 2, "b.env: not UTF-8 text",
+         prepare=_file("b.env", b"\xff\xfe\x00\x01 NEO4J_PASSWORD")),
+    # Names and numbers.
+    Case("10,000-digit feature index", ("query", "drivers", TEN_THOUSAND_DIGITS), 2,
+         "(10008 chars): expected mlp<layer>tc[<index>]"),
+    Case("malformed feature name", ("query", "drivers", "mlp1tc31"), 2,
+         "feature 'mlp1tc31': expected"),
+    Case("layer out of range", ("query", "drivers", "mlp99tc[1]"), 2,
+         "layer 99 is out of range"),
+    Case("index out of range", ("query", "examples", "mlp1tc[64]"), 2,
+         "index 64 is out of range"),
+    Case("injection in a feature name", ("query", "drivers", "mlp0tc[1]}) DETACH DELETE n //"),
+         2, "expected mlp<layer>tc[<index>]"),
+    Case("injection in a prompt key", ("query", "paths", "--prompt", "x' OR 1=1 //"), 2,
+         "unknown prompt \"x' OR 1=1 //\""),
+    Case("injection in a set name", (*DRIVERS, "--transcoder-set", "x`}) DETACH DELETE (n) //"),
+         2, "unknown transcoder set"),
+    Case("--top beyond 64 bits", (*DRIVERS, "--top", "99999999999999999999"), 2,
+         "Invalid value for '--top'"),
+    Case("--top 0", (*DRIVERS, "--top", "0"), 2, "Invalid value for '--top'"),
+    Case("--limit -1", ("query", "cypher", "RETURN 1", "--limit", "-1"), 2,
+         "Invalid value for '--limit'"),
+    Case("--window -5", ("query", "examples", "mlp1tc[3]", "--window", "-5"), 2,
+         "Invalid value for '--window'"),
+    Case("--export into a missing folder", ("query", "circuit", "--prompt", "{prompt}",
+         "--export", "graphml", "{dir}/none/c.graphml"), 2, "none does not exist"),
+    Case("--out into a missing folder", ("query", "export-graph", "--prompt", "{prompt}",
+         "--out", "{dir}/none/g.json"), 2, "none does not exist"),
+    # The read-only Cypher command.
+    Case("cypher LOAD CSV from a URL", ("query", "cypher",
+         "LOAD CSV FROM 'http://127.0.0.1:9/x.csv' AS r RETURN r"), 2, "refused: LOAD CSV"),
+    Case("cypher TERMINATE", ("query", "cypher", "TERMINATE TRANSACTIONS 'neo4j-transaction-1'"),
+         2, "refused: TERMINATE is an administration command"),
+    Case("cypher administration", ("query", "cypher", "CREATE USER bob SET PASSWORD 'abcdefgh1'"),
+         2, "plans this statement as a schema or administration command"),
+    Case("cypher write", ("query", "cypher", "MATCH (n) DETACH DELETE n"), 2,
+         "plans this statement as a write"),
+    Case("cypher syntax error", ("query", "cypher", "MATCH (n RETURN n"), 2,
+         "Neo4j refused the statement"),
+    Case("cypher malformed parameter", ("query", "cypher", "RETURN 1", "-p", "1x=2"), 2,
+         "parameter '1x=2': expected name=value"),
+    # Where state lives, and the run catalog.
+    Case("CIRCUITSTORE_HOME below a file", INGEST, 2, "lies below", env={"CIRCUITSTORE_HOME": "{home}"},
+         prepare=_home_below_a_file),
+    Case("catalog driver not installed", (*INGEST, "--catalog", _missing_driver()), 1,
+         "is not installed (for PostgreSQL: pip install psycopg2-binary", secret="s3cret-pw"),
+    Case("catalog URL unreadable", (*INGEST, "--catalog", "not a url"), 1, "--catalog is not a database URL"),
+    # Graph settings that differ from those the store's set was ingested with.
+    Case("--max-tokens on an existing store", (*INGEST, "--max-tokens", "8"), 2,
+         "(--max-tokens None there, 8 here)"),
+    Case("--truncate on an existing store", (*INGEST, "--truncate"), 2,
+         "(--truncate False there, True here)"),
+    # The local server.
+    Case("short server password", ("server", "start", "--home", "{dir}/srv"), 2,
+         "NEO4J_PASSWORD is 5 characters long; Neo4j needs at least 8",
+         env={"NEO4J_PASSWORD": "short"}, secret="short"),
+    Case("server port out of range", ("server", "start", "--home", "{dir}/srv", "--bolt-port",
+         "70000"), 2, "Invalid value for '--bolt-port'"),
+]
+# fmt: on
+
+
+@pytest.fixture(scope="module")
+def filled(driver, neo4j_settings, tiny_weights, tmp_path_factory):  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("bad-input")
+    fill(driver, neo4j_settings.database, tiny_weights, folder)
+    with driver.session() as s:
+        key = s.run("MATCH (p:Prompt) RETURN p.key AS k ORDER BY k LIMIT 1").single()["k"]
+    return {"prompt": key, "corpus": str(folder / "corpus.txt")}
+
+
+def fingerprint(driver) -> tuple:  # type: ignore[no-untyped-def]
+    """Counts and sums that any write would move: nodes, relationships, aggregates."""
+    with driver.session() as s:
+        nodes = s.run("MATCH (n) RETURN count(n) AS c").single()["c"]
+        rels = s.run("MATCH ()-[r]->() RETURN count(r) AS c").single()["c"]
+        drives = s.run("MATCH ()-[d:DRIVES]->() RETURN sum(d.n) AS n, sum(d.sum) AS s").single()
+        feats = s.run("MATCH (f:Feature) RETURN sum(f.nActive) AS n, count(f) AS c").single()
+        labels = s.run("CALL db.labels() YIELD label RETURN collect(label) AS l").single()["l"]
+    return nodes, rels, drives["n"], drives["s"], feats["n"], feats["c"], sorted(labels)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, filled, driver, neo4j_env, tiny_weights, tmp_path):  # type: ignore[no-untyped-def]
+    model, tcs = tiny_weights
+    host = neo4j_env.uri.split("://", 1)[1]
+    places = {
+        "model": str(model),
+        "tcs": str(tcs),
+        "corpus": filled["corpus"],
+        "prompt": filled["prompt"],
+        "dir": str(tmp_path),
+        "port": str(_free_port()),
+        "host": host,
+    }
+    if case.prepare is not None:
+        case.prepare(tmp_path, places)
+    args = [a.format(**places) if "{" in a and len(a) < 200 else a for a in case.args]
+    env = {"CIRCUITSTORE_HOME": str(tmp_path / "home")}
+    env.update({k: (v.format(**places) if v else v) for k, v in case.env.items()})
+    before = fingerprint(driver)
+
+    result = CliRunner(env=env).invoke(cli, args)
+
+    assert result.exit_code == case.code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert case.expect.format(**places) in errors[0]
+    assert len(errors[0]) < 400
+    if case.secret is not None:
+        assert case.secret not in result.output
+    assert not (tmp_path / "MARKER").exists(), "a weights file ran code"
+    assert fingerprint(driver) == before
