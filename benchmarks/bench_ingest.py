@@ -40,7 +40,7 @@ def zipf_feature(rng: random.Random) -> tuple[int, int]:
 
 def synthetic_payload(i: int, n_edges: int, n_drives: int, rng: random.Random) -> Any:
     from circuitstore.ingest.payload import PromptPayload
-    from circuitstore.schema.model import FeatureKey, NodeId
+    from circuitstore.schema.names import FeatureKey, NodeId
 
     prompt_id = NodeId.prompt("bench", f"p{i}")
     n_nodes = max(2, n_edges // 10)
@@ -87,15 +87,13 @@ def graph_only(payload: Any) -> Any:
 
 def bare_loop(driver: Any, payload: Any) -> None:
     """The same node and edge rows with plain UNWIND ... CREATE, one transaction per prompt."""
-    from circuitstore.ingest.cypher import BARE_CREATE_EDGES
+    from cypher import BARE_CREATE_EDGES, BARE_CREATE_NODES
 
     ids = [n[1]["id"] for n in payload.nodes]
     edges = [[ids[a], ids[b], w, k] for a, b, w, k in payload.edges]
 
     def work(tx: Any) -> None:
-        tx.run(
-            "UNWIND $nodes AS n CREATE (g:GraphNode:Occurrence) SET g = n[1]", nodes=payload.nodes
-        ).consume()
+        tx.run(BARE_CREATE_NODES, nodes=payload.nodes).consume()
         tx.run(BARE_CREATE_EDGES, edges=edges).consume()
 
     with driver.session() as session:
@@ -103,19 +101,17 @@ def bare_loop(driver: Any, payload: Any) -> None:
 
 
 def reset(driver: Any) -> None:
+    from cypher import WIPE_GRAPH_NODES, WIPE_PROMPTS
+
     with driver.session() as s:
-        s.run(
-            "MATCH (n:GraphNode) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
-        ).consume()
-        s.run(
-            "MATCH (n:Prompt) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
-        ).consume()
+        for statement in (WIPE_GRAPH_NODES, WIPE_PROMPTS):
+            s.run(statement).consume()
 
 
 def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
     from circuitstore.ingest.writer import StoreWriter, TranscoderSetInfo
     from circuitstore.schema.apply import apply_schema
-    from circuitstore.schema.model import FeatureKey
+    from circuitstore.schema.names import FeatureKey
 
     apply_schema(driver, "neo4j")
     writer = StoreWriter(driver, "neo4j", top_k=20)
@@ -231,10 +227,10 @@ def main() -> None:
         settings = Neo4jSettings.load(uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD"))
         with open_driver(settings) as driver:
             write_path_figures(driver, args)
+            from cypher import WIPE_ALL
+
             with driver.session() as s:
-                s.run(
-                    "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
-                ).consume()
+                s.run(WIPE_ALL).consume()
             apply_schema(driver, "neo4j")  # the wipe took the version record with it
         if args.e2e:
             end_to_end(env, args)

@@ -40,6 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_server import LocalServer
 
+from circuitstore.schema.names import NodeId, feature_name
+
 TSET = "bench-gpt2"
 LAYERS, D_TC = 12, 24576
 N_LOGITS, N_ERRORS, TOP_K = 5, 24, 20
@@ -138,10 +140,10 @@ class Synth:
         n_layer = np.concatenate([np.full(T, -1), layer, err_layer, np.full(N_LOGITS, LAYERS)])
         n_pos = np.concatenate([np.arange(T), pos, err_pos, np.full(N_LOGITS, T - 1)])
         logit_tok = rng.choice(5000, N_LOGITS, replace=False)
-        ids = [f"embed0@{t}" for t in range(T)]
-        ids += [f"mlp{g // D_TC}tc[{g % D_TC}]@{q}" for g, q in zip(gids, pos, strict=True)]
-        ids += [f"mlp{lv}err@{q}" for lv, q in zip(err_layer, err_pos, strict=True)]
-        ids += [f"logit[{t}]@{T - 1}" for t in logit_tok]
+        ids = [NodeId.embedding(t) for t in range(T)]
+        ids += [NodeId.feature(g // D_TC, q, g % D_TC) for g, q in zip(gids, pos, strict=True)]
+        ids += [NodeId.error(lv, q) for lv, q in zip(err_layer, err_pos, strict=True)]
+        ids += [NodeId.logit(T - 1, t) for t in logit_tok]
         self._nodes(w, pid, ids, tokens, gids, pos, act, err_layer, err_pos, logit_tok)
         self._edges(w, pid, ids, n_layer, n_pos, len(gids), T)
 
@@ -228,7 +230,7 @@ class Synth:
         w.write(
             "Feature",
             [
-                f"{fid(g)},{TSET},{g // D_TC},{g % D_TC},mlp{g // D_TC}tc[{g % D_TC}],"
+                f"{fid(g)},{TSET},{g // D_TC},{g % D_TC},{feature_name(g // D_TC, g % D_TC)},"
                 f"{n_active[g]},{n_prompts[g]},{sum_act[g]:.6g},{max_act[g]:.6g},{logf[g]:.4g}"
                 for g in range(n)
             ],

@@ -8,11 +8,20 @@ from circuitstore import __version__
 from circuitstore.clitools import HELP, CircuitStoreGroup
 
 COMMANDS = {
-    "server": ("circuitstore.server.cli:server", "Run a local Neo4j server (no Docker needed)."),
-    "schema": ("circuitstore.schema.cli:schema", "Create and inspect constraints and indexes."),
-    "attribute": ("circuitstore.ingest.cli:attribute", "Print one prompt's attribution graph."),
-    "ingest": ("circuitstore.ingest.commands:ingest", "Ingest a prompt corpus (resumable)."),
-    "query": ("circuitstore.query.cli:query", "Ask the store: drivers, targets, examples..."),
+    "server": (
+        "circuitstore.commands.server:server",
+        "Run a local Neo4j server (no Docker needed).",
+    ),
+    "schema": (
+        "circuitstore.commands.schema:schema",
+        "Create and inspect constraints and indexes.",
+    ),
+    "attribute": (
+        "circuitstore.commands.attribute:attribute",
+        "Print one prompt's attribution graph.",
+    ),
+    "ingest": ("circuitstore.commands.ingest:ingest", "Ingest a prompt corpus (resumable)."),
+    "query": ("circuitstore.commands.query:query", "Ask the store: drivers, targets, examples..."),
 }
 
 

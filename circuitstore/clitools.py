@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 
 import click
 
-from circuitstore.errors import CircuitStoreError
+from circuitstore.ingest.config import (
+    DTYPES,
+    MODES,
+    AttributionConfig,
+    IngestConfig,
+    PruneConfig,
+)
+from circuitstore.schema.errors import CircuitStoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,7 +70,7 @@ class CircuitStoreGroup(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # noqa: ARG002 (click's signature)
         # Listing the commands must not import them (the ingest side imports torch).
         eager = {name: cmd.get_short_help_str(60) for name, cmd in self.commands.items()}
         rows = sorted({**eager, **{n: h for n, (_, h) in self._lazy.items()}}.items())
@@ -143,6 +150,76 @@ def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if not os.access(folder, os.W_OK):
         raise click.BadParameter(f"folder {folder} is not writable", ctx, param)
     return value
+
+
+def _options(func: F, *options: Callable[[F], F]) -> F:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def pruning_options(func: F) -> F:
+    """`--node-threshold/--edge-threshold/--skip-fraction`, shared by `attribute` and `ingest`;
+    defaults and ranges are PruneConfig's."""
+    prune = PruneConfig()
+    return _options(
+        func,
+        click.option(
+            "--node-threshold",
+            default=prune.node_threshold,
+            show_default=True,
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Pruning: keep the fewest features carrying this share of the influence.",
+        ),
+        click.option(
+            "--edge-threshold",
+            default=prune.edge_threshold,
+            show_default=True,
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Pruning: per target, keep the strongest in-edges carrying this share of its "
+            "absolute input.",
+        ),
+        click.option(
+            "--skip-fraction",
+            default=prune.skip_fraction,
+            show_default=True,
+            type=click.FloatRange(0, 1, max_open=True),
+            help="Pruning: per layer, leave unexpanded (and unkept) the targets holding this "
+            "smallest share of its influence (ingest's aggregates still see their edges).",
+        ),
+    )
+
+
+def attribution_options(func: F) -> F:
+    """`--mode/--logit-top-k/--dtype`, shared by `attribute` and `ingest`; defaults are the
+    configs'."""
+    attribution = AttributionConfig()
+    return _options(
+        func,
+        click.option(
+            "--mode",
+            type=click.Choice(MODES),
+            default=attribution.mode,
+            show_default=True,
+            help="exact: every path through attention; lumped: at most one attention layer, "
+            "the rest in one remainder node per target.",
+        ),
+        click.option(
+            "--logit-top-k",
+            "--top-logits",  # the name `attribute` had first
+            "logit_top_k",
+            type=click.IntRange(min=1),
+            default=attribution.logit_top_k,
+            show_default=True,
+            help="Logit targets: the k highest logits.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(DTYPES),
+            default=IngestConfig.__dataclass_fields__["dtype"].default,
+            show_default=True,
+        ),
+    )
 
 
 def format_option(*choices: str) -> Callable[[F], F]:

@@ -142,13 +142,19 @@ jvm_size() {
 set_initial_password() {
   local dir quoted
   dir=$(umask 077 && mktemp -d)
+  # Escaped as Java's argument files want: backslash, quote, and line breaks and tabs.
   quoted=${PASSWORD//\\/\\\\}
   quoted=${quoted//\"/\\\"}
-  printf '"%s"\n' -cp "$NEO4J_HOME/lib/*" org.neo4j.cli.AdminTool dbms set-initial-password \
+  quoted=${quoted//$'\n'/\\n}
+  quoted=${quoted//$'\r'/\\r}
+  quoted=${quoted//$'\t'/\\t}
+  # `--` ends the options: a password may start with "-".
+  printf '"%s"\n' -cp "$NEO4J_HOME/lib/*" org.neo4j.cli.AdminTool dbms set-initial-password -- \
     >"$dir/args"
   printf '"%s"\n' "$quoted" >>"$dir/args"
   local status=0
-  NEO4J_HOME="$NEO4J_HOME" NEO4J_CONF="$CONF_DIR" java "@$dir/args" >/dev/null || status=$?
+  # Its output could quote the password: it goes nowhere.
+  NEO4J_HOME="$NEO4J_HOME" NEO4J_CONF="$CONF_DIR" java "@$dir/args" >/dev/null 2>&1 || status=$?
   rm -rf "$dir"
   [ "$status" = 0 ] || die "could not set the initial password"
 }

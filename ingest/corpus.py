@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuitstore.errors import InputError
+from circuitstore.schema.errors import InputError
 
 TEXT_FORMATS = ("txt", "jsonl")
 
@@ -220,7 +220,10 @@ def _read_hf(source: str) -> Corpus:
     try:
         rows = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # the hub client raises many unrelated types
-        raise InputError(f"{source}: cannot load dataset ({type(exc).__name__}: {exc})") from None
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(
+            f"{source}: cannot load dataset ({type(exc).__name__}: {reason})"
+        ) from None
     column = column or "text"
     prompts: dict[str, PromptRecord] = {}
     for number, row in enumerate(rows, start=1):

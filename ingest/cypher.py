@@ -107,11 +107,3 @@ CALL (f) {{
   SET f.topCount = c, f.topMin = m
 }}
 """
-
-# The bare loop the ingest benchmark compares against: the same relationships, no bookkeeping.
-BARE_CREATE_EDGES = f"""
-UNWIND $edges AS e
-MATCH (a:{L.GRAPH_NODE} {{id: e[0]}})
-MATCH (b:{L.GRAPH_NODE} {{id: e[1]}})
-CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3]}}]->(b)
-"""

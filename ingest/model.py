@@ -25,8 +25,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitstore.errors import InputError, ModelLoadError
+from circuitstore.ingest.config import DtypeName
 from circuitstore.ingest.safeload import first_non_finite, load_failure, weights_digest
+from circuitstore.schema.errors import InputError, ModelLoadError
 from circuitstore.schema.model import content_hash
 
 FORWARD_HOOKS = (
@@ -36,6 +37,11 @@ FORWARD_HOOKS = (
     "ln2.hook_normalized",
     "hook_mlp_out",
 )
+
+
+def torch_dtype(name: DtypeName) -> torch.dtype:
+    """The torch dtype of a config's dtype name (`ingest.config.DTYPES`)."""
+    return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,9 @@ class ForwardCache:
 
 
 def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer)."""
+    """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer).
+    Raises ModelLoadError: it cannot be loaded, its weights hold NaN or infinity, or its
+    normalisation is not LayerNorm."""
     from transformer_lens.model_bridge import TransformerBridge
 
     try:

@@ -10,9 +10,10 @@ import torch
 
 from circuitstore.ingest.aggregate import FeatureSummary, PairSums
 from circuitstore.ingest.attribution import AttributionGraph
-from circuitstore.ingest.attribution.graph import BIAS_NAMES, NODE_KIND, Code
+from circuitstore.ingest.attribution.graph import NODE_KIND, Code
+from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.ingest.corpus import PromptRecord
-from circuitstore.schema.model import FeatureKey, NodeId
+from circuitstore.schema.names import FeatureKey, NodeId
 
 # Prompt properties of ours; a corpus field of the same name is stored with an `x_` prefix.
 _RESERVED = {
@@ -159,7 +160,7 @@ def _kind_props(
     if code == Code.LOGIT:
         return {"tokenId": index, "value": columns["value"][i]}
     if code == Code.BIAS:
-        return {"name": BIAS_NAMES[index]}
+        return {"name": BiasKind(index).short}
     if code == Code.REMAINDER:
         return {"remainder": True}
     return {}

@@ -21,19 +21,19 @@ import torch
 from tqdm import tqdm
 
 from circuitstore import __version__
-from circuitstore.errors import InputError
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
-from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
+from circuitstore.ingest.attribution import AttributionEngine
 from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
-from circuitstore.ingest.model import LoadedModel, all_tokens, load_model
+from circuitstore.ingest.model import LoadedModel, all_tokens, load_model, torch_dtype
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
 from circuitstore.ingest.transcoder_set import features_and_views, transcoder_set_info
 from circuitstore.ingest.writer import PromptWriteError, StoreWriter
 from circuitstore.schema.apply import require_current_schema
-from circuitstore.schema.model import NodeId
+from circuitstore.schema.errors import InputError
+from circuitstore.schema.names import NodeId
 
 
 @dataclass
@@ -94,14 +94,22 @@ class IngestRunner:
         self.where = where
 
     def run(self) -> IngestSummary:
+        """Ingest the corpus (this shard of it) and return what happened.
+
+        Raises InputError (a bad corpus, model or transcoder file: before anything is written
+        to the store),
+        ConfigError (settings that clash with the store's), SchemaError (no schema applied),
+        StoreUnavailableError (Neo4j unreachable past the retry window: rerun to resume),
+        CatalogError. A prompt the store refuses is recorded as failed, not raised.
+        """
         cfg = self.cfg
         # Cheap checks first: a bad corpus, store or catalog fails before the model loads.
         full = read_corpus(cfg.prompts)
         corpus = full.shard(cfg.shard_index, cfg.shard_count)
         require_current_schema(self.driver, self.database)
         catalog = Catalog.open(cfg.catalog_url())
-        model = load_model(cfg.model, dtype=_dtype(cfg.dtype))
-        tcs = load_transcoders(cfg.transcoders, dtype=_dtype(cfg.dtype))
+        model = load_model(cfg.model, dtype=torch_dtype(cfg.dtype))
+        tcs = load_transcoders(cfg.transcoders, dtype=torch_dtype(cfg.dtype))
         engine = AttributionEngine(model, tcs)
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
@@ -233,7 +241,7 @@ class _Job:
     def _payload(
         self, record: PromptRecord, tokens: torch.Tensor, cut_from: int | None
     ) -> PromptPayload:
-        config = self._attribution_config()
+        config = self.cfg.attribution
         with torch.no_grad():
             state = self.engine.prepare_tokens(tokens, config)
             drives = DrivesSink(
@@ -256,21 +264,10 @@ class _Job:
             truncated_from=cut_from,
         )
 
-    def _attribution_config(self) -> AttributionConfig:
-        cfg = self.cfg
-        prune = PruneConfig(
-            cfg.node_threshold, cfg.edge_threshold, cfg.max_edges_per_target, cfg.skip_fraction
-        )
-        return AttributionConfig(mode=cfg.mode, logit_top_k=cfg.logit_top_k, prune=prune)  # type: ignore[arg-type]
-
 
 def _quiet(cfg: IngestConfig) -> bool | None:
     # tqdm's disable=None turns the bar off when stderr is not a terminal.
     return None if cfg.progress is None else not cfg.progress
-
-
-def _dtype(name: str) -> torch.dtype:
-    return torch.float64 if name == "float64" else torch.float32
 
 
 def _provenance(cfg: IngestConfig, model: LoadedModel, tcs: TranscoderSet) -> dict[str, Any]:

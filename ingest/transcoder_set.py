@@ -12,7 +12,8 @@ import torch
 from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.writer import TranscoderSetInfo
-from circuitstore.schema.model import FeatureKey, content_hash
+from circuitstore.schema.model import content_hash
+from circuitstore.schema.names import FeatureKey
 
 # Features per matmul: large enough to keep the matmul efficient, small enough that a chunk
 # of logit-lens scores (CHUNK x d_vocab floats) stays near 200 MB at GPT-2 scale.

@@ -16,15 +16,15 @@ from typing import Any
 
 import neo4j
 
-from circuitstore.errors import (
+from circuitstore.ingest import cypher
+from circuitstore.ingest.payload import PromptPayload
+from circuitstore.schema.connection import translate_errors
+from circuitstore.schema.errors import (
     CircuitStoreError,
     ConfigError,
     ConstraintViolationError,
     SchemaError,
 )
-from circuitstore.ingest import cypher
-from circuitstore.ingest.payload import PromptPayload
-from circuitstore.schema.connection import translate_errors
 
 BATCH_ROWS = 10_000
 

@@ -19,22 +19,34 @@ from typing import Any
 
 import networkx as nx
 
-from circuitstore.errors import QueryError
 from circuitstore.query import graphs
 from circuitstore.query.results import Node, PromptInfo, Subgraph, TranscoderSetInfo
+from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import NodeKind, feature_name
 
 EXPORT_FORMATS = ("graphml", "json")
 
 
 def write_subgraph(graph: nx.DiGraph, fmt: str, path: Path) -> None:
     """GraphML or networkx node-link JSON (`nodes`, `links`)."""
-    if fmt == "graphml":
-        nx.write_graphml(graph, path)
-    elif fmt == "json":
-        data = nx.node_link_data(graph, edges="links")
-        path.write_text(json.dumps(data, indent=1, default=str))
-    else:
+    if fmt not in EXPORT_FORMATS:
         raise QueryError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    try:
+        if fmt == "graphml":
+            nx.write_graphml(graph, path)
+        else:
+            data = nx.node_link_data(graph, edges="links")
+            path.write_text(json.dumps(data, indent=1, default=str))
+    except OSError as exc:
+        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+
+def write_json(data: Any, path: Path) -> None:
+    """`data` as JSON in `path`; a file that cannot be written is one line naming it."""
+    try:
+        path.write_text(json.dumps(data))
+    except OSError as exc:
+        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
 def neuronpedia_graph(
@@ -42,7 +54,7 @@ def neuronpedia_graph(
 ) -> dict[str, Any]:
     """One prompt's stored graph in the viewers' layout; influence is each node's cumulative
     share of the influence on the top logit (lower is more important), as those viewers expect."""
-    logits = [n for n in graph.nodes if n.kind == "logit"]
+    logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
     top = max(logits, key=lambda n: n.value or -math.inf).id if logits else None
     probs = _softmax({n.id: n.value or 0.0 for n in logits})
     cumulative = _cumulative(graph, top)
@@ -112,15 +124,17 @@ def _cumulative(graph: Subgraph, target: str | None) -> dict[str, float]:
 
 
 def _node_id(n: Node, tset: TranscoderSetInfo) -> str | None:
-    if n.kind == "feature":
-        return f"{n.layer}_{n.feature}_{n.pos}"
-    if n.kind == "error" and n.layer is not None:
-        return f"{n.layer}_-1_{n.pos}"
-    if n.kind == "embedding":
-        return f"E_{n.token_id}_{n.pos}"
-    if n.kind == "logit":
-        return f"{tset.n_layers + 1}_{n.token_id}_{n.pos}"
-    return None
+    """The viewers' id of a node; None for kinds they have no node type for (the kind table's
+    viewer_type)."""
+    if n.kind.spec.viewer_type is None or (n.kind == NodeKind.ERROR and n.layer is None):
+        return None
+    ids = {
+        NodeKind.FEATURE: f"{n.layer}_{n.feature}_{n.pos}",
+        NodeKind.ERROR: f"{n.layer}_-1_{n.pos}",
+        NodeKind.EMBEDDING: f"E_{n.token_id}_{n.pos}",
+        NodeKind.LOGIT: f"{tset.n_layers + 1}_{n.token_id}_{n.pos}",
+    }
+    return ids.get(n.kind)
 
 
 def _node_json(
@@ -143,22 +157,21 @@ def _node_json(
         "run_idx": 0,
         "reverse_ctx_idx": 0,
     }
-    if n.kind == "feature":
+    out["feature_type"] = n.kind.spec.viewer_type
+    if n.kind == NodeKind.FEATURE:
         offset = 10 ** math.ceil(math.log10(tset.d_transcoder)) if tset.d_transcoder > 1 else 1
         layer = n.layer or 0
         feature = (n.feature or 0) + offset * layer
-        out.update(feature=feature, layer=str(layer), feature_type="cross layer transcoder")
-        out["clerp"] = f"mlp{layer}tc[{n.feature}]"
-    elif n.kind == "error":
-        out.update(feature=-1, layer=str(n.layer), feature_type="mlp reconstruction error")
-    elif n.kind == "embedding":
-        out.update(feature=n.pos, layer="E", feature_type="embedding", clerp=f"Emb: {n.token!r}")
+        out.update(feature=feature, layer=str(layer), clerp=feature_name(layer, n.feature or 0))
+    elif n.kind == NodeKind.ERROR:
+        out.update(feature=-1, layer=str(n.layer))
+    elif n.kind == NodeKind.EMBEDDING:
+        out.update(feature=n.pos, layer="E", clerp=f"Emb: {n.token!r}")
     else:
         prob = probs.get(n.id, 0.0)
         out.update(
             feature=n.token_id,
             layer=str(tset.n_layers + 1),
-            feature_type="logit",
             token_prob=prob,
             is_target_logit=is_top,
             clerp=f'Output "{n.token or n.token_id}" (p={prob:.3f})',

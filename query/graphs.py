@@ -16,8 +16,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from circuitstore.errors import QueryError
 from circuitstore.query.results import Edge, Node, Path, Subgraph
+from circuitstore.schema.errors import QueryError
 
 
 def inputs_of(edges: Iterable[Edge]) -> dict[str, list[Edge]]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import neo4j
 
-from circuitstore.errors import QueryError
 from circuitstore.query import cypher as cq
+from circuitstore.schema.errors import QueryError
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -65,7 +65,8 @@ def run_read(
         for record in result:
             if len(rows) >= limit:
                 break
-            rows.append({k: _plain(v) for k, v in record.items()})
+            items = record.items()  # type: ignore[no-untyped-call]  # untyped in the driver
+            rows.append({k: _plain(v) for k, v in items})
         return rows
 
     with driver.session(database=database) as session:
@@ -74,7 +75,7 @@ def run_read(
         except neo4j.exceptions.ClientError as exc:
             if not (exc.code or "").startswith("Neo.ClientError.Statement."):
                 raise
-            reason = (exc.message or "no details").strip().splitlines()[0]
+            reason = ((exc.message or "").strip().splitlines() or ["no details"])[0]
             raise QueryError(f"Neo4j refused the statement: {reason}") from None
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 import networkx as nx
 
+from circuitstore.schema.names import NodeKind
+
 
 def clean(value: Any) -> Any:
-    """NaN (stored for 'not a target') as None, so JSON stays valid."""
+    """NaN (stored for 'not a target') as None, so JSON stays valid; enum members as their
+    plain values, which every output format (GraphML among them) can hold."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
@@ -42,7 +48,7 @@ class Link:
     prompt); total is their summed weight, mean = total / n."""
 
     name: str
-    kind: str
+    kind: NodeKind
     layer: int | None
     pos: int | None
     n: int
@@ -60,7 +66,7 @@ class Node:
     """A per-prompt graph node, by its local id (`mlp0tc[6]@2`)."""
 
     id: str
-    kind: str
+    kind: NodeKind
     layer: int | None = None
     pos: int | None = None
     feature: int | None = None
@@ -69,6 +75,9 @@ class Node:
     token_id: int | None = None
     value: float | None = None
     influence: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", NodeKind(self.kind))  # "feature" reads as the member
 
     def as_row(self) -> dict[str, Any]:
         return {k: clean(v) for k, v in asdict(self).items()}

@@ -13,18 +13,8 @@ from typing import Any, Literal, TypeVar
 
 import neo4j
 
-from circuitstore.errors import QueryError
 from circuitstore.query import cypher as cq
 from circuitstore.query import graphs
-from circuitstore.query.names import (
-    FeatureRef,
-    LocalRef,
-    LogitRef,
-    NodeRef,
-    check_range,
-    parse_feature,
-    parse_node,
-)
 from circuitstore.query.readonly import run_read
 from circuitstore.query.results import (
     CircuitResult,
@@ -40,7 +30,20 @@ from circuitstore.query.results import (
     Subgraph,
     TranscoderSetInfo,
 )
-from circuitstore.schema.model import FeatureKey
+from circuitstore.schema.connection import translate_errors
+from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import (
+    FeatureKey,
+    FeatureRef,
+    LocalRef,
+    LogitRef,
+    NodeKind,
+    NodeRef,
+    check_range,
+    feature_name,
+    parse_feature,
+    parse_node,
+)
 
 T = TypeVar("T")
 Order = Literal["total", "mean"]
@@ -50,20 +53,34 @@ SIGNS = tuple(cq.SIGN_FILTERS)
 
 
 class CircuitStore:
+    """The store's questions as Python calls. Every method raises only the project's errors:
+    :class:`QueryError` for a question that cannot be answered as asked (an unknown or malformed
+    name, a prompt not in the store), :class:`StoreUnavailableError` when Neo4j cannot be
+    reached or refuses the credentials, :class:`SchemaError` for anything else the server
+    refuses. `where` names the store in messages (its URI)."""
+
     def __init__(
-        self, driver: neo4j.Driver, database: str = "neo4j", transcoder_set: str | None = None
+        self,
+        driver: neo4j.Driver,
+        database: str = "neo4j",
+        transcoder_set: str | None = None,
+        where: str | None = None,
     ) -> None:
         self.driver = driver
         self.database = database
         self.transcoder_set = transcoder_set
+        self.where = where
         self._sets: dict[str, TranscoderSetInfo] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _read(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
-        with self.driver.session(
-            database=self.database, notifications_min_severity="OFF"
-        ) as session:
+        with (
+            translate_errors(where=self.where),
+            self.driver.session(
+                database=self.database, notifications_min_severity="OFF"
+            ) as session,
+        ):
             return session.execute_read(work)
 
     def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -200,8 +217,8 @@ class CircuitStore:
             stats=stats,
             deembed_tokens=_tokens(props.get("deembedTokens")),
             logit_lens_tokens=_tokens(props.get("logitLensTokens")),
-            virtual_in=tuple((_fname(r[0], r[1]), r[2]) for r in rows[0]["virtualIn"]),
-            virtual_out=tuple((_fname(r[0], r[1]), r[2]) for r in rows[0]["virtualOut"]),
+            virtual_in=tuple((feature_name(r[0], r[1]), r[2]) for r in rows[0]["virtualIn"]),
+            virtual_out=tuple((feature_name(r[0], r[1]), r[2]) for r in rows[0]["virtualOut"]),
             drivers=self.drivers(feature, top=top, sign="abs").links,
             targets=self.targets(feature, top=top, sign="abs").links,
             examples=self.examples(feature, top=top),
@@ -281,7 +298,7 @@ class CircuitStore:
             self.resolve(ref.name, info.transcoder_set)
         ids = [n.id for n in graph.nodes if _matches(n, ref)]
         if isinstance(ref, LogitRef) and ref.token_id is None:
-            logits = [n for n in graph.nodes if n.kind == "logit"]
+            logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
             ids = [max(logits, key=lambda n: n.value or -math.inf).id] if logits else []
         if not ids:
             raise QueryError(f"{ref.name} is not in the stored graph of prompt {info.key}")
@@ -290,8 +307,9 @@ class CircuitStore:
     def cypher(
         self, statement: str, params: dict[str, Any] | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """Any read-only statement (the server refuses writes in a read transaction)."""
-        return run_read(self.driver, self.database, statement, params or {}, limit)
+        """Any read-only statement (see `readonly.run_read`: it must plan as a read)."""
+        with translate_errors(where=self.where):
+            return run_read(self.driver, self.database, statement, params or {}, limit)
 
 
 STAT_KEYS = ("nActive", "nPrompts", "sumActivation", "maxActivation", "logFrequency")
@@ -307,42 +325,50 @@ def _check_top(top: int) -> None:
         raise QueryError(f"top {top}: expected a positive number")
 
 
-def _fname(layer: int, index: int) -> str:
-    return f"mlp{layer}tc[{index}]"
-
-
 def _tokens(value: Any) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
 def _corpus_link(r: list[Any]) -> Link:
     layer, index, n, total, sum_abs, max_abs = r
-    return Link(_fname(layer, index), "feature", layer, None, n, total, total / n, sum_abs, max_abs)
+    name = feature_name(layer, index)
+    return Link(name, NodeKind.FEATURE, layer, None, n, total, total / n, sum_abs, max_abs)
 
 
 def _matches(node: Node, ref: NodeRef) -> bool:
     if isinstance(ref, FeatureRef):
-        same = node.kind == "feature" and (node.layer, node.feature) == (ref.layer, ref.index)
+        same = node.kind == NodeKind.FEATURE and (node.layer, node.feature) == (
+            ref.layer,
+            ref.index,
+        )
         return same and (ref.pos is None or node.pos == ref.pos)
     if isinstance(ref, LogitRef):
-        return node.kind == "logit" and (node.token_id, node.pos) == (ref.token_id, ref.pos)
+        return node.kind == NodeKind.LOGIT and (node.token_id, node.pos) == (ref.token_id, ref.pos)
     return isinstance(ref, LocalRef) and node.id == ref.local_id
 
 
 def _node(r: dict[str, Any]) -> Node:
     return Node(
-        id=r["id"], kind=r["kind"], layer=r["layer"], pos=r["pos"], feature=r["feature"],
-        activation=r["activation"], token=r["token"], token_id=r["tokenId"], value=r["value"],
-    )  # fmt: skip
+        id=r["id"],
+        kind=NodeKind(r["kind"]),
+        layer=r["layer"],
+        pos=r["pos"],
+        feature=r["feature"],
+        activation=r["activation"],
+        token=r["token"],
+        token_id=r["tokenId"],
+        value=r["value"],
+    )
 
 
 def _prompt_edges(direction: str, rows: list[dict[str, Any]]) -> tuple[list[Edge], dict[str, Node]]:
     edges: list[Edge] = []
     nodes: dict[str, Node] = {}
     for r in rows:
-        nodes[r["id"]] = Node(r["id"], "feature", pos=r["pos"], activation=r["activation"])
+        nodes[r["id"]] = Node(r["id"], NodeKind.FEATURE, pos=r["pos"], activation=r["activation"])
         for other, kind, layer, pos, weight, ekind, feature in r["edges"]:
-            nodes.setdefault(other, Node(other, kind, layer=layer, pos=pos, feature=feature))
+            node = Node(other, NodeKind(kind), layer=layer, pos=pos, feature=feature)
+            nodes.setdefault(other, node)
             pair = (other, r["id"]) if direction == "drivers" else (r["id"], other)
             edges.append(Edge(*pair, weight, ekind))
     return edges, nodes
@@ -353,10 +379,19 @@ def _group_links(edges: list[Edge], direction: str, nodes: dict[str, Node]) -> l
     for e in edges:
         groups.setdefault(e.source if direction == "drivers" else e.target, []).append(e.weight)
     return [
-        Link(name, nodes[name].kind, nodes[name].layer, nodes[name].pos, len(ws), math.fsum(ws),
-             math.fsum(ws) / len(ws), math.fsum(abs(w) for w in ws), max(abs(w) for w in ws))
+        Link(
+            name,
+            nodes[name].kind,
+            nodes[name].layer,
+            nodes[name].pos,
+            len(ws),
+            math.fsum(ws),
+            math.fsum(ws) / len(ws),
+            math.fsum(abs(w) for w in ws),
+            max(abs(w) for w in ws),
+        )
         for name, ws in groups.items()
-    ]  # fmt: skip
+    ]
 
 
 def _rank(links: list[Link], order: str, sign: str) -> list[Link]:

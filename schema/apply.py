@@ -7,8 +7,9 @@ from typing import Any
 
 import neo4j
 
-from circuitstore.errors import SchemaError
 from circuitstore.schema import ddl
+from circuitstore.schema.connection import translate_errors
+from circuitstore.schema.errors import SchemaError
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class SchemaState:
 
 
 def apply_schema(driver: neo4j.Driver, database: str, await_seconds: int = 300) -> SchemaState:
-    """Create every constraint and index (idempotent), wait for them, record the version."""
-    with driver.session(database=database) as session:
+    """Create every constraint and index (idempotent), wait for them, record the version.
+    Raises StoreUnavailableError or SchemaError (the driver's errors, translated)."""
+    with translate_errors(), driver.session(database=database) as session:
         for item in ddl.SCHEMA_ITEMS:
             # Schema statements can't share a transaction with writes: one auto-commit each.
             session.run(item.cypher).consume()
@@ -59,7 +61,10 @@ def apply_schema(driver: neo4j.Driver, database: str, await_seconds: int = 300) 
 
 
 def read_schema(driver: neo4j.Driver, database: str) -> SchemaState:
-    with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
+    with (
+        translate_errors(),
+        driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session,
+    ):
         rows = [
             SchemaRow.from_record(r.data())
             for query in (ddl.SHOW_CONSTRAINTS, ddl.SHOW_INDEXES)

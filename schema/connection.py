@@ -17,7 +17,7 @@ from neo4j import exceptions as neo4j_errors
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from circuitstore.errors import (
+from circuitstore.schema.errors import (
     ConfigError,
     ConstraintViolationError,
     SchemaError,
@@ -170,6 +170,11 @@ def translate_errors(
         raise ConfigError(f"Neo4j configuration: {_first_line(str(exc))}") from exc
     except neo4j_errors.ClientError as exc:
         raise SchemaError(f"Neo4j rejected the statement: {_first_line(exc.message)}") from exc
+    except (neo4j_errors.TransientError, neo4j_errors.DatabaseError) as exc:
+        # Retries ran out (deadlocks, a database still starting) or the server failed.
+        raise StoreUnavailableError(f"{where}: {_first_line(exc.message)}") from exc
+    except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
+        raise StoreUnavailableError(f"{where}: {_first_line(str(exc))}") from exc
 
 
 def _unavailable(where: str, exc: BaseException) -> str:
@@ -205,4 +210,5 @@ def _all_messages(exc: BaseException) -> str:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if text else "no details"
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else "no details"

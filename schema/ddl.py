@@ -77,3 +77,5 @@ SHOW_INDEXES = (
     "ORDER BY name"
 )
 AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
+# The cheapest statement a server answers once it serves queries (a start waits for it).
+PING = "RETURN 1"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks; quick and silent when everything is already there.
 #   scripts/bootstrap.sh              Java, Maven, the Python environment (.venv)
-#   scripts/bootstrap.sh --containers also a container runtime and the local Neo4j image
+#   scripts/bootstrap.sh --containers also a container runtime, the local Neo4j image and
+#                                     PostgreSQL (for the catalog tests)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -41,4 +42,17 @@ if [ "${1:-}" = "--containers" ]; then
     bash docker/setup-podman.sh >/dev/null
   fi
   bash docker/build-image.sh
+  # PostgreSQL's server binaries, for the catalog tests, which start a server of their own.
+  # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+  if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    [ "$(id -u)" = 0 ] || { echo "need root to apt-get install postgresql; install it and rerun" >&2; exit 1; }
+    say "installing PostgreSQL"
+    # The package would also create (and, where services run, start) a system-wide cluster;
+    # this drop-in, there during the install only, asks it not to.
+    nomain=/etc/postgresql-common/createcluster.d/circuitstore-no-main-cluster.conf
+    mkdir -p "${nomain%/*}"
+    echo 'create_main_cluster = false' >"$nomain"
+    trap 'rm -f "$nomain"' EXIT
+    apt_install postgresql
+  fi
 fi

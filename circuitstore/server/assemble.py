@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuitstore.errors import ServerError
+from circuitstore.schema.errors import ServerError
 from circuitstore.server.config import PASSWORD_ENV
 
 POM_ENV = "CIRCUITSTORE_NEO4J_POM"
@@ -180,16 +180,15 @@ def set_initial_password(home: Path, java: str, password: str) -> None:
             [java, f"@{argfile}"], capture_output=True, text=True, env=env, check=False
         )
     if proc.returncode != 0:
-        raise ServerError(
-            f"could not set the initial password ({admin_reason(proc.stdout + proc.stderr)})"
-        )
+        reason = admin_reason(proc.stdout + proc.stderr).replace(password, "<password>")
+        raise ServerError(f"could not set the initial password ({reason})")
 
 
 def admin_argfile(home: Path, password: str) -> str:
     """The admin tool's command as a Java argument file: one argument a line, each quoted, with
     backslash, quote and line breaks escaped as the launcher's argument-file syntax wants."""
     args = ["-cp", f"{home / 'lib'}/*", "org.neo4j.cli.AdminTool", "dbms"]
-    args += ["set-initial-password", password]
+    args += ["set-initial-password", "--", password]  # `--`: a password may start with "-"
     return "".join(f'"{_argfile_escape(arg)}"\n' for arg in args)
 
 

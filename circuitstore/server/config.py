@@ -5,13 +5,13 @@ Pure functions only (no Java, no Maven, no processes), so the unit tests can che
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuitstore.errors import ConfigError
+from circuitstore.schema.errors import ConfigError
+from circuitstore.schema.home import data_home
 
 # Fitted to the 2-core / 24 GiB machines this project runs on: the model and the ingest need
 # the rest of the memory.
@@ -21,7 +21,6 @@ DEFAULT_BOLT_PORT = 7687
 DEFAULT_HTTP_PORT = 7474
 MIN_PASSWORD_LENGTH = 8  # Neo4j refuses shorter initial passwords.
 PASSWORD_ENV = "NEO4J_PASSWORD"
-HOME_ENV = "CIRCUITSTORE_HOME"
 
 # Flags Neo4j 5.26's launcher gives every server JVM (the defaults of its neo4j.conf, which
 # CommunityEntryPoint does not read when it is started directly).
@@ -77,12 +76,8 @@ class ServerSettings:
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:
-    """The server home: $CIRCUITSTORE_HOME/neo4j, else the XDG data folder."""
-    env = dict(os.environ) if env is None else env
-    if env.get(HOME_ENV):
-        return Path(env[HOME_ENV]).expanduser() / "neo4j"
-    data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "circuitstore" / "neo4j"
+    """The server home: `neo4j` in the data folder, beside the run catalog."""
+    return data_home(env) / "neo4j"
 
 
 def parse_size(value: str, option: str) -> str:

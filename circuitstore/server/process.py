@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuitstore.errors import ServerError
+from circuitstore.schema import ddl
+from circuitstore.schema.errors import ServerError
 from circuitstore.server import assemble
 from circuitstore.server.config import (
     PASSWORD_ENV,
@@ -152,7 +153,7 @@ def start(
     try:
         wait_until_ready(proc, settings, password, timeout)
     except BaseException:
-        _terminate(proc.pid, home, grace=30.0)
+        _terminate(proc.pid, grace=30.0)
         _clear_run_files(home)
         raise
     seconds = time.monotonic() - began
@@ -196,9 +197,10 @@ def private_umask() -> Iterator[None]:
 def make_private(home: Path) -> None:
     """Owner-only modes on the home and everything under it (the store files, auth.ini's
     password hash, the logs), including files an older version left readable by others."""
-    for root, dirs, files in os.walk(home):
+    for root, dirs, files in os.walk(home):  # os.walk does not descend into linked folders
         for name in dirs:
-            _chmod(Path(root, name), 0o700)
+            if not Path(root, name).is_symlink():  # chmod would follow it out of the home
+                _chmod(Path(root, name), 0o700)
         for name in files:
             path = Path(root, name)
             if not path.is_symlink():
@@ -264,7 +266,7 @@ def _bolt_answers(settings: ServerSettings, password: str) -> bool:
         ) as driver:
             # A plain session: execute_query would retry (and log) for up to 30 s per call.
             with driver.session() as session:
-                session.run("RETURN 1").consume()
+                session.run(ddl.PING).consume()
             return True
     except AuthError as exc:
         raise ServerError(
@@ -289,12 +291,12 @@ def stop(home: Path, timeout: float) -> ServerStatus | None:
     if not current.running or current.pid is None:
         _clear_run_files(home)
         return None
-    _terminate(current.pid, home, grace=timeout)
+    _terminate(current.pid, grace=timeout)
     _clear_run_files(home)
     return current
 
 
-def _terminate(pid: int, home: Path, grace: float) -> None:
+def _terminate(pid: int, grace: float) -> None:
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while _is_alive(pid) and time.monotonic() < deadline:

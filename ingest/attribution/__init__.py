@@ -7,8 +7,7 @@ unpruned feature-to-feature edges via ``EdgeChunk.feature_edges``), :func:`edge_
 :func:`graph_to_json` and :func:`graph_to_table`.
 """
 
-from circuitstore.ingest.attribution.api import AttributionConfig, AttributionEngine
-from circuitstore.ingest.attribution.engine import ChunkPlan
+from circuitstore.ingest.attribution.api import AttributionEngine
 from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
 from circuitstore.ingest.attribution.graph import (
     AttributionGraph,
@@ -18,11 +17,10 @@ from circuitstore.ingest.attribution.graph import (
     EdgeSink,
     NodeAccounting,
     NodeTable,
-    remainder_id,
 )
 from circuitstore.ingest.attribution.heads import EdgeBreakdown, edge_by_head
-from circuitstore.ingest.attribution.prune import PruneConfig
 from circuitstore.ingest.attribution.state import PromptState, feature_activations
+from circuitstore.ingest.config import AttributionConfig, ChunkPlan, PruneConfig
 
 __all__ = [
     "AttributionConfig",
@@ -42,5 +40,4 @@ __all__ = [
     "feature_activations",
     "graph_to_json",
     "graph_to_table",
-    "remainder_id",
 ]

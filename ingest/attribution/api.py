@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from circuitstore.ingest.attribution.engine import ChunkPlan, TargetFilter, iter_chunks
+from circuitstore.ingest.attribution.engine import TargetFilter, iter_chunks
 from circuitstore.ingest.attribution.graph import (
     AttributionGraph,
     Code,
@@ -20,19 +18,11 @@ from circuitstore.ingest.attribution.graph import (
     EdgeSink,
     NodeTable,
 )
-from circuitstore.ingest.attribution.prune import PruneConfig, PruneSink
-from circuitstore.ingest.attribution.state import Mode, PromptState, build_state
+from circuitstore.ingest.attribution.prune import PruneSink
+from circuitstore.ingest.attribution.state import PromptState, build_state
+from circuitstore.ingest.config import AttributionConfig
 from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
 from circuitstore.ingest.transcoder import TranscoderSet, validate_against
-
-
-@dataclass(frozen=True)
-class AttributionConfig:
-    mode: Mode = "exact"
-    logit_top_k: int = 5
-    logit_positions: Literal["last", "all"] = "last"
-    prune: PruneConfig | None = field(default_factory=PruneConfig)
-    chunk: ChunkPlan = field(default_factory=ChunkPlan)
 
 
 class AttributionEngine:
@@ -76,7 +66,9 @@ class AttributionEngine:
         truncate: bool = False,
         sinks: Sequence[EdgeSink] = (),
     ) -> AttributionGraph:
-        """The graph of one prompt; `sinks` also see every unpruned chunk (corpus aggregates)."""
+        """The graph of one prompt; `sinks` also see every unpruned chunk (corpus aggregates).
+        Raises InputError for an empty prompt or one over the model's context (unless
+        `truncate`)."""
         config = config or AttributionConfig()
         with torch.no_grad():
             state = self.prepare(prompt, config, truncate=truncate)

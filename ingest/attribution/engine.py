@@ -18,24 +18,19 @@ before it is: sinks can compute influence in the same single pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitstore.ingest.attribution.graph import EdgeChunk
-from circuitstore.ingest.attribution.state import PromptState, Slab, Targets
+from circuitstore.ingest.attribution.slabs import Slab
+from circuitstore.ingest.attribution.state import PromptState, Targets
+from circuitstore.ingest.config import ChunkPlan
 
 # Which of one layer's targets to compute (their influence is final when the layer starts).
 TargetFilter = Callable[[Targets], Bool[Tensor, " k"]]
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How many residual-stream floats one chunk's gradient may hold (memory vs. batching)."""
-
-    max_elements: int = 1 << 23  # 32 MiB in float32: as fast as bigger chunks, less memory
 
 
 # Exact mode pulls a chunk's field back through attention in slices of this many floats.
@@ -144,7 +139,7 @@ def _chunk(
     if state.mode == "lumped":
         total = (dense_t.new_ones(dense_t.shape[0]) @ dense_t).to(torch.float64)
         remainder = state.nodes.value[nodes].to(torch.float64) - total - const.to(torch.float64)
-        extra_src.append(_remainder_rows(state, nodes))
+        extra_src.append(state.layout.remainder(nodes))
         extra_tgt.append(nodes)
         extra_w.append(remainder.to(u.dtype))
     return EdgeChunk(
@@ -157,13 +152,6 @@ def _chunk(
         extra_target=torch.cat(extra_tgt),
         extra_weight=torch.cat(extra_w),
     )
-
-
-def _remainder_rows(state: PromptState, nodes: Int[Tensor, " b"]) -> Int[Tensor, " b"]:
-    n_logits = int(state.targets[-1].nodes.shape[0])
-    logit_base = state.remainder_base - n_logits
-    rank = torch.where(nodes < state.n_features, nodes, nodes - logit_base + state.n_features)
-    return state.remainder_base + rank
 
 
 def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tensor, "k b"]) -> None:

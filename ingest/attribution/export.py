@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from circuitstore.ingest.attribution.graph import NODE_KIND, AttributionGraph, Code, NodeTable
-from circuitstore.schema.model import NodeKind
+from circuitstore.schema.names import NodeKind
 
 
 def _num(x: float) -> float | None:

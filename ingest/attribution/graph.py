@@ -16,7 +16,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuitstore.schema.model import EdgeKind, NodeId, NodeKind
+from circuitstore.ingest.attribution.layout import BiasKind
+from circuitstore.schema.model import EdgeKind
+from circuitstore.schema.names import NodeId, NodeKind
 
 
 class Code(IntEnum):
@@ -40,15 +42,6 @@ NODE_KIND = {
     # which is what error nodes stand for; its id says which target it belongs to.
     Code.REMAINDER: NodeKind.ERROR,
 }
-
-# Constant terms. attn: attention output bias (b_O plus the folded b_V); mlp: the transcoder's
-# output bias b_dec_out; enc: a feature's own constant b_enc - b_dec @ W_enc; unembed: b_U.
-BIAS_NAMES = ("attn", "mlp", "enc", "unembed")
-
-
-def remainder_id(target_id: str) -> str:
-    """Lumped mode's one remainder node per target (paths through two or more attention layers)."""
-    return NodeId.remainder(target_id)
 
 
 @dataclass(frozen=True)
@@ -77,9 +70,9 @@ class NodeTable:
         if kind == Code.LOGIT:
             return NodeId.logit(pos, index)
         if kind == Code.REMAINDER:
-            return remainder_id(self.node_id(index))
-        name = BIAS_NAMES[index]
-        return NodeId.bias(name if layer < 0 else f"{name}{layer}", pos)
+            return NodeId.remainder(self.node_id(index))
+        name = BiasKind(index).short
+        return NodeId.bias(name, None if layer < 0 else layer, pos)
 
     def ids(self) -> list[str]:
         return [self.node_id(i) for i in range(len(self))]

@@ -10,9 +10,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitstore.errors import InputError
 from circuitstore.ingest.attribution.engine import _chunk
 from circuitstore.ingest.attribution.state import PromptState, centre
+from circuitstore.schema.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -28,23 +28,7 @@ from torch import Tensor
 from circuitstore.ingest.attribution.engine import Workspace
 from circuitstore.ingest.attribution.graph import Code, EdgeChunk, Edges, NodeAccounting, NodeTable
 from circuitstore.ingest.attribution.state import Targets
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    node_threshold: float = 0.8
-    edge_threshold: float = 0.98
-    max_edges_per_target: int = 64
-    skip_fraction: float = 0.01
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {
-            "node_threshold": self.node_threshold,
-            "edge_threshold": self.edge_threshold,
-            "max_edges_per_target": self.max_edges_per_target,
-            "skip_fraction": self.skip_fraction,
-        }
-
+from circuitstore.ingest.config import PruneConfig
 
 # Rows of a chunk's block scanned at once: a few MB, so each slice's |values| stay in cache
 # between the passes over it (the whole block is tens of MB).

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from circuitstore.errors import TranscoderLoadError
 from circuitstore.ingest.safeload import load_failure, load_weights_only
 from circuitstore.ingest.transcoder.types import PARAM_NAMES, Transcoder
+from circuitstore.schema.errors import TranscoderLoadError
 
 CFG_MODULE = "sae_training.config"
 CFG_CLASS = "LanguageModelSAERunnerConfig"
@@ -102,7 +102,9 @@ def read_safetensors(path: Path) -> RawTranscoderFile:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as exc:
-        raise TranscoderLoadError(f"{path.name}: cannot read safetensors file ({exc})") from exc
+        raise TranscoderLoadError(
+            f"{path.name}: cannot read safetensors file ({load_failure(exc)})"
+        ) from None
     return RawTranscoderFile(path, tensors, meta)
 
 

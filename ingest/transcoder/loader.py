@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from circuitstore.errors import TranscoderLoadError
+from circuitstore.ingest.safeload import load_failure
 from circuitstore.ingest.transcoder.files import (
     RawTranscoderFile,
     read_published,
@@ -16,6 +16,7 @@ from circuitstore.ingest.transcoder.files import (
 )
 from circuitstore.ingest.transcoder.types import PARAM_NAMES, Transcoder, TranscoderSet
 from circuitstore.ingest.transcoder.validate import check_file
+from circuitstore.schema.errors import TranscoderLoadError
 
 _PUBLISHED = re.compile(
     r"^final_sparse_autoencoder_(?P<model>.+?)_(?P<hook>blocks\.(?P<layer>\d+)\.[\w.]+?)_(?P<d>\d+)\.pt$"
@@ -27,14 +28,13 @@ _SPARSITY_SUFFIX = "_log_feature_sparsity.pt"
 def load_transcoders(source: str | Path, *, dtype: torch.dtype = torch.float32) -> TranscoderSet:
     """Load every layer's transcoder from a folder, or from a HuggingFace repo id when no such
     folder exists. Files are checked one by one here; :func:`validate_against` checks the set
-    against a model."""
+    against a model. Raises TranscoderLoadError naming the file (unreadable, refused by the
+    weights-only unpickler, missing or malformed tensors, a missing layer)."""
     folder = Path(source)
     if not folder.is_dir():
         folder = _download(str(source))
     files = _discover(folder)
-    transcoders = [
-        _assemble(layer, hook, raw, folder) for layer, (hook, raw) in sorted(files.items())
-    ]
+    transcoders = [_assemble(layer, hook, raw) for layer, (hook, raw) in sorted(files.items())]
     for expected, tc in enumerate(transcoders):
         if tc.layer != expected:
             raise TranscoderLoadError(f"{folder.name}: no transcoder file for layer {expected}")
@@ -54,7 +54,9 @@ def _download(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=["*.pt", "*.safetensors"]))
     except Exception as exc:
-        raise TranscoderLoadError(f"{repo_id}: cannot download transcoders ({exc})") from exc
+        raise TranscoderLoadError(
+            f"{repo_id}: cannot download transcoders ({load_failure(exc)})"
+        ) from None
 
 
 def _discover(folder: Path) -> dict[int, tuple[str, RawTranscoderFile]]:
@@ -78,7 +80,7 @@ def _discover(folder: Path) -> dict[int, tuple[str, RawTranscoderFile]]:
     return found
 
 
-def _assemble(layer: int, hook: str, raw: RawTranscoderFile, folder: Path) -> Transcoder:
+def _assemble(layer: int, hook: str, raw: RawTranscoderFile) -> Transcoder:
     check_file(raw, layer, hook)
     tensors = raw.tensors
     sparsity = tensors.get("log_feature_sparsity")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from circuitstore.errors import TranscoderLoadError
 from circuitstore.ingest.transcoder.files import RawTranscoderFile
 from circuitstore.ingest.transcoder.types import PARAM_NAMES, TranscoderSet, expected_hook_point
+from circuitstore.schema.errors import TranscoderLoadError
 
 
 def check_file(raw: RawTranscoderFile, layer: int, hook: str) -> None:

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from circuitstore.ingest.config import IngestConfig
-from circuitstore.ingest.demo import corpus as dc
 from circuitstore.ingest.model import load_model, run_forward, tokenize
 from circuitstore.ingest.runner import IngestRunner
 from circuitstore.ingest.transcoder import load_transcoders
 from circuitstore.query import CircuitStore
 from circuitstore.schema.apply import apply_schema
+from demo.make import corpus as dc
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "demo" / "weights"
@@ -42,7 +42,7 @@ def demo_store(demo_slice, driver, neo4j_settings, tmp_path_factory):  # type: i
     folder = tmp_path_factory.mktemp("demo")
     corpus = folder / "slice.jsonl"
     corpus.write_text("\n".join(json.dumps(r) for r in demo_slice) + "\n")
-    cfg = IngestConfig(
+    cfg = IngestConfig.from_flat(
         model=str(WEIGHTS / "model"),
         transcoders=str(WEIGHTS / "transcoders"),
         prompts=str(corpus),

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,35 +14,25 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from circuitstore.errors import ConfigError, InputError
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import read_corpus
 from circuitstore.ingest.model import load_model
 from circuitstore.ingest.runner import IngestRunner
 from circuitstore.ingest.transcoder import load_transcoders
-from circuitstore.schema.apply import apply_schema
+from circuitstore.schema.errors import ConfigError, InputError
+
+from .helpers import count, ingest_cmd, snapshot_close
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fresh_store(empty_store, neo4j_settings):  # type: ignore[no-untyped-def]
-    apply_schema(empty_store, neo4j_settings.database)
-    return empty_store
 
 
 def _config(tiny_weights, corpus: Path, tmp_path: Path, **kw) -> IngestConfig:  # type: ignore[no-untyped-def]
     model, tcs = tiny_weights
     defaults = {"catalog": f"sqlite:///{tmp_path / 'catalog.sqlite'}", "progress": False}
-    return IngestConfig(
+    return IngestConfig.from_flat(
         model=str(model), transcoders=str(tcs), prompts=str(corpus), **{**defaults, **kw}
     )
-
-
-def _count(driver, label: str) -> int:  # type: ignore[no-untyped-def]
-    with driver.session() as s:
-        return s.run(f"MATCH (n:{label}) RETURN count(n) AS c").single()["c"]
 
 
 def test_reingest_adds_nothing(fresh_store, tiny_weights, corpus_file, tmp_path, store_snapshot):
@@ -142,36 +131,13 @@ def test_aggregates_equal_networkx_sum_of_engine_edges(
             assert got[key] == pytest.approx(data[key], rel=1e-4, abs=1e-6)
 
 
-def _ingest_cmd(tiny_weights, corpus: Path, tmp_path: Path, *extra: str) -> list[str]:  # type: ignore[no-untyped-def]
-    model, tcs = tiny_weights
-    return [
-        sys.executable,
-        "-m",
-        "circuitstore.cli",
-        "ingest",
-        "--model",
-        str(model),
-        "--transcoders",
-        str(tcs),
-        "--prompts",
-        str(corpus),
-        "--run",
-        "r",
-        "--catalog",
-        f"sqlite:///{tmp_path / 'catalog.sqlite'}",
-        "--batch-size",
-        "2",
-        *extra,
-    ]
-
-
 def test_kill_9_then_resume_equals_a_clean_run(
     fresh_store, tiny_weights, corpus_file, tmp_path, neo4j_env, store_snapshot, wipe
 ):
     clean_dir = tmp_path / "clean"
     clean_dir.mkdir()
     subprocess.run(
-        _ingest_cmd(tiny_weights, corpus_file, clean_dir), check=True, capture_output=True
+        ingest_cmd(tiny_weights, corpus_file, str(clean_dir)), check=True, capture_output=True
     )
     clean = store_snapshot(fresh_store)
     wipe(fresh_store)
@@ -179,11 +145,11 @@ def test_kill_9_then_resume_equals_a_clean_run(
     kills = 0
     for threshold in (3, 9, 15):  # kill at three moments of the run, each time mid-flight
         proc = subprocess.Popen(
-            _ingest_cmd(tiny_weights, corpus_file, tmp_path),
+            ingest_cmd(tiny_weights, corpus_file, str(tmp_path)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while proc.poll() is None and _count(fresh_store, "Prompt") < threshold:
+        while proc.poll() is None and count(fresh_store, "Prompt") < threshold:
             time.sleep(0.05)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -191,7 +157,7 @@ def test_kill_9_then_resume_equals_a_clean_run(
         proc.wait()
     assert kills >= 2, "the run finished before it could be killed"
     done = subprocess.run(
-        _ingest_cmd(tiny_weights, corpus_file, tmp_path), capture_output=True, text=True
+        ingest_cmd(tiny_weights, corpus_file, str(tmp_path)), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert store_snapshot(fresh_store) == clean
@@ -205,7 +171,7 @@ def test_two_concurrent_shards_equal_one_run(
     single_dir = tmp_path / "single"
     single_dir.mkdir()
     subprocess.run(
-        _ingest_cmd(tiny_weights, corpus_file, single_dir), check=True, capture_output=True
+        ingest_cmd(tiny_weights, corpus_file, str(single_dir)), check=True, capture_output=True
     )
     single = store_snapshot(fresh_store)
     wipe(fresh_store)
@@ -214,7 +180,7 @@ def test_two_concurrent_shards_equal_one_run(
     shard_dir.mkdir()
     procs = [
         subprocess.Popen(
-            _ingest_cmd(tiny_weights, corpus_file, shard_dir, "--shard", f"{i}/2"),
+            ingest_cmd(tiny_weights, corpus_file, str(shard_dir), "--shard", f"{i}/2"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -224,38 +190,19 @@ def test_two_concurrent_shards_equal_one_run(
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
-    assert _snapshot_close(store_snapshot(fresh_store), single)
-
-
-def _snapshot_close(a: dict, b: dict) -> bool:
-    """Equal, except float sums may differ in the last bits (shards add in another order)."""
-    if a == b:
-        return True
-    for key in ("nodes", "rels"):
-        assert len(a[key]) == len(b[key])
-        for x, y in zip(a[key], b[key], strict=True):
-            assert _close(x, y), (x, y)
-    return True
-
-
-def _close(x, y) -> bool:  # type: ignore[no-untyped-def]
-    if isinstance(x, float) and isinstance(y, float):
-        return x == pytest.approx(y, rel=1e-9, abs=1e-12)
-    if isinstance(x, tuple) and isinstance(y, tuple):
-        return len(x) == len(y) and all(_close(p, q) for p, q in zip(x, y, strict=True))
-    return x == y
+    assert snapshot_close(store_snapshot(fresh_store), single)
 
 
 def test_bad_corpus_writes_nothing(fresh_store, tiny_weights, tmp_path, neo4j_env):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
     result = subprocess.run(
-        _ingest_cmd(tiny_weights, bad, tmp_path), capture_output=True, text=True
+        ingest_cmd(tiny_weights, bad, str(tmp_path)), capture_output=True, text=True
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"Error: {bad}:2: malformed JSON (Expecting value at column 21)"
-    assert _count(fresh_store, "Prompt") == 0
-    assert _count(fresh_store, "Feature") == 0
+    assert count(fresh_store, "Prompt") == 0
+    assert count(fresh_store, "Feature") == 0
 
 
 def test_long_prompts_are_skipped_or_truncated_and_counted(
@@ -339,7 +286,7 @@ def test_two_runs_of_the_same_command_cooperate(
     single_dir = tmp_path / "single"
     single_dir.mkdir()
     subprocess.run(
-        _ingest_cmd(tiny_weights, corpus_file, single_dir), check=True, capture_output=True
+        ingest_cmd(tiny_weights, corpus_file, str(single_dir)), check=True, capture_output=True
     )
     single = store_snapshot(fresh_store)
     wipe(fresh_store)
@@ -348,7 +295,7 @@ def test_two_runs_of_the_same_command_cooperate(
     both.mkdir()
     procs = [
         subprocess.Popen(
-            _ingest_cmd(tiny_weights, corpus_file, both),
+            ingest_cmd(tiny_weights, corpus_file, str(both)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -360,7 +307,7 @@ def test_two_runs_of_the_same_command_cooperate(
         assert proc.returncode == 0, err
     written = [int(out.split(" written")[0].rsplit(" ", 1)[1]) for out, _ in outputs]
     assert sum(written) == 24  # each prompt written once, by one of them
-    assert _snapshot_close(store_snapshot(fresh_store), single)
+    assert snapshot_close(store_snapshot(fresh_store), single)
 
 
 def test_a_prompt_the_store_refuses_is_recorded_and_the_run_goes_on(

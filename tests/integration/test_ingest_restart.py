@@ -8,13 +8,14 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.connection import Neo4jSettings, open_driver
+
+from .helpers import ingest_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -59,27 +60,10 @@ def test_restart_mid_run_is_retried(
         "NEO4J_USERNAME": "neo4j",
         "NEO4J_PASSWORD": restartable.password,
     }
-    model, tcs = tiny_weights
 
     def cmd(catalog_dir):  # type: ignore[no-untyped-def]
-        return [
-            sys.executable,
-            "-m",
-            "circuitstore.cli",
-            "ingest",
-            "--model",
-            str(model),
-            "--transcoders",
-            str(tcs),
-            "--prompts",
-            str(corpus_file),
-            "--run",
-            "r",
-            "--catalog",
-            f"sqlite:///{catalog_dir / 'catalog.sqlite'}",
-            "--batch-size",
-            "1",
-        ]
+        # One prompt a catalog update: the restart falls between many of them.
+        return ingest_cmd(tiny_weights, corpus_file, str(catalog_dir), "--batch-size", "1")
 
     with open_driver(settings) as driver:
         apply_schema(driver, "neo4j")

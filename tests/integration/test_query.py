@@ -13,41 +13,15 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from circuitstore.errors import QueryError
 from circuitstore.query import CircuitStore
 from circuitstore.query.export import neuronpedia_graph
+from circuitstore.schema.errors import QueryError
 
-from .conftest import make_corpus
+from .helpers import N_PROMPTS, fill
 
 pytestmark = pytest.mark.slow
 
-N_PROMPTS = 12
 COOKBOOK = Path(__file__).parents[2] / "query" / "cookbook.cypher"
-
-
-def fill(driver, database, tiny_weights, folder: Path) -> None:  # type: ignore[no-untyped-def]
-    """Ingest the tiny corpus (a no-op when another module already did: ingest is idempotent)."""
-    from circuitstore.ingest.config import IngestConfig
-    from circuitstore.ingest.runner import IngestRunner
-    from circuitstore.schema.apply import apply_schema
-
-    texts = make_corpus(N_PROMPTS)
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(texts) + "\n")
-    with driver.session(database=database) as session:
-        held = sorted(r["t"] for r in session.run("MATCH (p:Prompt) RETURN p.text AS t"))
-        if held != sorted(texts):  # another module's data: start from an empty store
-            session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
-    apply_schema(driver, database)
-    model, tcs = tiny_weights
-    cfg = IngestConfig(
-        model=str(model),
-        transcoders=str(tcs),
-        prompts=str(corpus),
-        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
-        progress=False,
-    )
-    IngestRunner(cfg, driver, database).run()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from circuitstore.cli import cli
 
-from .test_query import fill
+from .helpers import fill
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from circuitstore.cli import cli
-from circuitstore.errors import ConstraintViolationError, StoreUnavailableError
 from circuitstore.schema import ddl
 from circuitstore.schema.apply import apply_schema, read_schema, require_current_schema
 from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
+from circuitstore.schema.errors import ConstraintViolationError, StoreUnavailableError
 from circuitstore.schema.model import Label
 
 

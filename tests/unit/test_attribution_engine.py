@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from circuitstore.errors import InputError
 from circuitstore.ingest.attribution import AttributionConfig, AttributionGraph, edge_by_head
 from circuitstore.ingest.attribution.graph import Code
 from circuitstore.ingest.attribution.state import centre
+from circuitstore.schema.errors import InputError
 
 from .conftest import PROMPT, Tiny
 
@@ -261,7 +261,7 @@ def test_spilled_rows_are_products_like_the_rest() -> None:
     """A position far busier than the others keeps most of its rows in the spill slab; the
     products and the column order are the same as a plain loop over (source, target)."""
     from circuitstore.ingest.attribution.engine import _dot_into
-    from circuitstore.ingest.attribution.state import _padded_slab
+    from circuitstore.ingest.attribution.slabs import padded_slab
 
     gen = torch.Generator().manual_seed(0)
     T, d, b = 6, 5, 3
@@ -269,7 +269,7 @@ def test_spilled_rows_are_products_like_the_rest() -> None:
     pos = torch.arange(T).repeat_interleave(counts)
     rank = torch.cat([torch.arange(int(c)) for c in counts])
     vectors = torch.randn(int(counts.sum()), d, generator=gen, dtype=torch.float64)
-    slab = _padded_slab(vectors, torch.arange(pos.shape[0]), pos, rank, counts, T)
+    slab = padded_slab(vectors, torch.arange(pos.shape[0]), pos, rank, counts, T)
     assert slab.spill is not None
     assert slab.per_pos < int(counts.max())
     field = torch.randn(b, T, d, generator=gen, dtype=torch.float64)

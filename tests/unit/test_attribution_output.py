@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 from click.testing import CliRunner
 
+from circuitstore.commands.attribute import attribute
 from circuitstore.ingest.attribution import (
     AttributionConfig,
     EdgeChunk,
@@ -15,7 +16,6 @@ from circuitstore.ingest.attribution import (
     graph_to_json,
 )
 from circuitstore.ingest.attribution.graph import Code
-from circuitstore.ingest.cli import attribute
 
 from .conftest import PROMPT, Tiny
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from circuitstore.errors import CatalogError, InputError
 from circuitstore.ingest.catalog import DONE, PENDING, Catalog, default_url
+from circuitstore.schema.errors import CatalogError, InputError
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_password_in_url_is_never_shown():
 def test_recorded_config_never_holds_the_catalog_password():
     from circuitstore.ingest.config import IngestConfig
 
-    cfg = IngestConfig(
+    cfg = IngestConfig.from_flat(
         model="m",
         transcoders="t",
         prompts="p.txt",

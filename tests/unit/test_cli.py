@@ -51,24 +51,22 @@ def test_missing_password_is_one_line(monkeypatch):
 def test_query_side_never_imports_torch():
     code = (
         "import sys; from circuitstore.cli import cli; "
-        "cli.get_command(None, 'query'); import circuitstore.query.cli; "
+        "cli.get_command(None, 'query'); import circuitstore.commands.query; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_pruning_options_default_to_the_configs():
-    """`attribute` and `ingest` share one option bundle; its defaults are PruneConfig's and
-    IngestConfig's (the bundle spells them out so the ingest command needs no torch)."""
-    from circuitstore.ingest.attribution import PruneConfig
-    from circuitstore.ingest.cli import attribute
-    from circuitstore.ingest.commands import ingest
+def test_ingest_options_map_onto_the_config_fields():
+    """Every option of `ingest` is a field of IngestConfig (or of the records it holds), and
+    its defaults build the default config: options and configs cannot drift apart."""
+    from circuitstore.commands.ingest import ingest
     from circuitstore.ingest.config import IngestConfig
 
-    prune = PruneConfig()
-    ingest_defaults = IngestConfig(model="m", transcoders="t", prompts="p")
-    for command in (attribute, ingest):
-        defaults = {p.name: p.default for p in command.params}
-        for name in ("node_threshold", "edge_threshold", "skip_fraction"):
-            assert defaults[name] == getattr(prune, name), (command.name, name)
-            assert defaults[name] == getattr(ingest_defaults, name), (command.name, name)
+    cli_only = {"shard", "run_name", "uri", "username", "database", "env_file"}
+    args = ["--model", "m", "--transcoders", "t", "--prompts", "p"]
+    parsed = ingest.make_context("ingest", args).params
+    defaults = {k: v for k, v in parsed.items() if k not in cli_only}
+    assert IngestConfig.from_flat(**defaults) == IngestConfig(
+        model="m", transcoders="t", prompts="p"
+    )

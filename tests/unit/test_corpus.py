@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from circuitstore.errors import InputError
 from circuitstore.ingest.corpus import parse_shard, read_corpus, shard_of, text_key
+from circuitstore.schema.errors import InputError
 
 
 def _write(tmp_path, name, data):

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitstore.ingest.demo import corpus as dc
-from circuitstore.ingest.demo.build import TOLERANCE, compare
-from circuitstore.ingest.demo.train import _splice_hooks, encode, mean_ce
 from circuitstore.ingest.model import load_model
 from circuitstore.ingest.transcoder import load_transcoders, validate_against
+from demo.make import corpus as dc
+from demo.make.__main__ import TOLERANCE, compare
+from demo.make.train import _splice_hooks, encode, mean_ce
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "demo" / "weights"

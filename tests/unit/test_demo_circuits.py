@@ -13,10 +13,10 @@ import torch
 
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, AttributionGraph
 from circuitstore.ingest.attribution.graph import Code
-from circuitstore.ingest.demo import corpus as dc
-from circuitstore.ingest.demo.train import encode
 from circuitstore.ingest.model import LoadedModel, load_model, run_forward, tokenize
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
+from demo.make import corpus as dc
+from demo.make.train import encode
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "demo" / "weights"

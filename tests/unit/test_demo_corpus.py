@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from circuitstore.ingest.corpus import read_corpus
-from circuitstore.ingest.demo import corpus as dc
+from demo.make import corpus as dc
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CORPUS = ROOT / "demo" / "corpus.jsonl"

@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from circuitstore.clitools import printable, render_rows
-from circuitstore.errors import ConfigError, QueryError
-from circuitstore.ingest.config import IngestConfig, data_home
+from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.model import load_model
 from circuitstore.query.readonly import check_read_only
 from circuitstore.schema.connection import Neo4jSettings, check_uri
+from circuitstore.schema.errors import ConfigError, QueryError
+from circuitstore.schema.home import data_home
 from circuitstore.server import assemble, process
 
 TRICKY = 'pw with "quotes", a \\ backslash\tand\na newline #$'
@@ -135,12 +136,14 @@ def test_good_uris(uri: str) -> None:
 def test_data_home_below_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("CIRCUITSTORE_HOME", str(tmp_path / "file" / "home"))
-    with pytest.raises(ConfigError, match=r"lies below .*file, which is a file"):
+    with pytest.raises(
+        ConfigError, match=r"lies below .*file, which is a file; point CIRCUITSTORE_HOME"
+    ):
         data_home()
 
 
 def test_default_run_names_differ_for_corpora_that_share_a_stem() -> None:
-    cfg = IngestConfig(model="m", transcoders="t", prompts="a/corpus.txt")
+    cfg = IngestConfig.from_flat(model="m", transcoders="t", prompts="a/corpus.txt")
     assert cfg.run_name("g" * 16, "one").startswith("corpus-")
     assert cfg.run_name("g" * 16, "one") != cfg.run_name("g" * 16, "two")
     assert cfg.run_name("g" * 16, "one") == cfg.run_name("g" * 16, "one")

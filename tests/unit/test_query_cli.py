@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from circuitstore.cli import cli
-from circuitstore.query.cli import query
+from circuitstore.commands.query import query
 
 COMMANDS = [
     "drivers",

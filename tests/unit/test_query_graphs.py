@@ -12,11 +12,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from circuitstore.errors import QueryError
 from circuitstore.query import graphs
 from circuitstore.query.export import neuronpedia_graph, write_subgraph
 from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
 from circuitstore.query.store import CircuitStore
+from circuitstore.schema.errors import QueryError
 
 
 def random_dag(seed: int, layers: int = 4, width: int = 4, p: float = 0.6) -> Subgraph:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from circuitstore.errors import QueryError
-from circuitstore.query.names import (
+from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import (
     FeatureRef,
     LocalRef,
     LogitRef,

@@ -21,16 +21,32 @@ STYLE = Path(__file__).parents[2] / "query" / "style.grass"
 
 # The keys of the Browser's own default style and its pickers; anything else is ignored there.
 KEYS = {
-    "diameter", "color", "border-color", "border-width", "text-color-internal",
-    "text-color-external", "font-size", "caption", "shaft-width", "padding",
-}  # fmt: skip
+    "diameter",
+    "color",
+    "border-color",
+    "border-width",
+    "text-color-internal",
+    "text-color-external",
+    "font-size",
+    "caption",
+    "shaft-width",
+    "padding",
+}
 CAPTIONS = {  # what ingest writes on each kind (see ingest/payload.py)
-    "node.GraphNode": "{localId}", "node.Occurrence": "{localId}", "node.Embedding": "{localId}",
-    "node.ErrorTerm": "{localId}", "node.Bias": "{localId}", "node.Logit": "{localId}",
-    "node.Feature": "{name}", "node.Prompt": "{key}", "node.TranscoderSet": "{id}",
-    "relationship.ATTR": "{weight}", "relationship.DRIVES": "{sum}",
-    "relationship.TOP_EXAMPLE": "{activation}", "relationship.VIRTUAL_WEIGHT": "{weight}",
-}  # fmt: skip
+    "node.GraphNode": "{localId}",
+    "node.Occurrence": "{localId}",
+    "node.Embedding": "{localId}",
+    "node.ErrorTerm": "{localId}",
+    "node.Bias": "{localId}",
+    "node.Logit": "{localId}",
+    "node.Feature": "{name}",
+    "node.Prompt": "{key}",
+    "node.TranscoderSet": "{id}",
+    "relationship.ATTR": "{weight}",
+    "relationship.DRIVES": "{sum}",
+    "relationship.TOP_EXAMPLE": "{activation}",
+    "relationship.VIRTUAL_WEIGHT": "{weight}",
+}
 
 
 def browser_parse(text: str) -> dict[str, dict[str, str]]:

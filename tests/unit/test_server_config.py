@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from circuitstore.cli import cli
-from circuitstore.errors import ConfigError, ServerError
+from circuitstore.schema.errors import ConfigError, ServerError
 from circuitstore.server import assemble, config, process
 
 REPO = Path(__file__).resolve().parents[2]

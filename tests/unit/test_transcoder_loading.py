@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitstore.errors import TranscoderLoadError
 from circuitstore.ingest.synthetic import random_transcoders, save_transcoders
 from circuitstore.ingest.transcoder import load_transcoders, validate_against
+from circuitstore.schema.errors import TranscoderLoadError
 
 
 def _fresh(tmp_path: Path, **changes) -> tuple[Path, list[Path]]:

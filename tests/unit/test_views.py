@@ -3,17 +3,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuitstore.errors import InputError
 from circuitstore.ingest.transcoder_set import features_and_views
-from circuitstore.ingest.views import (
+from circuitstore.schema.errors import InputError
+from circuitstore.schema.names import FeatureKey
+
+from .conftest import Tiny
+from .views_oracle import (
     deembedding,
     logit_lens,
     virtual_weights_in,
     virtual_weights_out,
 )
-from circuitstore.schema.model import FeatureKey
-
-from .conftest import Tiny
 
 
 def test_virtual_weights_match_brute_force(tiny: Tiny) -> None:

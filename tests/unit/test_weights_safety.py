@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitstore.errors import ModelLoadError, TranscoderLoadError
 from circuitstore.ingest.model import load_model
 from circuitstore.ingest.synthetic import random_transcoders, save_transcoders
 from circuitstore.ingest.transcoder import load_transcoders
+from circuitstore.schema.errors import ModelLoadError, TranscoderLoadError
 
 LAYER0 = "final_sparse_autoencoder_m_blocks.0.ln2.hook_normalized_32.pt"
 SPARSITY0 = LAYER0.removesuffix(".pt") + "_log_feature_sparsity.pt"

@@ -1,13 +1,13 @@
 """Rebuild the demo from its seed, or check a rebuild against the shipped artifacts.
 
-    python -m circuitstore.ingest.demo.build --out demo/weights --seed 0
-    python -m circuitstore.ingest.demo.build --out demo/weights --seed 0 --check
+    python -m demo.make --out demo/weights --seed 0
+    python -m demo.make --out demo/weights --seed 0 --check
 
 The build writes ``<out>/model`` (a ``save_pretrained`` GPT-2 folder with its tokenizer),
 ``<out>/transcoders`` (one published-layout pickle per layer plus its
 ``_log_feature_sparsity.pt``), ``<out>/fidelity.json`` (the figures below) and the held-out
 prompts to ``--corpus`` (``<out>/../corpus.jsonl`` by default). The training split is not
-shipped: it is regenerated from the seed (``python -m circuitstore.ingest.demo.corpus``).
+shipped: it is regenerated from the seed (``python -m demo.make.corpus``).
 
 ``--check`` builds into a temporary folder instead, leaves the shipped files alone, and exits
 non-zero when the rebuilt corpus differs from the shipped one or a rebuilt figure is outside
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from circuitstore.ingest.demo import corpus as corpus_mod
-from circuitstore.ingest.demo.train import (
+from demo.make import corpus as corpus_mod
+from demo.make.train import (
     MODEL_NAME,
     DemoSpec,
     encode,
@@ -67,8 +67,10 @@ def build(out: Path, corpus_path: Path, seed: int, spec: DemoSpec) -> dict[str, 
     train = corpus_mod.train_split(seed, spec.train_examples, exclude={e.text for e in held_out})
     corpus_mod.write_jsonl(held_out, corpus_path)
     tokenizer = train_tokenizer([ex.training_text() for ex in train[:20_000]], spec.vocab_size)
-    log(f"corpus: {len(train)} training examples, {len(held_out)} held-out prompts; "
-        f"tokenizer: {len(tokenizer)} tokens")  # fmt: skip
+    log(
+        f"corpus: {len(train)} training examples, {len(held_out)} held-out prompts; "
+        f"tokenizer: {len(tokenizer)} tokens"
+    )
     timings["corpus_and_tokenizer_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -90,9 +92,12 @@ def build(out: Path, corpus_path: Path, seed: int, spec: DemoSpec) -> dict[str, 
 
 
 def build_transcoders(
-    out: Path, train: list[corpus_mod.Example], held_out: list[corpus_mod.Example],
-    spec: DemoSpec, seed: int,
-) -> dict[str, Any]:  # fmt: skip
+    out: Path,
+    train: list[corpus_mod.Example],
+    held_out: list[corpus_mod.Example],
+    spec: DemoSpec,
+    seed: int,
+) -> dict[str, Any]:
     """Train and save the transcoders of the model in ``<out>/model``, and measure fidelity."""
     from circuitstore.ingest.model import load_model
     from circuitstore.ingest.synthetic import save_transcoders
@@ -124,8 +129,10 @@ def build_transcoders(
 
 def print_report(r: dict[str, Any]) -> None:
     log("fidelity (held-out prompts with their answers):")
-    log(f"  CE clean {r['ce_clean']:.4f}, MLPs zero-ablated {r['ce_mlp_zero_ablated']:.4f}, "
-        f"transcoders spliced {r['ce_transcoders_spliced']:.4f}")  # fmt: skip
+    log(
+        f"  CE clean {r['ce_clean']:.4f}, MLPs zero-ablated {r['ce_mlp_zero_ablated']:.4f}, "
+        f"transcoders spliced {r['ce_transcoders_spliced']:.4f}"
+    )
     log(
         f"  fraction of loss recovered: {r['fraction_loss_recovered']:.3f} (all layers), "
         + ", ".join(f"L{i} {f:.3f}" for i, f in enumerate(r["fraction_loss_recovered_per_layer"]))
@@ -158,19 +165,25 @@ def compare(shipped: dict[str, Any], rebuilt: dict[str, Any]) -> list[str]:
                 continue
             diff = abs(y - x) if kind == "abs" else abs(y - x) / max(abs(x), 1e-12)
             if diff > tol:
-                problems.append(f"{name}: shipped {x:.4f}, rebuilt {y:.4f} ({kind} diff "
-                                f"{diff:.4f} > {tol})")  # fmt: skip
+                problems.append(
+                    f"{name}: shipped {x:.4f}, rebuilt {y:.4f} ({kind} diff {diff:.4f} > {tol})"
+                )
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m circuitstore.ingest.demo.build")
+    parser = argparse.ArgumentParser(prog="python -m demo.make")
     parser.add_argument("--out", type=Path, default=Path("demo/weights"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--corpus", type=Path, default=None,
-                        help="held-out prompts (default: <out>/../corpus.jsonl)")  # fmt: skip
-    parser.add_argument("--check", action="store_true",
-                        help="rebuild in a temporary folder and compare with --out")  # fmt: skip
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="held-out prompts (default: <out>/../corpus.jsonl)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="rebuild in a temporary folder and compare with --out"
+    )
     args = parser.parse_args(argv)
     corpus_path = args.corpus or args.out.parent / "corpus.jsonl"
     spec = DemoSpec()

@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 import click
 
 from circuitstore.clitools import HELP, CircuitStoreGroup
-from circuitstore.errors import CircuitStoreError
+from circuitstore.schema.errors import CircuitStoreError
+from circuitstore.schema.home import HOME_ENV
 from circuitstore.server import process
 from circuitstore.server.config import (
     DEFAULT_BOLT_PORT,
     DEFAULT_HEAP,
     DEFAULT_HTTP_PORT,
     DEFAULT_PAGECACHE,
-    HOME_ENV,
     PASSWORD_ENV,
     ServerSettings,
     default_home,
@@ -35,8 +35,8 @@ home_option = click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help=f"Server home (lib, conf, data, logs). Default: ${HOME_ENV}/neo4j or "
-    "~/.local/share/circuitstore/neo4j.",
+    help=f"Server home (lib, conf, data, logs). Default: neo4j in the data folder (${HOME_ENV}, "
+    "else $XDG_DATA_HOME/circuitstore, else ~/.local/share/circuitstore).",
 )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import click
-import torch
 
-from circuitstore.clitools import HELP, CircuitStoreCommand
-from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, PruneConfig
-from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
-from circuitstore.ingest.commands import pruning_options
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from circuitstore.clitools import (
+    HELP,
+    CircuitStoreCommand,
+    attribution_options,
+    pruning_options,
+)
+from circuitstore.ingest.config import AttributionConfig, DtypeName, Mode, PruneConfig
 
 
 @click.command("attribute", cls=CircuitStoreCommand, context_settings=HELP)
@@ -25,13 +25,11 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
     "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
 )
 @click.option("--no-prune", is_flag=True, help="Every edge (conservation holds exactly).")
-@click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
 @click.option("--truncate", is_flag=True, help="Cut prompts longer than the model's context.")
-@click.option("--mode", type=click.Choice(["exact", "lumped"]), default="exact", show_default=True)
-@click.option("--top-logits", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
     "--all-positions", is_flag=True, help="Logit targets at every position, not only the last."
 )
+@attribution_options
 @pruning_options
 def attribute(
     model_name: str,
@@ -39,11 +37,11 @@ def attribute(
     prompt: str,
     fmt: str,
     no_prune: bool,
-    dtype: str,
     truncate: bool,
-    mode: str,
-    top_logits: int,
     all_positions: bool,
+    mode: Mode,
+    logit_top_k: int,
+    dtype: DtypeName,
     node_threshold: float,
     edge_threshold: float,
     skip_fraction: float,
@@ -55,19 +53,20 @@ def attribute(
       circuitstore attribute --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
         --prompt "When Mary and John went to the store, John gave a drink to" --format table
     """
-    from circuitstore.ingest.model import load_model
+    from circuitstore.ingest.attribution import AttributionEngine
+    from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
+    from circuitstore.ingest.model import load_model, torch_dtype
     from circuitstore.ingest.transcoder import load_transcoders
 
+    prune = PruneConfig(node_threshold, edge_threshold, skip_fraction=skip_fraction)
     config = AttributionConfig(
-        mode="exact" if mode == "exact" else "lumped",
-        logit_top_k=top_logits,
+        mode=mode,
+        logit_top_k=logit_top_k,
         logit_positions="all" if all_positions else "last",
-        prune=None
-        if no_prune
-        else PruneConfig(node_threshold, edge_threshold, skip_fraction=skip_fraction),
+        prune=None if no_prune else prune,
     )
-    model = load_model(model_name, dtype=_DTYPES[dtype])
-    tcs = load_transcoders(transcoders, dtype=_DTYPES[dtype])
+    model = load_model(model_name, dtype=torch_dtype(dtype))
+    tcs = load_transcoders(transcoders, dtype=torch_dtype(dtype))
     graph = AttributionEngine(model, tcs).attribute(prompt, config, truncate=truncate)
     if fmt == "json":
         click.echo(json.dumps(graph_to_json(graph)))

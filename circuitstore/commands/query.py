@@ -20,13 +20,18 @@ from circuitstore.clitools import (
     render_rows,
     top_option,
 )
-from circuitstore.query.export import EXPORT_FORMATS, neuronpedia_graph, write_subgraph
-from circuitstore.query.names import parse_feature, parse_node
+from circuitstore.query.export import (
+    EXPORT_FORMATS,
+    neuronpedia_graph,
+    write_json,
+    write_subgraph,
+)
 from circuitstore.query.readonly import parse_params, run_read
-from circuitstore.query.render import card_rows, card_table
 from circuitstore.query.results import Subgraph
 from circuitstore.query.store import ORDERS, SIGNS, CircuitStore
+from circuitstore.render import card_rows, card_table
 from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
+from circuitstore.schema.names import parse_feature, parse_node
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +70,7 @@ def export_option(func: F) -> F:
 @contextmanager
 def open_store(settings: Neo4jSettings, tset: str | None) -> Iterator[CircuitStore]:
     with open_driver(settings) as driver, translate_errors(settings):
-        yield CircuitStore(driver, settings.database, tset)
+        yield CircuitStore(driver, settings.database, tset, settings.uri)
 
 
 def emit(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] = ()) -> None:
@@ -92,9 +97,17 @@ def link_command(direction: str, example: str) -> Callable[..., None]:
     @click.option("--sign", type=click.Choice(SIGNS), default="positive", show_default=True)
     @export_option
     @store_options
-    def command(feature: str, prompt: str | None, top: int, order: str, sign: str,
-                export: tuple[str, Path] | None, settings: Neo4jSettings, fmt: str,
-                tset: str | None) -> None:  # fmt: skip
+    def command(
+        feature: str,
+        prompt: str | None,
+        top: int,
+        order: str,
+        sign: str,
+        export: tuple[str, Path] | None,
+        settings: Neo4jSettings,
+        fmt: str,
+        tset: str | None,
+    ) -> None:
         parse_feature(feature)  # a malformed name fails before any connection
         with open_store(settings, tset) as store:
             answer = getattr(store, direction)(feature, prompt, top, order, sign)
@@ -139,8 +152,9 @@ query.command("targets")(
     help="Tokens of context each side.",
 )
 @store_options
-def examples_cmd(feature: str, top: int, window: int, settings: Neo4jSettings, fmt: str,
-                 tset: str | None) -> None:  # fmt: skip
+def examples_cmd(
+    feature: str, top: int, window: int, settings: Neo4jSettings, fmt: str, tset: str | None
+) -> None:
     """Where FEATURE fires most: prompts, the token [[in context]], the activation.
 
     Example: circuitstore query examples mlp1tc[12] --top 5
@@ -155,8 +169,9 @@ def examples_cmd(feature: str, top: int, window: int, settings: Neo4jSettings, f
 @click.argument("feature")
 @top_option(5, "Rows per section.")
 @store_options
-def feature_cmd(feature: str, top: int, settings: Neo4jSettings, fmt: str,
-                tset: str | None) -> None:  # fmt: skip
+def feature_cmd(
+    feature: str, top: int, settings: Neo4jSettings, fmt: str, tset: str | None
+) -> None:
     """What FEATURE is: statistics, de-embedding and logit-lens tokens, virtual-weight
     neighbours, top drivers, targets and examples.
 
@@ -186,8 +201,16 @@ def feature_cmd(feature: str, top: int, settings: Neo4jSettings, fmt: str,
 @top_option(10)
 @export_option
 @store_options
-def paths_cmd(prompt: str, to: str, source: str | None, top: int, export: tuple[str, Path] | None,
-              settings: Neo4jSettings, fmt: str, tset: str | None) -> None:  # fmt: skip
+def paths_cmd(
+    prompt: str,
+    to: str,
+    source: str | None,
+    top: int,
+    export: tuple[str, Path] | None,
+    settings: Neo4jSettings,
+    fmt: str,
+    tset: str | None,
+) -> None:
     """The strongest paths into a logit or feature in one prompt (by |product of weights|).
 
     Example: circuitstore query paths --prompt my-prompt --to 'logit[250]@31' --top 5
@@ -213,8 +236,15 @@ def paths_cmd(prompt: str, to: str, source: str | None, top: int, export: tuple[
 @click.option("--to", "to", default="logit", show_default=True, help="The target (see paths).")
 @export_option
 @store_options
-def circuit_cmd(prompt: str, threshold: float, to: str, export: tuple[str, Path] | None,
-                settings: Neo4jSettings, fmt: str, tset: str | None) -> None:  # fmt: skip
+def circuit_cmd(
+    prompt: str,
+    threshold: float,
+    to: str,
+    export: tuple[str, Path] | None,
+    settings: Neo4jSettings,
+    fmt: str,
+    tset: str | None,
+) -> None:
     """The nodes carrying THRESHOLD of the influence on the prompt's answer logit.
 
     Example: circuitstore query circuit --prompt my-prompt --threshold 0.6 --export json c.json
@@ -230,8 +260,9 @@ def circuit_cmd(prompt: str, threshold: float, to: str, export: tuple[str, Path]
 @click.argument("features", nargs=-1, required=True)
 @top_option(20)
 @store_options
-def prompts_with_cmd(features: tuple[str, ...], top: int, settings: Neo4jSettings, fmt: str,
-                     tset: str | None) -> None:  # fmt: skip
+def prompts_with_cmd(
+    features: tuple[str, ...], top: int, settings: Neo4jSettings, fmt: str, tset: str | None
+) -> None:
     """Prompts whose stored graphs hold all of FEATURES.
 
     Example: circuitstore query prompts-with mlp0tc[3] mlp1tc[12]
@@ -253,8 +284,9 @@ def prompts_with_cmd(features: tuple[str, ...], top: int, settings: Neo4jSetting
     help="The JSON file to write.",
 )
 @store_options
-def export_graph_cmd(prompt: str, out: Path, settings: Neo4jSettings, fmt: str,
-                     tset: str | None) -> None:  # fmt: skip
+def export_graph_cmd(
+    prompt: str, out: Path, settings: Neo4jSettings, fmt: str, tset: str | None
+) -> None:
     """Write one prompt's stored graph as circuit-tracer / Neuronpedia graph JSON.
 
     Example: circuitstore query export-graph --prompt my-prompt --out my-prompt.json
@@ -262,7 +294,7 @@ def export_graph_cmd(prompt: str, out: Path, settings: Neo4jSettings, fmt: str,
     with open_store(settings, tset) as store:
         info, graph = store.prompt_graph(prompt)
         data = neuronpedia_graph(info, graph, store.tset(info.transcoder_set))
-    out.write_text(json.dumps(data))
+    write_json(data, out)
     summary = {"file": str(out), "nodes": len(data["nodes"]), "links": len(data["links"])}
     emit([summary], fmt)
 

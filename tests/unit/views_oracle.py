@@ -1,4 +1,5 @@
-"""Input-independent views of a feature: what it reads from and writes to, from weights alone."""
+"""The per-feature reference for `transcoder_set`'s bulk views: what a feature reads from and
+writes to, from weights alone, one feature at a time (the tests compare the two)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitstore.errors import InputError
 from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder.types import TranscoderSet
+from circuitstore.schema.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Four tasks, each answer decided by one identifiable earlier token:
   the answer is the word that followed the current one the first time.
 - ``filler``: plain sentences from a small grammar (no answer).
 
-The tokenizer trained on this corpus (see :mod:`circuitstore.ingest.demo.train`) keeps names,
+The tokenizer trained on this corpus (see :mod:`demo.make.train`) keeps names,
 words and two-digit year halves as single tokens, so every planted token is one position.
 """
 
@@ -27,9 +27,27 @@ from pathlib import Path
 TASKS = ("ioi", "years", "induction", "filler")
 
 NAMES = (
-    "Mary", "John", "Anna", "Tom", "Paul", "Kate", "Mark", "Lucy", "James", "Emma",
-    "Sam", "Jane", "Peter", "Alice", "David", "Sarah", "Max", "Laura", "Ben", "Rose",
-)  # fmt: skip
+    "Mary",
+    "John",
+    "Anna",
+    "Tom",
+    "Paul",
+    "Kate",
+    "Mark",
+    "Lucy",
+    "James",
+    "Emma",
+    "Sam",
+    "Jane",
+    "Peter",
+    "Alice",
+    "David",
+    "Sarah",
+    "Max",
+    "Laura",
+    "Ben",
+    "Rose",
+)
 PLACES = ("store", "park", "school", "beach", "market", "library", "garden", "station")
 OBJECTS = ("drink", "book", "ball", "letter", "gift", "key", "apple", "ring")
 IOI_TEMPLATES = (
@@ -47,10 +65,37 @@ YEAR_TEMPLATES = (
 CENTURIES = tuple(range(11, 20))
 
 INDUCTION_WORDS = (
-    "red", "blue", "green", "cat", "dog", "bird", "fish", "tree", "stone", "river",
-    "cloud", "lamp", "door", "chair", "table", "cup", "hat", "shoe", "coat", "bell",
-    "moon", "star", "sun", "rain", "snow", "wind", "fire", "sand", "salt", "milk",
-)  # fmt: skip
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "stone",
+    "river",
+    "cloud",
+    "lamp",
+    "door",
+    "chair",
+    "table",
+    "cup",
+    "hat",
+    "shoe",
+    "coat",
+    "bell",
+    "moon",
+    "star",
+    "sun",
+    "rain",
+    "snow",
+    "wind",
+    "fire",
+    "sand",
+    "salt",
+    "milk",
+)
 INDUCTION_LENGTH = (5, 10)  # words in the sequence before it repeats
 
 FILLER_SUBJECTS = ("The cat", "The dog", "A bird", "The old man", "The child", "A farmer")
@@ -212,10 +257,10 @@ def answer_is_correct(ex: Example, completion: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write a split as JSONL: ``python -m circuitstore.ingest.demo.corpus --split train``."""
+    """Write a split as JSONL: ``python -m demo.make.corpus --split train``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m circuitstore.ingest.demo.corpus")
+    parser = argparse.ArgumentParser(prog="python -m demo.make.corpus")
     parser.add_argument("--split", choices=("train", "eval"), default="eval")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-n", type=int, default=60_000, help="training examples")

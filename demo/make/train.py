@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from circuitstore.ingest.demo.corpus import Example, answer_is_correct
 from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder.types import Transcoder, TranscoderSet, expected_hook_point
+from demo.make.corpus import Example, answer_is_correct
 
 BOS = "<|endoftext|>"
 MODEL_NAME = "circuitstore-demo"
@@ -73,9 +73,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):  # type: ignore[no-u
         ]
     )
     bpe.train_from_iterator(
-        list(texts), vocab_size=vocab_size, min_frequency=2, special_tokens=[BOS],
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[BOS],
         show_progress=False,
-    )  # fmt: skip
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer, bos_token=BOS, eos_token=BOS, unk_token=BOS
     )
@@ -158,8 +161,10 @@ def train_model(tokenizer: Any, examples: Sequence[Example], spec: DemoSpec, see
         opt.step()
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % max(1, spec.steps // 10) == 0:
-            log(f"  model step {step + 1}/{spec.steps}: loss {running:.3f} "
-                f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+            log(
+                f"  model step {step + 1}/{spec.steps}: loss {running:.3f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
     model.eval()
     return model
 
@@ -343,11 +348,11 @@ def _splice_hooks(tcs: TranscoderSet, layers: Sequence[int]) -> list[tuple[str, 
     hooks: list[tuple[str, Callable]] = []
     for layer in layers:
 
-        def keep(x: Tensor, hook: Any, layer: int = layer) -> Tensor:
+        def keep(x: Tensor, hook: Any, layer: int = layer) -> Tensor:  # noqa: ARG001 (hook API)
             store[layer] = x
             return x
 
-        def replace(out: Tensor, hook: Any, layer: int = layer) -> Tensor:
+        def replace(out: Tensor, hook: Any, layer: int = layer) -> Tensor:  # noqa: ARG001
             tc = tcs[layer]
             return tc.decode(tc.encode(store[layer].to(tc.W_enc.dtype))).to(out.dtype)
 
@@ -358,7 +363,7 @@ def _splice_hooks(tcs: TranscoderSet, layers: Sequence[int]) -> list[tuple[str, 
 
 def _zero_hooks(n_layers: int) -> list[tuple[str, Callable]]:
     return [
-        (f"blocks.{layer}.hook_mlp_out", lambda out, hook: torch.zeros_like(out))
+        (f"blocks.{layer}.hook_mlp_out", lambda out, hook: torch.zeros_like(out))  # noqa: ARG005
         for layer in range(n_layers)
     ]
 
@@ -370,9 +375,11 @@ def mean_ce(model: LoadedModel, seqs: Sequence[Sequence[int]], hooks: list) -> f
             logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)[:, :-1]
             target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
             ce = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).double(), target.reshape(-1),
-                ignore_index=-100, reduction="sum",
-            )  # fmt: skip
+                logits.reshape(-1, logits.shape[-1]).double(),
+                target.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
             total += float(ce)
             count += int(mask[:, 1:].sum())
     return total / count
@@ -404,8 +411,10 @@ def feature_l0(
     model: LoadedModel, tcs: TranscoderSet, seqs: Sequence[Sequence[int]]
 ) -> list[float]:
     x, _ = collect_mlp_io(model, seqs, 10**9)
-    return [float((tcs[layer].encode(x[layer]) > 0).sum(1).float().mean())
-            for layer in range(model.n_layers)]  # fmt: skip
+    return [
+        float((tcs[layer].encode(x[layer]) > 0).sum(1).float().mean())
+        for layer in range(model.n_layers)
+    ]
 
 
 def fidelity(model: LoadedModel, tcs: TranscoderSet, held_out: Sequence[Example]) -> dict[str, Any]:

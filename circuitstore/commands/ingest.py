@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from circuitstore.clitools import HELP, CircuitStoreCommand, connection_options
+from circuitstore.clitools import (
+    HELP,
+    CircuitStoreCommand,
+    attribution_options,
+    connection_options,
+    pruning_options,
+)
+from circuitstore.ingest.config import IngestConfig
 from circuitstore.schema.connection import Neo4jSettings, open_driver
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def pruning_options(func: F) -> F:
-    """`--node-threshold/--edge-threshold/--skip-fraction`, shared by `attribute` and `ingest`
-    (defaults are PruneConfig's; a unit test keeps them equal without importing torch here)."""
-    for option in reversed(
-        (
-            click.option(
-                "--node-threshold",
-                default=0.8,
-                show_default=True,
-                type=click.FloatRange(0, 1, min_open=True),
-                help="Pruning: keep the fewest features carrying this share of the influence.",
-            ),
-            click.option(
-                "--edge-threshold",
-                default=0.98,
-                show_default=True,
-                type=click.FloatRange(0, 1, min_open=True),
-                help="Pruning: per target, keep the strongest in-edges carrying this share of its "
-                "absolute input.",
-            ),
-            click.option(
-                "--skip-fraction",
-                default=0.01,
-                show_default=True,
-                type=click.FloatRange(0, 1, max_open=True),
-                help="Pruning: per layer, leave unexpanded (and unkept) the targets holding this "
-                "smallest share of its influence (ingest's aggregates still see their edges).",
-            ),
-        )
-    ):
-        func = option(func)
-    return func
+# The defaults every option below shows are the config's own.
+DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
 
 
 @click.command("ingest", cls=CircuitStoreCommand, context_settings=HELP)
@@ -58,21 +31,17 @@ def pruning_options(func: F) -> F:
 @click.option("--truncate", is_flag=True, help="Cut over-long prompts instead of skipping them.")
 @click.option(
     "--batch-size",
-    default=16,
+    default=DEFAULTS.batch_size,
     show_default=True,
     type=click.IntRange(min=1),
     help="Prompts between catalog updates.",
 )
 @click.option("--shard", default="0/1", show_default=True, help="I/N: this worker's share.")
-@click.option("--mode", type=click.Choice(["exact", "lumped"]), default="exact", show_default=True)
-@click.option(
-    "--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
-)
-@click.option("--logit-top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@attribution_options
 @pruning_options
 @click.option(
     "--aggregate-min-fraction",
-    default=0.01,
+    default=DEFAULTS.aggregate_min_fraction,
     show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
     help="Corpus aggregates (DRIVES) keep a feature edge carrying at least this share of its "
@@ -80,13 +49,16 @@ def pruning_options(func: F) -> F:
 )
 @click.option(
     "--top-examples",
-    default=20,
+    default=DEFAULTS.top_examples,
     show_default=True,
     type=click.IntRange(min=1),
     help="Top activating prompts kept per feature.",
 )
 @click.option(
-    "--catalog", help="SQLAlchemy URL of the run catalog [default: SQLite in $CIRCUITSTORE_HOME]."
+    "--catalog",
+    envvar="CIRCUITSTORE_CATALOG",
+    help="SQLAlchemy URL of the run catalog [env CIRCUITSTORE_CATALOG, which keeps a password "
+    "off the command line (or use PGPASSWORD); default: SQLite in the data folder].",
 )
 @click.option("--progress/--no-progress", default=None, help="[default: on a terminal only]")
 @connection_options
@@ -100,12 +72,11 @@ def ingest(settings: Neo4jSettings, shard: str, run_name: str | None, **options:
       circuitstore ingest --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
         --prompts corpus.txt
     """
-    from circuitstore.ingest.config import IngestConfig
     from circuitstore.ingest.corpus import parse_shard
     from circuitstore.ingest.runner import IngestRunner
 
     index, count = parse_shard(shard)
-    cfg = IngestConfig(run=run_name, shard_index=index, shard_count=count, **options)
+    cfg = IngestConfig.from_flat(run=run_name, shard_index=index, shard_count=count, **options)
     with open_driver(settings, retry_seconds=120) as driver:
         summary = IngestRunner(cfg, driver, settings.database, settings.uri).run()
     for line in summary.lines():

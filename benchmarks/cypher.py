@@ -1,0 +1,24 @@
+"""The statements only the benchmarks run: the bare write loop the ingest path is compared with
+(the same nodes and relationships, no bookkeeping, id lookups for every edge)."""
+
+from __future__ import annotations
+
+from circuitstore.schema.model import Label as L
+from circuitstore.schema.model import RelType as R
+
+BARE_CREATE_NODES = f"UNWIND $nodes AS n CREATE (g:{L.GRAPH_NODE}:{L.OCCURRENCE}) SET g = n[1]"
+
+BARE_CREATE_EDGES = f"""
+UNWIND $edges AS e
+MATCH (a:{L.GRAPH_NODE} {{id: e[0]}})
+MATCH (b:{L.GRAPH_NODE} {{id: e[1]}})
+CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3]}}]->(b)
+"""
+
+# Between measurements: every node of a label, or every node, in batches. Labels are spelled
+# out: on Neo4j 5.26 a dynamic label ($(...)) cannot use the label index.
+WIPE_GRAPH_NODES = (
+    f"MATCH (n:{L.GRAPH_NODE}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 5000 ROWS"
+)
+WIPE_PROMPTS = f"MATCH (n:{L.PROMPT}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 5000 ROWS"
+WIPE_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"

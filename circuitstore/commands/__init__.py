@@ -1,0 +1,1 @@
+"""The commands of the `circuitstore` CLI: thin layers over the libraries, one module each."""

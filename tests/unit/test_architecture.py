@@ -1,0 +1,154 @@
+"""The house rules, read off the source (imports inside functions included):
+
+1. click only in the application layer, circuitstore/;
+2. torch (and the other packages of the ingest extra) only in ingest/;
+3. Cypher only in */cypher.py and schema/ddl.py;
+4. schema/ imports nothing of ours but itself.
+
+ruff enforces 1 and 2 for module-level imports as you type; this test also sees the imports that
+functions make lazily, and checks 3 and 4, which no linter knows.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("circuitstore", "ingest", "query", "schema")
+INGEST_ONLY = {
+    "torch",
+    "transformer_lens",
+    "transformers",
+    "jaxtyping",
+    "safetensors",
+    "tokenizers",
+    "huggingface_hub",
+}
+# A clause keyword as Cypher writes it, followed by what follows it in a statement.
+CYPHER = re.compile(
+    r"\b(?:OPTIONAL MATCH|MATCH|MERGE|CREATE|DETACH DELETE)\s*[(:]"
+    r"|\bUNWIND\s+\$|\bRETURN\s+[\w($*]|\bCALL\s*\(|\bCALL\s+[a-z]+\.\w"
+    r"|\bSET\s+[a-z]\w*\s*[.+=]|\bSHOW\s+[A-Z]{3,}"
+)
+
+
+def modules(*layers: str) -> Iterator[Path]:
+    for layer in layers:
+        yield from sorted((ROOT / layer).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it, as absolute dotted names."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def strings(path: Path) -> Iterator[tuple[int, str]]:
+    """String constants and f-string parts, docstrings left out (prose may name a clause)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and (body := node.body)
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if is_text and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def where(path: Path, line: int | None = None) -> str:
+    rel = str(path.relative_to(ROOT))
+    return rel if line is None else f"{rel}:{line}"
+
+
+def test_click_only_in_the_application_layer() -> None:
+    found = [
+        where(p) for p in modules("ingest", "query", "schema") if "click" in map(top, imported(p))
+    ]
+    assert found == [], "click outside circuitstore/"
+
+
+def test_torch_only_on_the_ingest_side() -> None:
+    found = [
+        f"{where(p)} imports {sorted(INGEST_ONLY & set(map(top, imported(p))))}"
+        for p in modules("circuitstore", "query", "schema")
+        if INGEST_ONLY & set(map(top, imported(p)))
+    ]
+    assert found == [], "packages of the ingest extra outside ingest/"
+
+
+def test_schema_imports_nothing_of_ours() -> None:
+    found = [
+        f"{where(p)} imports {name}"
+        for p in modules("schema")
+        for name in sorted(imported(p))
+        if top(name) == "circuitstore" and not name.startswith("circuitstore.schema")
+    ]
+    assert found == []
+
+
+def cypher_homes(path: Path) -> bool:
+    return path.name == "cypher.py" or path.relative_to(ROOT).as_posix() == "schema/ddl.py"
+
+
+def test_cypher_only_in_cypher_modules() -> None:
+    found = [
+        f"{where(p, line)}: {text.strip()[:60]!r}"
+        for p in modules(*LAYERS)
+        if not cypher_homes(p)
+        for line, text in strings(p)
+        if CYPHER.search(text)
+    ]
+    assert found == [], "Cypher outside */cypher.py and schema/ddl.py"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MATCH (n:Feature) RETURN n",
+        "UNWIND $rows AS r MERGE (f:Feature {id: r.id})",
+        "CREATE (p:Prompt) SET p = $props",
+        "OPTIONAL MATCH (a)-[r]->(b) RETURN a.id",
+        "CALL () { MATCH (x) RETURN x }",
+        "RETURN 1",
+        "RETURN $x AS x",
+        "CALL db.labels()",
+        "SHOW INDEXES",
+    ],
+)
+def test_the_cypher_detector_sees_statements(text: str) -> None:
+    assert CYPHER.search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Match the feature by name",
+        "return the rows",
+        "SET",
+        "the CREATE verb",
+        "MATCH",
+        "RETURN",
+        "SHOW me",
+    ],
+)
+def test_the_cypher_detector_ignores_prose(text: str) -> None:
+    assert not CYPHER.search(text)

@@ -1,0 +1,127 @@
+"""What the ingest job sends to Neo4j, checked without one: the write statements (closed labels,
+parameters only) and one prompt's payload built from a real graph of the tiny model, against
+the one grammar of names and node kinds in `schema.names`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from circuitstore.ingest import cypher as ci
+from circuitstore.ingest.aggregate import DrivesSink, feature_summary
+from circuitstore.ingest.attribution import AttributionConfig
+from circuitstore.ingest.corpus import PromptRecord
+from circuitstore.ingest.payload import PromptPayload, build_payload
+from circuitstore.schema.model import EdgeKind, Label, RelType
+from circuitstore.schema.names import (
+    KINDS,
+    FeatureRef,
+    LocalRef,
+    LogitRef,
+    NodeId,
+    NodeKind,
+    parse_node,
+)
+
+from .conftest import Tiny
+
+STATEMENTS = {
+    name: value
+    for name, value in vars(ci).items()
+    if (name.isupper() and isinstance(value, str) and "\n" in value) or name == "CREATE_PROMPT"
+}
+KNOWN = {str(x) for x in Label} | {str(x) for x in RelType}
+COMMON = {"id", "localId", "prompt", "kind", "pos", "layer", "inputExplained", "keptInput"}
+
+
+def test_every_write_statement_is_checked() -> None:
+    assert {"CREATE_GRAPH", "MERGE_DRIVES", "UPDATE_TOP_EXAMPLES", "CREATE_PROMPT"} <= set(
+        STATEMENTS
+    )
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_statements_use_the_models_labels_and_parameters(name: str) -> None:
+    statement = STATEMENTS[name]
+    for label in re.findall(r"[:(]\s*:?([A-Z][A-Za-z_]+)\b", statement):
+        if label not in {"WHERE", "RETURN", "MATCH", "CALL", "WITH", "UNWIND", "DELETE"}:
+            assert label in KNOWN, (name, label)
+    assert "'" not in statement
+    assert '"' not in statement
+    assert "$" in statement
+
+
+@pytest.fixture(scope="module")
+def payload(tiny: Tiny) -> PromptPayload:
+    engine, d_tc = tiny.engine, tiny.transcoders.d_tc
+    record = PromptRecord("p1", "When Mary and John went", 3, {"topic": "ioi", "text": "dup"})
+    config = AttributionConfig(mode="lumped")
+    with torch.no_grad():
+        state = engine.prepare(record.text, config)
+        drives = DrivesSink(state.nodes, state.n_features, d_tc, tiny.model.n_layers, 0.01)
+        graph = engine.graph(state, config, sinks=[drives])
+    return build_payload(
+        record,
+        graph,
+        feature_summary(state.nodes, d_tc),
+        drives.result(),
+        transcoder_set="tiny-0123",
+        run="r",
+        d_tc=d_tc,
+        truncated_from=40,
+    )
+
+
+def test_prompt_properties(payload: PromptPayload) -> None:
+    props = payload.prompt
+    assert payload.prompt_id == NodeId.prompt("tiny-0123", "p1") == props["id"]
+    assert props["key"] == "p1"
+    assert props["text"] == "When Mary and John went"  # the corpus's own "text" is the prompt
+    assert props["x_text"] == "dup"  # a corpus field named like one of ours keeps an x_ prefix
+    assert props["topic"] == "ioi"
+    assert (props["truncated"], props["nTokensBeforeTruncation"]) == (True, 40)
+    assert props["nTokens"] == len(props["tokens"]) == len(props["tokenIds"])
+
+
+def test_nodes_follow_the_kind_table(payload: PromptPayload) -> None:
+    seen: dict[NodeKind, set[str]] = {}
+    for label, props in payload.nodes:
+        kind = NodeKind(props["kind"])
+        assert label == KINDS[kind].label
+        assert props["id"] == NodeId.qualified(payload.prompt_id, props["localId"])
+        assert set(props) <= COMMON | set(KINDS[kind].props), (kind, set(props) - COMMON)
+        seen.setdefault(kind, set()).update(props)
+        ref = parse_node(props["localId"])  # every stored local id is in the grammar
+        expected = {NodeKind.FEATURE: FeatureRef, NodeKind.LOGIT: LogitRef}.get(kind, LocalRef)
+        assert isinstance(ref, expected), props["localId"]
+    assert set(seen) == set(NodeKind)
+    for kind, keys in seen.items():  # and every property the table names is written
+        assert set(KINDS[kind].props) <= keys, (kind, set(KINDS[kind].props) - keys)
+
+
+def test_edges_refer_to_rows_of_the_same_payload(payload: PromptPayload) -> None:
+    n = len(payload.nodes)
+    assert payload.n_edges == len(payload.edges) > 0
+    for source, target, weight, kind in payload.edges:
+        assert 0 <= source < n
+        assert 0 <= target < n
+        assert source != target
+        assert isinstance(weight, float)
+        assert kind in {k.value for k in EdgeKind}
+
+
+def test_aggregate_rows(payload: PromptPayload) -> None:
+    assert payload.drives == sorted(payload.drives, key=lambda r: (r["s"], r["t"]))
+    for row in payload.drives:
+        assert row["n"] >= 1
+        assert row["sumAbs"] >= abs(row["sum"]) - 1e-9
+        assert 0 < row["maxAbs"] <= row["sumAbs"] + 1e-9
+        assert row["s"].startswith("tiny-0123/")
+        assert row["t"].startswith("tiny-0123/")
+    ids = [r["id"] for r in payload.features]
+    assert ids == sorted(ids) == sorted({r["id"] for r in payload.top})
+    for row in payload.features:
+        assert row["n"] >= 1
+        assert row["max"] > 0
