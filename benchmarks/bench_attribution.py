@@ -1,7 +1,7 @@
 """Attribution engine benchmark at GPT-2-small scale (random weights), on this machine's CPU.
 
     nice python benchmarks/bench_attribution.py [--lengths 64 128] [--repeats 3 1]
-        [--exact-repeats 1] [--skip-exact] [--threads N]
+        [--exact-repeats 1] [--skip-exact] [--threads N] [--device auto|cpu|cuda] [--tf32]
 
 12 layers, d_model 768, 12 heads, d_vocab 50257, transcoders d_tc 24576 with encoder biases
 calibrated so about 64 features fire per token per layer. Reports medians of seconds per prompt:
@@ -10,7 +10,9 @@ computed and streamed through a sink that counts them and checks conservation; a
 ~10^8-10^9 edges and is not held in memory), and the pruned graph; plus peak RSS and the load
 average. The model and the calibrated transcoders (published pickle layout) are written to a
 temporary folder in a child process and loaded through the real loaders. On a shared machine
-`--threads 1` avoids OpenMP threads waiting on each other.
+`--threads 1` avoids OpenMP threads waiting on each other. With `--device cuda` the engine runs
+on the GPU (timings synchronise it; peak GPU memory is reported); `--tf32` adds, for each
+length, the pruned and full lumped graphs with TF32 products and their conservation error.
 """
 
 from __future__ import annotations
@@ -99,13 +101,27 @@ def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
+
+
+def gpu_peak_gib() -> float:
+    return torch.cuda.max_memory_allocated(DEVICE) / 2**30 if DEVICE.type == "cuda" else 0.0
 
 
 def main() -> None:
@@ -118,6 +134,15 @@ def main() -> None:
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument("--exact-lengths", type=int, nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tf32", action="store_true", help="also measure TF32 products (CUDA)")
+    parser.add_argument(
+        "--chunk-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="log2 of chunk sizes to time full lumped graphs of the first length with",
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model_dir is not None:  # child process: only writes the model and transcoders
@@ -127,15 +152,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     from circuitstore.ingest.attribution import AttributionEngine
+    from circuitstore.ingest.device import resolve_device
     from circuitstore.ingest.model import load_model
     from circuitstore.ingest.transcoder import load_transcoders
+
+    global DEVICE
+    DEVICE = resolve_device(args.device)
+    print(f"device: {DEVICE} ({device_name()})", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gpt2-random"
         subprocess.run(
             [sys.executable, __file__, "--model-dir", str(folder)], check=True, capture_output=True
         )
-        model = load_model(folder)
+        model = load_model(folder, device=DEVICE)
         print(f"model loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
         engine = AttributionEngine(model, load_transcoders(folder / "transcoders"))
     print(f"transcoders loaded: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
@@ -147,8 +177,71 @@ def main() -> None:
         reps = args.repeats[min(i, len(args.repeats) - 1)]
         exact = not args.skip_exact and (args.exact_lengths is None or n in args.exact_lengths)
         rows.append(measure(engine, tokens, reps, args.exact_repeats if exact else 0))
+        if args.tf32:
+            rows[-1].update(measure_tf32(engine, tokens, reps))
         loads.append(load_average())
+    for log2 in args.chunk_sweep:
+        chunk_size(engine, prompt(args.lengths[0]), 1 << log2, args.repeats[0])
     print_table(rows, args, loads)
+
+
+def chunk_size(engine, tokens: torch.Tensor, elements: int, reps: int) -> None:
+    """A full lumped graph with another chunk size (the default suits CPU caches)."""
+    from circuitstore.ingest.attribution import AttributionConfig, ChunkPlan
+
+    cfg = AttributionConfig(mode="lumped", prune=None, chunk=ChunkPlan(elements))
+
+    def full():
+        with engine.on_device():
+            state = engine.prepare_tokens(tokens, cfg)
+            sink = CountSink(state.nodes.value)
+            for chunk in engine.chunks(state, cfg):
+                sink.consume(chunk)
+            return sink.edges
+
+    seconds, edges = timed(full, reps)
+    n = int(tokens.shape[0])
+    print(
+        f"chunk 2^{elements.bit_length() - 1} floats: full lumped graph of {n} tokens in "
+        f"{seconds:.3f} s ({n / seconds:.0f} tokens/s, {edges:.3g} edges), "
+        f"GPU peak {gpu_peak_gib():.2f} GiB",
+        flush=True,
+    )
+
+
+def device_name() -> str:
+    if DEVICE.type == "cuda":
+        return torch.cuda.get_device_name(DEVICE)
+    return f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+
+
+def measure_tf32(engine, tokens: torch.Tensor, reps: int) -> dict[str, object]:
+    """Full and pruned lumped graphs with TF32 products, and their conservation error."""
+    from circuitstore.ingest.attribution import AttributionConfig, PruneConfig
+    from circuitstore.ingest.device import use_tf32
+
+    use_tf32(True)
+    try:
+        cfg = AttributionConfig(mode="lumped", prune=None)
+
+        def full():
+            with engine.on_device():
+                state = engine.prepare_tokens(tokens, cfg)
+                sink = CountSink(state.nodes.value)
+                for chunk in engine.chunks(state, cfg):
+                    sink.consume(chunk)
+                return sink.worst
+
+        row: dict[str, object] = {}
+        row["full_lumped_tf32"], row["conservation_tf32"] = timed(full, reps)
+        pruned = AttributionConfig(mode="lumped", prune=PruneConfig())
+        row["pruned_lumped_tf32"], _ = timed(
+            lambda: engine.graph(engine.prepare_tokens(tokens, pruned), pruned), reps
+        )
+        print(row, flush=True)
+        return row
+    finally:
+        use_tf32(False)
 
 
 def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[str, object]:
@@ -157,7 +250,8 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
     from circuitstore.ingest.model import run_forward
 
     def forward() -> None:  # returns nothing: 12 layers' activations would stay in memory
-        feature_activations(engine.transcoders, run_forward(engine.model, tokens))
+        with engine.on_device():
+            feature_activations(engine.transcoders, run_forward(engine.model, tokens))
 
     row: dict[str, object] = {"tokens": int(tokens.shape[0]), "reps": reps}
     row["forward"], _ = timed(forward, reps)
@@ -167,11 +261,12 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
         full_cfg = AttributionConfig(mode=mode, prune=None)
 
         def full(cfg=full_cfg):
-            state = engine.prepare_tokens(tokens, cfg)
-            sink = CountSink(state.nodes.value)
-            for chunk in engine.chunks(state, cfg):
-                sink.consume(chunk)
-            return state.n_features, sink.edges, sink.worst
+            with engine.on_device():
+                state = engine.prepare_tokens(tokens, cfg)
+                sink = CountSink(state.nodes.value)
+                for chunk in engine.chunks(state, cfg):
+                    sink.consume(chunk)
+                return state.n_features, sink.edges, sink.worst
 
         row[f"full_{mode}"], out = timed(full, n_reps)
         row["features"], row[f"edges_{mode}"], row[f"conservation_{mode}"] = out
@@ -184,7 +279,12 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
         row[f"pruned_edges_{mode}"] = len(graph.edges)
         row[f"pruned_nodes_{mode}"] = len(graph.nodes)
         row[f"unexpanded_{mode}"] = graph.metadata["unexpanded_influence"]
-        print(row, f"peak RSS {peak_rss_gib():.2f} GiB, load {load_average()}", flush=True)
+        print(
+            row,
+            f"peak RSS {peak_rss_gib():.2f} GiB, GPU peak {gpu_peak_gib():.2f} GiB, "
+            f"load {load_average()}",
+            flush=True,
+        )
     return row
 
 
@@ -194,8 +294,7 @@ def print_table(rows, args, loads: list[str]) -> None:
     reps = ", ".join(f"{r['tokens']} tokens: {r['reps']}" for r in rows)
     print(
         f"\nGPT-2-small-scale random model, d_tc 24576, ~{FEATURES_PER_TOKEN} features/token/layer,"
-        f" {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs; medians of runs ({reps};"
-        f" exact: {args.exact_repeats})\n"
+        f" on {DEVICE} ({device_name()}); medians of runs ({reps}; exact: {args.exact_repeats})\n"
     )
     print(
         "| tokens | active features | forward + encoders (s) | full lumped (s) | edges (lumped) "
@@ -222,6 +321,7 @@ def print_table(rows, args, loads: list[str]) -> None:
     worst = max(float(r[k]) for r in rows for k in r if str(k).startswith("conservation"))
     print(
         f"\npeak RSS of the whole process (model + transcoders + engine): {peak_rss_gib():.2f} GiB;"
+        f" peak GPU memory {gpu_peak_gib():.2f} GiB;"
         f" worst relative conservation error {worst:.1e}; load average (1/5/15 min) at start and"
         f" after each length: {'; '.join(loads)}"
     )

@@ -120,7 +120,7 @@ def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
         for lyr in range(N_LAYERS)
         for i in range(D_TC)
     )
-    writer.ensure_transcoder_set(TranscoderSetInfo("bench", {}, "bench"), features, [])
+    writer.ensure_transcoder_set(TranscoderSetInfo("bench", {}, "bench"), features)
     rng = random.Random(0)
     payloads = [synthetic_payload(i, args.edges, args.drives, rng) for i in range(args.prompts)]
     rates: dict[str, list[float]] = {"bare": [], "ingest (graph)": [], "ingest (full)": []}
@@ -150,26 +150,17 @@ def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
 
 
 def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
-    """`circuitstore ingest` over 64-token prompts on a GPT-2-small-scale random model."""
-    import torch
-    from bench_attribution import build_model, calibrated_transcoders
+    """`circuitstore ingest` with its default settings over 64-token prompts on a
+    GPT-2-small-scale random model: per prompt, engine and write seconds, stored edges and
+    DRIVES rows; tokens/s end to end; the one-time setup; peak RSS of the ingest process."""
+    import resource
 
-    from circuitstore.ingest.model import load_model
-    from circuitstore.ingest.synthetic import save_transcoders
+    from bench_attribution import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        build_model(folder / "model")
-        model = load_model(folder / "model")
-        gen = torch.Generator().manual_seed(1)
-        calib = torch.cat(
-            [
-                torch.tensor([model.bridge.tokenizer.bos_token_id]),
-                torch.randint(1, 2000, (63,), generator=gen),
-            ]
-        )
-        save_transcoders(calibrated_transcoders(model, calib), folder / "transcoders")
-        del model
+        build_model(folder / "model")  # the model, and transcoders calibrated on it
+        (folder / "model" / "transcoders").rename(folder / "transcoders")
         words = [f"w{i}" for i in range(2000)]
         rng = random.Random(2)
         corpus = folder / "corpus.txt"
@@ -185,22 +176,21 @@ def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
             str(folder / "transcoders"),
             "--prompts",
             str(corpus),
-            "--mode",
-            "lumped",
             "--max-tokens",
             "64",
             "--truncate",
             "--no-progress",
             "--catalog",
             f"sqlite:///{folder / 'catalog.sqlite'}",
-            "--aggregate-min-fraction",
-            str(args.aggregate_min_fraction),
+            *args.ingest_args,
         ]
         out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"ingest failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
-        print("\nEnd to end (GPT-2-small scale, random weights, lumped mode, pruned):")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        print("\nEnd to end (GPT-2-small scale, random weights, default settings):")
         print(out.stdout.strip())
+        print(f"peak RSS of the ingest process: {peak:.2f} GiB")
 
 
 def main() -> None:
@@ -212,7 +202,9 @@ def main() -> None:
     parser.add_argument(
         "--e2e", type=int, default=3, help="prompts for the end-to-end run (0: skip)"
     )
-    parser.add_argument("--aggregate-min-fraction", type=float, default=0.01)
+    parser.add_argument(
+        "--ingest-args", nargs="*", default=[], help="more `circuitstore ingest` options"
+    )
     parser.add_argument("--use-env", action="store_true")
     args = parser.parse_args()
 

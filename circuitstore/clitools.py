@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import click
 
 from circuitstore.ingest.config import (
+    DEVICE_FORMS,
     DTYPES,
     MODES,
     AttributionConfig,
     IngestConfig,
     PruneConfig,
+    check_device,
 )
 from circuitstore.schema.errors import CircuitStoreError
 
@@ -124,6 +126,9 @@ def connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The defaults the shared option bundles show are the configs' own.
+INGEST_DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
+
 # Row counts the store is ever asked for; beyond 64-bit integers the driver could not even send.
 MAX_ROWS = 100_000
 
@@ -158,6 +163,23 @@ def _options(func: F, *options: Callable[[F], F]) -> F:
     return func
 
 
+class Cap(click.ParamType[int | None]):
+    """A positive count, or `none` for no cap."""
+
+    name = "N|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a count; allowed: an integer >= 1 or none", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not >= 1; allowed: an integer >= 1 or none", param, ctx)
+        return number
+
+
 def pruning_options(func: F) -> F:
     """`--node-threshold/--edge-threshold/--skip-fraction`, shared by `attribute` and `ingest`;
     defaults and ranges are PruneConfig's."""
@@ -187,14 +209,28 @@ def pruning_options(func: F) -> F:
             help="Pruning: per layer, leave unexpanded (and unkept) the targets holding this "
             "smallest share of its influence (ingest's aggregates still see their edges).",
         ),
+        click.option(
+            "--max-feature-nodes",
+            default=prune.max_feature_nodes,
+            show_default=True,
+            type=Cap(),
+            help="Storage budget: keep at most this many features, the most influential.",
+        ),
+        click.option(
+            "--max-edges",
+            default=prune.max_edges,
+            show_default=True,
+            type=Cap(),
+            help="Storage budget: keep at most this many edges per prompt, the strongest by "
+            "influence-weighted weight.",
+        ),
     )
 
 
-def attribution_options(func: F) -> F:
-    """`--mode/--logit-top-k/--dtype`, shared by `attribute` and `ingest`; defaults are the
-    configs'."""
-    attribution = AttributionConfig()
-    return _options(
+def attribution_options(attribution: AttributionConfig) -> Callable[[F], F]:
+    """`--mode/--logit-top-k/--dtype/--device/--tf32`, shared by `attribute` and `ingest`, with
+    `attribution`'s defaults (the command's config's own)."""
+    return lambda func: _options(
         func,
         click.option(
             "--mode",
@@ -216,10 +252,31 @@ def attribution_options(func: F) -> F:
         click.option(
             "--dtype",
             type=click.Choice(DTYPES),
-            default=IngestConfig.__dataclass_fields__["dtype"].default,
+            default=INGEST_DEFAULTS.dtype,
             show_default=True,
         ),
+        click.option(
+            "--device",
+            default=INGEST_DEFAULTS.device,
+            show_default=True,
+            callback=_device,
+            help=f"Where the model and the engine run: {DEVICE_FORMS} (auto: a CUDA GPU when "
+            "torch sees one, else the CPU).",
+        ),
+        click.option(
+            "--tf32",
+            is_flag=True,
+            help="On a CUDA GPU, TF32 matrix products: faster, less exact (see the README).",
+        ),
     )
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        check_device(value)
+    except CircuitStoreError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], ctx, param) from None
+    return value
 
 
 def format_option(*choices: str) -> Callable[[F], F]:

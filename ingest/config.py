@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -30,6 +31,14 @@ LogitPositions = Literal["last", "all"]
 DtypeName = Literal["float32", "float64"]
 MODES: tuple[str, ...] = get_args(Mode)
 DTYPES: tuple[str, ...] = get_args(DtypeName)
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+
+
+def check_device(spec: str) -> None:
+    """The form of a `--device` value (whether this machine has it is `device.resolve_device`'s
+    question, which needs torch)."""
+    if not isinstance(spec, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", spec):
+        raise ConfigError(f"--device {spec!r}: allowed {DEVICE_FORMS}")
 
 
 @dataclass(frozen=True)
@@ -45,12 +54,21 @@ class PruneConfig:
     skip_fraction: float = 0.01
     """Per layer, leave unexpanded the targets that hold this smallest share of its influence
     [0, 1): 0.01 saves 40% of the time at GPT-2 scale and keeps 99.8% of the features."""
+    max_feature_nodes: int | None = 4096
+    """The storage budget's features: at most this many, the most influential (>= 1; None: no
+    cap). See the README's budget table for what it keeps."""
+    max_edges: int | None = 50_000
+    """The storage budget's edges: at most this many per prompt, by influence-weighted strength
+    (>= 1; None: no cap). 50,000 is ~1 s of writing at the measured write rate."""
 
     def __post_init__(self) -> None:
         _check(0 < self.node_threshold <= 1, "node_threshold", self.node_threshold, "0 < x <= 1")
         _check(0 < self.edge_threshold <= 1, "edge_threshold", self.edge_threshold, "0 < x <= 1")
         _check_int(self.max_edges_per_target, "max_edges_per_target", 1)
         _check(0 <= self.skip_fraction < 1, "skip_fraction", self.skip_fraction, "0 <= x < 1")
+        for name in ("max_feature_nodes", "max_edges"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, 1)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -60,12 +78,14 @@ class PruneConfig:
 class ChunkPlan:
     """How many residual-stream floats one chunk of targets' gradients may hold."""
 
-    max_elements: int = 1 << 23
-    """32 MiB in float32: as fast as bigger chunks, less memory (>= 1; small values only
-    shrink chunks, to a floor of 8 targets)."""
+    max_elements: int | None = None
+    """None: 2^23 on a CPU (32 MiB in float32: as fast as bigger chunks, less memory), 2^27 on
+    a GPU (fewer, larger kernels); else >= 1 (small values only shrink chunks, to a floor of 8
+    targets)."""
 
     def __post_init__(self) -> None:
-        _check_int(self.max_elements, "max_elements", 1)
+        if self.max_elements is not None:
+            _check_int(self.max_elements, "max_elements", 1)
 
 
 @dataclass(frozen=True)
@@ -101,12 +121,15 @@ GRAPH_FIELDS = (
     "model",
     "transcoders",
     "dtype",
+    "tf32",
     "mode",
     "logit_top_k",
     "node_threshold",
     "edge_threshold",
     "max_edges_per_target",
     "skip_fraction",
+    "max_feature_nodes",
+    "max_edges",
     "aggregate_min_fraction",
     "top_examples",
     "max_tokens",
@@ -130,8 +153,13 @@ class IngestConfig:
     """SQLAlchemy URL of the run catalog; default: SQLite in the data folder."""
     dtype: DtypeName = "float32"
     """Engine dtype."""
-    attribution: AttributionConfig = field(default_factory=AttributionConfig)
-    """Each prompt's graph; ingest always prunes (prune must be set)."""
+    device: str = "auto"
+    """auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N."""
+    tf32: bool = False
+    """On a CUDA GPU, TF32 matrix products: faster, with the error the README states."""
+    attribution: AttributionConfig = field(default_factory=lambda: AttributionConfig(mode="lumped"))
+    """Each prompt's graph; ingest always prunes (prune must be set). Lumped by default: at
+    GPT-2 scale on a CPU exact mode takes ~8x longer (see the README's benchmarks)."""
     aggregate_min_fraction: float = 0.01
     """DRIVES keeps a feature edge carrying at least this share of its target's |input| [0, 1)."""
     top_examples: int = 20
@@ -153,6 +181,7 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         _check(self.dtype in DTYPES, "dtype", self.dtype, " or ".join(DTYPES))
+        check_device(self.device)
         _check(self.attribution.prune is not None, "attribution.prune", None, "a PruneConfig")
         positions = self.attribution.logit_positions
         _check(positions == "last", "attribution.logit_positions", positions, "last (ingest)")
@@ -174,6 +203,7 @@ class IngestConfig:
         attribution_names = set(AttributionConfig.__dataclass_fields__) - {"prune", "chunk"}
         prune = {k: settings.pop(k) for k in list(settings) if k in prune_names}
         attribution = {k: settings.pop(k) for k in list(settings) if k in attribution_names}
+        attribution.setdefault("mode", "lumped")
         return cls(
             attribution=AttributionConfig(prune=PruneConfig(**prune), **attribution), **settings
         )

@@ -33,12 +33,40 @@ ON CREATE SET f += r.props, f.nActive = 0, f.nPrompts = 0, f.sumActivation = 0.0
               f.maxActivation = 0.0, f.topCount = 0, f.topMin = 0.0
 """
 
-MERGE_VIRTUAL_WEIGHTS = f"""
+# The views are written a layer at a time, each layer in one transaction that also records it
+# in the set's `viewLayers`: a layer is either wholly there or absent, and never written twice.
+VIEW_LAYERS = f"""
+MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+RETURN coalesce(s.viewLayers, []) AS layers
+"""
+
+# The same, in a write transaction, after taking the set's write lock (a write, undone at once):
+# a second writer of the same layer waits here until the first commits, then sees its layer.
+LOCK_VIEW_LAYERS = f"""
+MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+SET s.viewsLock = true
+REMOVE s.viewsLock
+RETURN coalesce(s.viewLayers, []) AS layers
+"""
+
+SET_FEATURE_VIEWS = f"""
 UNWIND $rows AS r
-MATCH (a:{L.FEATURE} {{id: r.source}})
-MATCH (b:{L.FEATURE} {{id: r.target}})
-MERGE (a)-[v:{R.VIRTUAL_WEIGHT}]->(b)
-SET v.weight = r.weight
+MATCH (f:{L.FEATURE} {{id: r.id}})
+SET f += r.props
+"""
+
+# One row per target feature with its sources ([id, weight]): one lookup per target.
+CREATE_VIRTUAL_WEIGHTS = f"""
+UNWIND $rows AS r
+MATCH (t:{L.FEATURE} {{id: r.target}})
+UNWIND r.sources AS s
+MATCH (f:{L.FEATURE} {{id: s[0]}})
+CREATE (f)-[:{R.VIRTUAL_WEIGHT} {{weight: s[1]}}]->(t)
+"""
+
+MARK_VIEW_LAYER = f"""
+MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+SET s.viewLayers = coalesce(s.viewLayers, []) + $layer
 """
 
 EXISTING_PROMPTS = f"""

@@ -67,6 +67,7 @@ class LoadedModel:
     n_ctx: int
     d_vocab: int
     dtype: torch.dtype
+    device: torch.device
     weights: ModelWeights
     weights_hash: str  # sha256 of every weight and the vocabulary (see `_fingerprint`)
 
@@ -86,10 +87,16 @@ class ForwardCache:
     logits: Float[Tensor, "pos d_vocab"]
 
 
-def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer).
-    Raises ModelLoadError: it cannot be loaded, its weights hold NaN or infinity, or its
-    normalisation is not LayerNorm."""
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
+    """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer)
+    onto `device`. Raises ModelLoadError: it cannot be loaded, its weights hold NaN or infinity,
+    or its normalisation is not LayerNorm."""
+    device = torch.device(device)
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
@@ -97,7 +104,7 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
         with contextlib.redirect_stderr(io.StringIO()):
             logging.getLogger("transformers").setLevel(logging.ERROR)
             bridge = TransformerBridge.boot_transformers(
-                str(name_or_path), device="cpu", dtype=dtype
+                str(name_or_path), device=str(device), dtype=dtype
             )
             bridge.enable_compatibility_mode(disable_warnings=True)
     except Exception as exc:
@@ -123,6 +130,7 @@ def load_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) 
         n_ctx=int(cfg.n_ctx),
         d_vocab=int(cfg.d_vocab),
         dtype=dtype,
+        device=device,
         weights=_weights(bridge, dtype),
         weights_hash=_fingerprint(bridge, named),
     )
@@ -228,7 +236,7 @@ def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache
     wanted.add("ln_final.hook_scale")
     with torch.no_grad():
         logits, cache = model.bridge.run_with_cache(
-            tokens[None], names_filter=lambda n: n in wanted
+            tokens[None].to(model.device), names_filter=lambda n: n in wanted
         )
 
     def stack(hook: str) -> Tensor:
@@ -237,7 +245,7 @@ def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache
         ).to(model.dtype)
 
     return ForwardCache(
-        tokens=tokens,
+        tokens=tokens.to(model.device),
         str_tokens=tuple(model.bridge.to_str_tokens(tokens)),
         ln1_scale=stack("ln1.hook_scale")[..., 0],
         pattern=stack("attn.hook_pattern"),

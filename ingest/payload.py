@@ -31,6 +31,8 @@ _RESERVED = {
     "nTokensBeforeTruncation",
     "logitInputExplained",
     "featureInputExplained",
+    "keptInfluence",
+    "unexpandedInfluence",
 }
 
 
@@ -104,7 +106,12 @@ def _scores(graph: AttributionGraph) -> dict[str, float]:
     if acc is None:
         return {"logitInputExplained": 1.0, "featureInputExplained": 1.0}
     kinds = graph.nodes.kind
-    out = {}
+    # The share of the total feature influence on the chosen logits that the stored features
+    # carry, and the share left unexpanded (see attribution.prune).
+    out = {
+        "keptInfluence": float(graph.metadata.get("kept_influence", 1.0)),  # type: ignore[arg-type]
+        "unexpandedInfluence": float(graph.metadata.get("unexpanded_influence", 0.0)),  # type: ignore[arg-type]
+    }
     for name, code in (
         ("logitInputExplained", Code.LOGIT),
         ("featureInputExplained", Code.FEATURE),

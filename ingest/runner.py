@@ -26,10 +26,12 @@ from circuitstore.ingest.attribution import AttributionEngine
 from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
+from circuitstore.ingest.device import resolve_device, use_tf32
 from circuitstore.ingest.model import LoadedModel, all_tokens, load_model, torch_dtype
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
-from circuitstore.ingest.transcoder_set import features_and_views, transcoder_set_info
+from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
+from circuitstore.ingest.writebehind import Done, write_behind
 from circuitstore.ingest.writer import PromptWriteError, StoreWriter
 from circuitstore.schema.apply import require_current_schema
 from circuitstore.schema.errors import InputError
@@ -48,21 +50,32 @@ class IngestSummary:
     truncated: int = 0
     tokens: int = 0
     edges: int = 0
+    drives_rows: int = 0
     seconds: float = 0.0
+    engine_seconds: float = 0.0  # the engine's share (forward, attribution, payload)
+    write_seconds: float = 0.0  # the writer thread's, overlapping the engine's
     blank_lines: int = 0
     repeated_lines: int = 0
     setup_seconds: float | None = None  # set when this run wrote the transcoder set's features
+    views_seconds: float | None = None  # set when this run wrote views of some layers
 
     def lines(self) -> list[str]:
         rate = self.tokens / self.seconds if self.seconds else 0.0
         out = [
             f"run {self.run} ({'resumed' if self.resumed else 'new'}): {self.prompts} prompts "
             f"in this shard, {self.written} written, {self.already_stored} already in the store",
-            f"{self.tokens} tokens, {self.edges} per-prompt edges, {self.seconds:.1f} s "
-            f"({rate:.1f} tokens/s)",
+            f"{self.tokens} tokens, {self.edges} per-prompt edges, {self.drives_rows} DRIVES "
+            f"increments, {self.seconds:.1f} s "
+            f"({rate:.1f} tokens/s; engine {self.engine_seconds:.1f} s, writes "
+            f"{self.write_seconds:.1f} s alongside)",
         ]
         if self.setup_seconds is not None:
-            out.insert(1, f"features and their views written once, in {self.setup_seconds:.1f} s")
+            out.insert(1, f"the set's features written once, in {self.setup_seconds:.1f} s")
+        if self.views_seconds is not None:
+            out.append(
+                f"input-independent views (logit lens, de-embedding, virtual weights) written "
+                f"after the prompts, in {self.views_seconds:.1f} s"
+            )
         skipped = [f"{n} {why}" for why, n in sorted(self.skipped.items())]
         if self.blank_lines or self.repeated_lines:
             skipped.append(f"{self.blank_lines} blank and {self.repeated_lines} repeated lines")
@@ -108,7 +121,9 @@ class IngestRunner:
         corpus = full.shard(cfg.shard_index, cfg.shard_count)
         require_current_schema(self.driver, self.database)
         catalog = Catalog.open(cfg.catalog_url())
-        model = load_model(cfg.model, dtype=torch_dtype(cfg.dtype))
+        device = resolve_device(cfg.device)
+        use_tf32(cfg.tf32)
+        model = load_model(cfg.model, dtype=torch_dtype(cfg.dtype), device=device)
         tcs = load_transcoders(cfg.transcoders, dtype=torch_dtype(cfg.dtype))
         engine = AttributionEngine(model, tcs)
         provenance = _provenance(cfg, model, tcs)
@@ -120,12 +135,12 @@ class IngestRunner:
         name = cfg.run_name(graph_hash, full.digest())
         record = catalog.open_run(name, cfg.public_dict(), graph_hash, provenance)
         try:
-            features, virtual = features_and_views(model, tcs, info.id, cfg.views_top_k)
             start = time.perf_counter()
-            created = writer.ensure_transcoder_set(info, features, virtual)
+            created = writer.ensure_transcoder_set(info, feature_rows(tcs, info.id))
             setup = time.perf_counter() - start
             job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
             summary = job.run(corpus)
+            summary.views_seconds = _views(engine, writer, info.id, cfg.views_top_k)
         except BaseException as exc:
             # A run stopped by an error or Ctrl-C is not left "running" in the catalog.
             with contextlib.suppress(Exception):
@@ -136,6 +151,16 @@ class IngestRunner:
         summary.setup_seconds = setup if created else None
         catalog.finish(name, "complete" if not summary.failed else "incomplete")
         return summary
+
+
+@dataclass(frozen=True)
+class _Computed:
+    """A prompt whose payload waits for the writer."""
+
+    key: str
+    payload: PromptPayload
+    n_tokens: int
+    truncated: bool
 
 
 @dataclass
@@ -157,10 +182,18 @@ class _Job:
         pending = self._reconcile(corpus, summary)
         start = time.perf_counter()
         updates: list[dict[str, Any]] = []
-        with tqdm(total=len(pending), unit="prompt", disable=_quiet(self.cfg)) as bar:
+        bar = tqdm(total=len(pending), unit="prompt", disable=_quiet(self.cfg))
+        with bar, write_behind(self._write, depth=2) as behind:
             for record in pending:
-                updates.append(self._one(record, summary))
-                bar.update()
+                item = self._compute(record, summary)
+                if isinstance(item, _Computed):
+                    behind.put(item)
+                else:
+                    updates.append(item)
+                    bar.update()
+                for done in behind.done():
+                    updates.append(self._written(done, summary))
+                    bar.update()
                 bar.set_postfix(
                     tok_s=f"{summary.tokens / max(time.perf_counter() - start, 1e-9):.0f}",
                     edges=summary.edges,
@@ -168,6 +201,7 @@ class _Job:
                 if len(updates) >= self.cfg.batch_size:
                     self.catalog.mark(run, updates)
                     updates = []
+            updates += [self._written(done, summary) for done in behind.close()]
         self.catalog.mark(run, updates)
         summary.seconds = time.perf_counter() - start
         return summary
@@ -193,7 +227,8 @@ class _Job:
         summary.already_stored += len(stored)
         return [p for pid, p in ids.items() if pid not in stored]
 
-    def _one(self, record: PromptRecord, summary: IngestSummary) -> dict[str, Any]:
+    def _compute(self, record: PromptRecord, summary: IngestSummary) -> _Computed | dict[str, Any]:
+        """The prompt's payload, or its final catalog update when there is nothing to write."""
         prompt_id = NodeId.prompt(self.tset, record.key)
         if self.writer.existing_prompts([prompt_id]):
             # Another process running the same corpus wrote it since the reconcile.
@@ -206,23 +241,42 @@ class _Job:
             reason = "over the length limit" if record.text.strip() else "empty"
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
             return {"key": record.key, "state": SKIPPED, "reason": str(exc)}
-        try:
-            payload = self._payload(record, tokens, cut_from)
-            written = self.writer.write_prompt(payload)
-        except PromptWriteError as exc:
+        began = time.perf_counter()
+        payload = self._payload(record, tokens, cut_from)
+        summary.engine_seconds += time.perf_counter() - began
+        return _Computed(record.key, payload, int(tokens.shape[0]), cut_from is not None)
+
+    def _write(self, item: _Computed) -> tuple[bool, float]:
+        """In the writer thread: whether the prompt was written (not already there), and how
+        long it took."""
+        began = time.perf_counter()
+        return self.writer.write_prompt(item.payload), time.perf_counter() - began
+
+    def _written(
+        self, done: Done[_Computed, tuple[bool, float]], summary: IngestSummary
+    ) -> dict[str, Any]:
+        """A finished write as a catalog update, counted in the summary."""
+        item = done.item
+        if isinstance(done.error, PromptWriteError):
             # This prompt cannot go in (the store refused it): record why and go on; an outage
-            # (StoreUnavailableError) is not caught and stops the run, which a rerun resumes.
+            # (StoreUnavailableError) stops the run, which a rerun resumes.
             summary.failed += 1
-            return {"key": record.key, "state": FAILED, "reason": str(exc)}
+            return {"key": item.key, "state": FAILED, "reason": str(done.error)}
+        if done.error is not None:
+            raise done.error
+        assert done.result is not None
+        written, seconds = done.result
+        summary.write_seconds += seconds
         if written:
             summary.written += 1
-            summary.edges += payload.n_edges
-            summary.truncated += cut_from is not None
+            summary.edges += item.payload.n_edges
+            summary.drives_rows += len(item.payload.drives)
+            summary.truncated += item.truncated
         else:
             summary.already_stored += 1
-        n_tokens = int(tokens.shape[0])
-        summary.tokens += n_tokens
-        return {"key": record.key, "state": DONE, "n_tokens": n_tokens, "n_edges": payload.n_edges}
+        summary.tokens += item.n_tokens
+        edges = item.payload.n_edges
+        return {"key": item.key, "state": DONE, "n_tokens": item.n_tokens, "n_edges": edges}
 
     def _tokens(self, record: PromptRecord) -> tuple[torch.Tensor, int | None]:
         """Token ids with BOS, cut to the model's context or --max-tokens with --truncate (then
@@ -242,7 +296,7 @@ class _Job:
         self, record: PromptRecord, tokens: torch.Tensor, cut_from: int | None
     ) -> PromptPayload:
         config = self.cfg.attribution
-        with torch.no_grad():
+        with torch.no_grad(), self.engine.on_device():
             state = self.engine.prepare_tokens(tokens, config)
             drives = DrivesSink(
                 state.nodes,
@@ -252,17 +306,33 @@ class _Job:
                 self.cfg.aggregate_min_fraction,
             )
             graph = self.engine.graph(state, config, sinks=[drives])
-        summary = feature_summary(state.nodes, self.d_tc)
-        return build_payload(
-            record,
-            graph,
-            summary,
-            drives.result(),
-            transcoder_set=self.tset,
-            run=self.record.name,
-            d_tc=self.d_tc,
-            truncated_from=cut_from,
-        )
+            summary = feature_summary(state.nodes, self.d_tc)
+            return build_payload(
+                record,
+                graph,
+                summary,
+                drives.result(),
+                transcoder_set=self.tset,
+                run=self.record.name,
+                d_tc=self.d_tc,
+                truncated_from=cut_from,
+            )
+
+
+def _views(engine: AttributionEngine, writer: StoreWriter, set_id: str, top_k: int) -> float | None:
+    """The views of every layer not yet in the store, a layer a transaction (exactly once each,
+    resumable); after the prompts, so that a corpus never waits for them (on 2 CPU cores they are
+    minutes of arithmetic at GPT-2 scale; on a GPU, seconds). Seconds taken, or None if none
+    were missing."""
+    missing = sorted(set(range(engine.model.n_layers)) - writer.view_layers(set_id))
+    if not missing:
+        return None
+    start = time.perf_counter()
+    for layer in missing:
+        with torch.no_grad(), engine.on_device():
+            tokens, virtual = layer_views(engine.model, engine.transcoders, set_id, layer, top_k)
+        writer.write_views(set_id, layer, tokens, virtual)
+    return time.perf_counter() - start
 
 
 def _quiet(cfg: IngestConfig) -> bool | None:

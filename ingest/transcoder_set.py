@@ -1,5 +1,5 @@
-"""The global part of the store for one model + transcoder set: its TranscoderSet node and one
-Feature node per (layer, index), with the input-independent views, computed once."""
+"""The global part of the store for one model + transcoder set: its TranscoderSet node, one
+Feature node per (layer, index), and the input-independent views, computed once per layer."""
 
 from __future__ import annotations
 
@@ -48,62 +48,70 @@ def transcoder_set_info(
     return TranscoderSetInfo(set_id, props, graph_hash, graph_config)
 
 
-def features_and_views(
-    model: LoadedModel, tcs: TranscoderSet, set_id: str, top_k: int
-) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    """Feature rows (with their views) and VIRTUAL_WEIGHT rows, generated lazily in chunks.
-
-    Views are computed in bulk (chunks of features against whole matrices) because the store
-    wants them for every feature: one matmul per chunk instead of one per feature."""
-    return _feature_rows(model, tcs, set_id, top_k), _virtual_rows(tcs, set_id, top_k)
-
-
-def _feature_rows(
-    model: LoadedModel, tcs: TranscoderSet, set_id: str, top_k: int
-) -> Iterator[dict[str, Any]]:
-    decode = _decoder(model)
+def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:
+    """One row per feature: its id, name and firing frequency; the views come later, per layer
+    (`layer_views`), so that the set's features exist before the first prompt."""
     for layer, tc in enumerate(tcs.transcoders):
         sparsity = tc.log_feature_sparsity
-        for start in range(0, tc.d_tc, CHUNK):
-            stop = min(start + CHUNK, tc.d_tc)
-            lens = _top_tokens(tc.W_dec[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
-            deembed = None
-            if layer == 0:
-                scores = (model.weights.W_E @ tc.W_enc[:, start:stop].to(model.dtype)).T
-                deembed = _top_tokens(scores, top_k)
-            for offset, index in enumerate(range(start, stop)):
-                key = FeatureKey(set_id, layer, index)
-                props: dict[str, Any] = {
-                    "transcoderSet": set_id,
-                    "layer": layer,
-                    "index": index,
-                    "name": key.name,
-                    "logitLensTokens": [decode(t) for t in lens[offset]],
-                }
-                if deembed is not None:
-                    props["deembedTokens"] = [decode(t) for t in deembed[offset]]
-                if sparsity is not None:
-                    props["logFrequency"] = float(sparsity[index])
-                yield {"id": key.id, "props": props}
+        for index in range(tc.d_tc):
+            key = FeatureKey(set_id, layer, index)
+            props: dict[str, Any] = {
+                "transcoderSet": set_id,
+                "layer": layer,
+                "index": index,
+                "name": key.name,
+            }
+            if sparsity is not None:
+                props["logFrequency"] = float(sparsity[index])
+            yield {"id": key.id, "props": props}
 
 
-def _virtual_rows(tcs: TranscoderSet, set_id: str, top_k: int) -> Iterator[dict[str, Any]]:
-    """Each feature's top-k earlier features by |W_dec[l'][j] . W_enc[l][:, i]|.
+def layer_views(
+    model: LoadedModel, tcs: TranscoderSet, set_id: str, layer: int, top_k: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One layer's input-independent views: per feature its logit-lens tokens (and, in layer 0,
+    its de-embedding tokens), and the VIRTUAL_WEIGHT rows into its features from every earlier
+    layer (`target` and its `sources`, [id, weight] strongest first).
 
-    Per chunk of targets, one source layer at a time with a running top-k, so memory stays at
-    one (chunk x d_tc) score block whatever the depth (at GPT-2 scale a concatenation of the
-    earlier decoders alone would be 0.8 GB)."""
-    for layer in range(1, tcs.n_layers):
-        enc = tcs[layer].W_enc
-        for start in range(0, enc.shape[1], CHUNK):
-            block = enc[:, start : start + CHUNK].T.contiguous()  # (chunk, d_model)
-            best = _running_top(block, [tcs[src].W_dec for src in range(layer)], top_k)
-            weights, src_layer, src_index = (t.tolist() for t in best)
-            for col, row in enumerate(zip(weights, src_layer, src_index, strict=True)):
-                target = FeatureKey(set_id, layer, start + col).id
-                for w, sl, si in zip(*row, strict=True):
-                    source = FeatureKey(set_id, sl, si).id
-                    yield {"source": source, "target": target, "weight": w}
+    Computed in bulk (chunks of features against whole matrices) on the model's device: the
+    store wants them for every feature, and at GPT-2 scale they are ~85 TFLOP in all."""
+    decode = _decoder(model)
+    tc = tcs[layer]
+    tokens: list[dict[str, Any]] = []
+    virtual: list[dict[str, Any]] = []
+    for start in range(0, tc.d_tc, CHUNK):
+        stop = min(start + CHUNK, tc.d_tc)
+        lens = _top_tokens(tc.W_dec[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
+        deembed = None
+        if layer == 0:
+            deembed = _top_tokens((model.weights.W_E @ tc.W_enc[:, start:stop]).T, top_k)
+        for offset, index in enumerate(range(start, stop)):
+            props: dict[str, Any] = {"logitLensTokens": [decode(t) for t in lens[offset]]}
+            if deembed is not None:
+                props["deembedTokens"] = [decode(t) for t in deembed[offset]]
+            tokens.append({"id": FeatureKey(set_id, layer, index).id, "props": props})
+        if layer > 0:
+            virtual += _virtual_rows(tcs, set_id, layer, start, stop, top_k)
+    return tokens, virtual
+
+
+def _virtual_rows(
+    tcs: TranscoderSet, set_id: str, layer: int, start: int, stop: int, top_k: int
+) -> list[dict[str, Any]]:
+    """Features start..stop of `layer`, each with its top-k earlier features by
+    |W_dec[l'][j] . W_enc[l][:, i]|: a running top-k over source layers, so memory stays at one
+    (chunk x d_tc) score block whatever the depth (a concatenation of the earlier decoders
+    alone would be 0.8 GB at GPT-2 scale)."""
+    block = tcs[layer].W_enc[:, start:stop].T.contiguous()  # (chunk, d_model)
+    best = _running_top(block, [tcs[src].W_dec for src in range(layer)], top_k)
+    weights, src_layer, src_index = (t.tolist() for t in best)
+    return [
+        {
+            "target": FeatureKey(set_id, layer, start + col).id,
+            "sources": [[FeatureKey(set_id, sl, si).id, w] for w, sl, si in zip(*row, strict=True)],
+        }
+        for col, row in enumerate(zip(weights, src_layer, src_index, strict=True))
+    ]
 
 
 def _running_top(
@@ -113,8 +121,8 @@ def _running_top(
     |decoder row . block row|: (weights, source layers, source indices), strongest first."""
     rows = block.shape[0]
     weights = block.new_zeros(rows, 0)
-    layers = torch.zeros(rows, 0, dtype=torch.long)
-    indices = torch.zeros(rows, 0, dtype=torch.long)
+    layers = torch.zeros(rows, 0, dtype=torch.long, device=block.device)
+    indices = torch.zeros(rows, 0, dtype=torch.long, device=block.device)
     for src, W_dec in enumerate(decoders):
         scores = block @ W_dec.T  # (chunk, d_tc): rows contiguous, so topk runs along them
         top = scores.abs().topk(min(k, scores.shape[1]), dim=1).indices

@@ -71,12 +71,10 @@ class StoreWriter:
         )
 
     def ensure_transcoder_set(
-        self,
-        info: TranscoderSetInfo,
-        features: Iterable[dict[str, Any]],
-        virtual_weights: Iterable[dict[str, Any]],
+        self, info: TranscoderSetInfo, features: Iterable[dict[str, Any]]
     ) -> bool:
-        """Create the set, its features and their neighbours once. True if created now."""
+        """Create the set and its features once (their views come per layer, `write_views`).
+        True if created now. MERGE: a creation killed half-way is finished, not doubled."""
         self.check_transcoder_set(info)
         with self._translate(), self._session() as session:
             state = session.run(cypher.TRANSCODER_SET_STATE, id=info.id).single()
@@ -90,10 +88,38 @@ class StoreWriter:
             session.execute_write(_run, cypher.MERGE_TRANSCODER_SET, id=info.id, props=props)
             for batch in _batches(features):
                 session.execute_write(_run, cypher.MERGE_FEATURES, rows=batch)
-            for batch in _batches(virtual_weights):
-                session.execute_write(_run, cypher.MERGE_VIRTUAL_WEIGHTS, rows=batch)
             session.execute_write(_run, cypher.MARK_FEATURES_COMPLETE, id=info.id)
         return True
+
+    def view_layers(self, set_id: str) -> set[int]:
+        """The layers whose views are in the store."""
+        with self._translate(), self._session(read=True) as session:
+            rows = session.execute_read(_rows, cypher.VIEW_LAYERS, id=set_id)
+        return set(rows[0]["layers"]) if rows else set()
+
+    def write_views(
+        self,
+        set_id: str,
+        layer: int,
+        tokens: list[dict[str, Any]],
+        virtual: list[dict[str, Any]],
+    ) -> bool:
+        """One layer's views in one transaction, recorded in the set's `viewLayers`; False if
+        that layer was already there."""
+
+        def work(tx: neo4j.ManagedTransaction) -> bool:
+            done = tx.run(cypher.LOCK_VIEW_LAYERS, id=set_id).single()
+            if done is not None and layer in done["layers"]:
+                return False
+            for batch in _batches(tokens):
+                tx.run(cypher.SET_FEATURE_VIEWS, rows=batch).consume()
+            for batch in _batches(virtual, size=BATCH_ROWS // 10):  # ~10 sources a row
+                tx.run(cypher.CREATE_VIRTUAL_WEIGHTS, rows=batch).consume()
+            tx.run(cypher.MARK_VIEW_LAYER, id=set_id, layer=layer).consume()
+            return True
+
+        with self._translate(), self._session() as session:
+            return bool(session.execute_write(work))
 
     def existing_prompts(self, ids: Sequence[str]) -> dict[str, str]:
         """Which of `ids` are already in the store, and from which run."""

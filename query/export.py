@@ -22,7 +22,7 @@ import networkx as nx
 from circuitstore.query import graphs
 from circuitstore.query.results import Node, PromptInfo, Subgraph, TranscoderSetInfo
 from circuitstore.schema.errors import QueryError
-from circuitstore.schema.names import NodeKind, feature_name
+from circuitstore.schema.names import NodeId, NodeKind, feature_name
 
 EXPORT_FORMATS = ("graphml", "json")
 
@@ -126,7 +126,9 @@ def _cumulative(graph: Subgraph, target: str | None) -> dict[str, float]:
 def _node_id(n: Node, tset: TranscoderSetInfo) -> str | None:
     """The viewers' id of a node; None for kinds they have no node type for (the kind table's
     viewer_type)."""
-    if n.kind.spec.viewer_type is None or (n.kind == NodeKind.ERROR and n.layer is None):
+    # Lumped mode's remainders are error terms of one target, not of a layer and position: the
+    # viewers have no node for them.
+    if n.kind.spec.viewer_type is None or NodeId.is_remainder(n.id):
         return None
     ids = {
         NodeKind.FEATURE: f"{n.layer}_{n.feature}_{n.pos}",

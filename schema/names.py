@@ -139,6 +139,10 @@ class NodeId:
         return f"rem[{target_local_id}]"
 
     @staticmethod
+    def is_remainder(local_id: str) -> bool:
+        return local_id.startswith("rem[")
+
+    @staticmethod
     def prompt(transcoder_set: str, key: str) -> str:
         return f"{transcoder_set}/{key}"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from typing import Any
 
 import click
 
@@ -29,7 +31,7 @@ from circuitstore.ingest.config import AttributionConfig, DtypeName, Mode, Prune
 @click.option(
     "--all-positions", is_flag=True, help="Logit targets at every position, not only the last."
 )
-@attribution_options
+@attribution_options(AttributionConfig())
 @pruning_options
 def attribute(
     model_name: str,
@@ -42,9 +44,13 @@ def attribute(
     mode: Mode,
     logit_top_k: int,
     dtype: DtypeName,
+    device: str,
+    tf32: bool,
     node_threshold: float,
     edge_threshold: float,
     skip_fraction: float,
+    max_feature_nodes: int | None,
+    max_edges: int | None,
 ) -> None:
     """Compute the attribution graph of PROMPT in the transcoders' local replacement model.
 
@@ -55,20 +61,48 @@ def attribute(
     """
     from circuitstore.ingest.attribution import AttributionEngine
     from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
+    from circuitstore.ingest.device import resolve_device, use_tf32
     from circuitstore.ingest.model import load_model, torch_dtype
     from circuitstore.ingest.transcoder import load_transcoders
 
-    prune = PruneConfig(node_threshold, edge_threshold, skip_fraction=skip_fraction)
+    prune = PruneConfig(
+        node_threshold,
+        edge_threshold,
+        skip_fraction=skip_fraction,
+        max_feature_nodes=max_feature_nodes,
+        max_edges=max_edges,
+    )
     config = AttributionConfig(
         mode=mode,
         logit_top_k=logit_top_k,
         logit_positions="all" if all_positions else "last",
         prune=None if no_prune else prune,
     )
-    model = load_model(model_name, dtype=torch_dtype(dtype))
+    where = resolve_device(device)
+    use_tf32(tf32)
+    model = load_model(model_name, dtype=torch_dtype(dtype), device=where)
     tcs = load_transcoders(transcoders, dtype=torch_dtype(dtype))
-    graph = AttributionEngine(model, tcs).attribute(prompt, config, truncate=truncate)
+    engine = AttributionEngine(model, tcs)
+    if no_prune and fmt == "json":
+        _stream_json(engine, prompt, config, truncate)
+        return
+    graph = engine.attribute(prompt, config, truncate=truncate)
     if fmt == "json":
         click.echo(json.dumps(graph_to_json(graph)))
     else:
         click.echo(graph_to_table(graph))
+
+
+def _stream_json(engine: Any, prompt: str, config: AttributionConfig, truncate: bool) -> None:
+    """Every edge, streamed as the engine computes it (a full GPT-2-scale graph holds 10^8 to
+    10^9 edges: as Python objects they would not fit in memory); large outputs are announced."""
+    from circuitstore.ingest.attribution.export import EDGE_BYTES, stream_prompt_json
+
+    def announce(edges: int) -> None:
+        if edges * EDGE_BYTES > 1e9:
+            size = edges * EDGE_BYTES / 1e9
+            click.echo(f"writing {edges:,} edges, about {size:.1f} GB of JSON", err=True)
+
+    stream = sys.stdout
+    stream_prompt_json(engine, prompt, config, stream, truncate=truncate, announce=announce)
+    stream.write("\n")

@@ -37,7 +37,7 @@ DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
     help="Prompts between catalog updates.",
 )
 @click.option("--shard", default="0/1", show_default=True, help="I/N: this worker's share.")
-@attribution_options
+@attribution_options(DEFAULTS.attribution)
 @pruning_options
 @click.option(
     "--aggregate-min-fraction",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from jaxtyping import Bool, Int
@@ -26,12 +27,21 @@ from circuitstore.ingest.transcoder import TranscoderSet, validate_against
 
 
 class AttributionEngine:
-    """A model and its transcoders, checked against each other once."""
+    """A model and its transcoders, checked against each other once, on the model's device.
+    Every tensor the engine makes lives there; only what a caller reads back (`.tolist()`)
+    comes to the host."""
 
     def __init__(self, model: LoadedModel, transcoders: TranscoderSet) -> None:
         validate_against(transcoders, n_layers=model.n_layers, d_model=model.d_model)
         self.model = model
-        self.transcoders = transcoders.to(model.dtype)
+        self.transcoders = transcoders.to(model.dtype, model.device)
+
+    def on_device(self) -> AbstractContextManager[object]:
+        """Makes the device the default for new tensors: the engine's buffers, the pruner's
+        and any sink's. A no-op on the CPU, where torch's default already is the CPU."""
+        if self.model.device.type == "cpu":
+            return nullcontext()
+        return self.model.device
 
     def prepare(
         self, prompt: str, config: AttributionConfig, *, truncate: bool = False
@@ -41,15 +51,16 @@ class AttributionEngine:
 
     def prepare_tokens(self, tokens: Int[Tensor, " pos"], config: AttributionConfig) -> PromptState:
         """As `prepare`, from token ids that already start with BOS."""
-        cache = run_forward(self.model, tokens)
-        return build_state(
-            self.model,
-            self.transcoders,
-            cache,
-            mode=config.mode,
-            logit_top_k=config.logit_top_k,
-            logit_positions=config.logit_positions,
-        )
+        with self.on_device():
+            cache = run_forward(self.model, tokens)
+            return build_state(
+                self.model,
+                self.transcoders,
+                cache,
+                mode=config.mode,
+                logit_top_k=config.logit_top_k,
+                logit_positions=config.logit_positions,
+            )
 
     def chunks(
         self, state: PromptState, config: AttributionConfig, select: TargetFilter | None = None
@@ -87,6 +98,14 @@ class AttributionEngine:
     def graph(
         self, state: PromptState, config: AttributionConfig, *, sinks: Sequence[EdgeSink] = ()
     ) -> AttributionGraph:
+        """The graph of a prepared prompt: every edge (no pruning), or the pruned one; `sinks`
+        also see every chunk as it is computed."""
+        with self.on_device():
+            return self._graph(state, config, sinks)
+
+    def _graph(
+        self, state: PromptState, config: AttributionConfig, sinks: Sequence[EdgeSink]
+    ) -> AttributionGraph:
         main: CollectSink | PruneSink
         if config.prune is None:
             main = CollectSink()
@@ -98,7 +117,7 @@ class AttributionEngine:
             main.consume(chunk)
             for sink in sinks:
                 sink.consume(chunk)
-        meta = self._metadata(state, config)
+        meta = self.metadata(state, config)
         tokens = tuple(state.cache.str_tokens)
         ids = tuple(int(t) for t in state.cache.tokens.tolist())
         logit_ids = state.nodes.index[state.targets[-1].nodes].tolist()
@@ -109,12 +128,14 @@ class AttributionEngine:
             )
         kept, edges, accounting = main.finish()
         meta["unexpanded_influence"] = main.unexpanded_influence()
+        meta["kept_influence"] = main.kept_influence(kept)
         nodes, new_row = subset(state.nodes, kept)
         edges = Edges(new_row[edges.source], new_row[edges.target], edges.weight)
         influence = main.influence[kept]
         return AttributionGraph(tokens, ids, nodes, edges, meta, accounting, influence, names)
 
-    def _metadata(self, state: PromptState, config: AttributionConfig) -> dict[str, object]:
+    def metadata(self, state: PromptState, config: AttributionConfig) -> dict[str, object]:
+        """What a graph's JSON says about how it was made."""
         return {
             "mode": config.mode,
             "mode_note": (

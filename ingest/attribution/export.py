@@ -1,11 +1,21 @@
-"""The attribution graph as JSON (the contract other tools read) and as a text table."""
+"""The attribution graph as JSON (the contract other tools read), in memory or streamed, and as
+a text table."""
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
+
+import torch
 
 from circuitstore.ingest.attribution.graph import NODE_KIND, AttributionGraph, Code, NodeTable
+from circuitstore.ingest.attribution.state import PromptState
+from circuitstore.ingest.config import AttributionConfig
+
+if TYPE_CHECKING:  # the engine imports this module's siblings; only its type is needed here
+    from circuitstore.ingest.attribution.api import AttributionEngine
 from circuitstore.schema.names import NodeKind
 
 
@@ -95,3 +105,89 @@ def graph_to_table(graph: AttributionGraph, *, top: int = 20) -> str:
             f"{nodes.node_id(s):<28} {nodes.node_id(t):<28} {float(edges.weight[e]):>12.5g}"
         )
     return "\n".join(lines)
+
+
+# A streamed edge's JSON is ~90 bytes ({"source": "mlp3tc[1234]@12", "target": ..., ...}).
+EDGE_BYTES = 90
+
+
+def count_edges(state: PromptState) -> int:
+    """How many edges the full graph of `state` has, from the node table alone: each feature or
+    logit target sees every source of an earlier layer at its own or an earlier position, plus
+    its constant (and, lumped, its remainder)."""
+    nodes, layout = state.nodes, state.layout
+    L, T = layout.n_layers, layout.n_pos
+    # Sources per (layer they feed, position): features and the 3 extras of each layer below,
+    # the layer's own attention bias, the embedding.
+    per = torch.zeros(L + 1, T, dtype=torch.long)
+    feats = nodes.kind == Code.FEATURE
+    for layer in range(L):
+        at = torch.bincount(nodes.pos[feats & (nodes.layer == layer)], minlength=T).cpu()
+        per[layer + 1 :] += at + 3  # features, error, b_dec_out, attention bias of `layer`
+    per += 1  # the embedding
+    below = torch.cumsum(per, dim=1)  # sources at positions <= p
+    edges = 0
+    for targets in state.targets:
+        own_attn = 1 if targets.layer < L else 0  # a feature's own layer's attention bias
+        counts = below[targets.layer, targets.pos.cpu()] + own_attn * (targets.pos.cpu() + 1)
+        edges += int(counts.sum()) + (2 if layout.lumped else 1) * int(targets.nodes.numel())
+    return edges
+
+
+def stream_prompt_json(
+    engine: AttributionEngine,
+    prompt: str,
+    config: AttributionConfig,
+    out: TextIO,
+    *,
+    truncate: bool = False,
+    announce: Callable[[int], None] = lambda _: None,
+) -> int:
+    """`prompt`'s full graph streamed to `out` (`write_graph_json`); `announce` hears the edge
+    count first. Returns the number of edges written."""
+    with torch.no_grad():
+        state = engine.prepare(prompt, config, truncate=truncate)
+        announce(count_edges(state))
+        return write_graph_json(engine, state, config, out)
+
+
+def write_graph_json(
+    engine: AttributionEngine, state: PromptState, config: AttributionConfig, out: TextIO
+) -> int:
+    """The full (unpruned) graph as `graph_to_json` writes it, streamed: nodes, then edges chunk
+    by chunk as the engine computes them, so memory stays that of one chunk whatever the
+    graph's size. Returns the number of edges written."""
+    nodes = state.nodes
+    ids = nodes.ids()
+    tokens = list(state.cache.str_tokens)
+    out.write('{"tokens": ' + json.dumps(tokens) + ', "nodes": [')
+    logit_rows = set((nodes.kind == Code.LOGIT).nonzero(as_tuple=True)[0].tolist())
+    decode = engine.model.bridge.tokenizer.decode
+    for i in range(len(nodes)):
+        node = _node_json(nodes, i, ids)
+        if i in logit_rows:
+            node["token"] = decode([int(nodes.index[i])])
+        out.write(("" if i == 0 else ", ") + json.dumps(node))
+    out.write('], "edges": [')
+    pos = nodes.pos.tolist()
+    n = 0
+    with engine.on_device():
+        for chunk in engine.chunks(state, config):
+            src, tgt, w = (t.tolist() for t in chunk.coo())
+            parts = [
+                json.dumps(
+                    {"source": ids[s], "target": ids[t], "weight": x, "kind": _kind(pos, s, t)}
+                )
+                for s, t, x in zip(src, tgt, w, strict=True)
+            ]
+            if parts:
+                out.write((", " if n else "") + ", ".join(parts))
+                n += len(parts)
+    meta = engine.metadata(state, config)
+    meta.update(n_nodes=len(nodes), n_edges=n, token_ids=state.cache.tokens.tolist())
+    out.write('], "metadata": ' + json.dumps(meta) + "}")
+    return n
+
+
+def _kind(pos: list[int], s: int, t: int) -> str:
+    return "residual" if pos[s] == pos[t] else "attention"

@@ -182,8 +182,27 @@ class PruneSink:
         # A feature source must itself be kept; errors, biases, remainders come with their edges.
         edge_ok = kept[tgt] & (kept[src] | (self.nodes.kind[src] != Code.FEATURE))
         src, tgt, w = src[edge_ok], tgt[edge_ok], w[edge_ok]
+        src, tgt, w = self._edge_budget(src, tgt, w)
         kept[src] = True  # errors, biases, remainders with a kept edge
         return kept, Edges(src, tgt, w), self._accounting(kept, tgt, w)
+
+    def _edge_budget(self, src: Tensor, tgt: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """At most `max_edges` edges: the strongest by |weight| / target's |input| x (target's
+        influence + its logit weight), the share of the output that flows along the edge (the
+        edge score of circuit-tracer's pruning)."""
+        cap = self.config.max_edges
+        if cap is None or src.shape[0] <= cap:
+            return src, tgt, w
+        reach = self.influence[tgt] + self.logit_weights.to(torch.float64)[tgt]
+        score = w.abs().to(torch.float64) / self.abs_input[tgt].clamp_min(1e-30) * reach
+        top = torch.topk(score, cap).indices.sort().values  # keep the stream's order
+        return src[top], tgt[top], w[top]
+
+    def kept_influence(self, kept: Bool[Tensor, " n"]) -> float:
+        """Share of the total feature influence the kept features carry."""
+        feats = self.nodes.kind == Code.FEATURE
+        total = float(self.influence[feats].sum())
+        return float(self.influence[feats & kept].sum()) / total if total > 0 else 1.0
 
     def _kept_targets(self) -> Bool[Tensor, " n"]:
         kind = self.nodes.kind
@@ -196,6 +215,8 @@ class PruneSink:
             before = (cum - scores[order]) / cum[-1].clamp_min(1e-30)
             # A feature without influence carries none of it (and may not have been computed).
             chosen = (before < self.config.node_threshold) & (scores[order] > 0)
+            if self.config.max_feature_nodes is not None:  # the most influential come first
+                chosen &= torch.arange(chosen.shape[0]) < self.config.max_feature_nodes
             kept[feats[order[chosen]]] = True
         kept &= ~self.skipped
         return kept

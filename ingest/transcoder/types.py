@@ -62,8 +62,8 @@ class Transcoder:
             named.append(("log_feature_sparsity", self.log_feature_sparsity))
         return named
 
-    def to(self, dtype: torch.dtype) -> Transcoder:
-        params = {name: getattr(self, name).to(dtype) for name in PARAM_NAMES}
+    def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Transcoder:
+        params = {name: getattr(self, name).to(device=device, dtype=dtype) for name in PARAM_NAMES}
         return Transcoder(
             layer=self.layer,
             hook_point=self.hook_point,
@@ -105,9 +105,9 @@ class TranscoderSet:
         ]
         return weights_digest(named)
 
-    def to(self, dtype: torch.dtype) -> TranscoderSet:
+    def to(self, dtype: torch.dtype, device: torch.device | None = None) -> TranscoderSet:
         moved = TranscoderSet(
-            tuple(tc.to(dtype) for tc in self.transcoders), self.source, self.model_name
+            tuple(tc.to(dtype, device) for tc in self.transcoders), self.source, self.model_name
         )
         if "content_hash" in self.__dict__:  # the hash is taken in float32: the same weights
             moved.__dict__["content_hash"] = self.__dict__["content_hash"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -15,6 +17,7 @@ from circuitstore.ingest.attribution import (
     PruneConfig,
     graph_to_json,
 )
+from circuitstore.ingest.attribution.export import count_edges, stream_prompt_json
 from circuitstore.ingest.attribution.graph import Code
 
 from .conftest import PROMPT, Tiny
@@ -123,3 +126,33 @@ def test_cli_json_table_and_errors(tiny: Tiny) -> None:
     )
     assert result.exit_code == 2
     assert "cannot load model" in result.output
+
+
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_edge_count_from_the_node_table(tiny: Tiny, mode: str) -> None:
+    config = AttributionConfig(mode=mode, prune=None, logit_top_k=3)  # type: ignore[arg-type]
+    with torch.no_grad():
+        state = tiny.engine.prepare(PROMPT, config)
+        graph = tiny.engine.graph(state, config)
+    assert count_edges(state) == len(graph.edges)
+
+
+def test_streamed_json_equals_the_in_memory_graph(tiny: Tiny) -> None:
+    """`attribute --no-prune --format json` streams edges as the engine computes them; the
+    document is the one `graph_to_json` builds in memory."""
+    config = AttributionConfig(mode="lumped", prune=None, logit_top_k=2)
+    whole = json.loads(json.dumps(graph_to_json(tiny.engine.attribute(PROMPT, config))))
+    out = io.StringIO()
+    n = stream_prompt_json(tiny.engine, PROMPT, config, out)
+    streamed = json.loads(out.getvalue())
+    assert n == len(whole["edges"]) == streamed["metadata"]["n_edges"]
+    assert streamed["tokens"] == whole["tokens"]
+    assert streamed["nodes"] == whole["nodes"]
+    key = lambda e: (e["source"], e["target"])  # noqa: E731
+    assert sorted(map(key, streamed["edges"])) == sorted(map(key, whole["edges"]))
+    weights = {key(e): e["weight"] for e in whole["edges"]}
+    for e in streamed["edges"]:
+        assert e["weight"] == pytest.approx(weights[key(e)], rel=1e-6, abs=1e-9)
+    assert {k: v for k, v in streamed["metadata"].items() if k != "n_nodes"} == {
+        k: v for k, v in whole["metadata"].items() if k != "n_nodes"
+    }

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuitstore.ingest.transcoder_set import features_and_views
+from circuitstore.ingest.transcoder_set import layer_views
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import FeatureKey
 
@@ -39,10 +39,11 @@ def test_bulk_virtual_rows_equal_per_feature_views(tiny: Tiny) -> None:
     """The store's VIRTUAL_WEIGHT rows (chunked, running top-k over source layers) are each
     feature's brute-force top-k, for every feature of every layer."""
     tcs = tiny.transcoders
-    _, rows = features_and_views(tiny.model, tcs, "set", top_k=4)
     got: dict[str, list[tuple[str, float]]] = {}
-    for r in rows:
-        got.setdefault(r["target"], []).append((r["source"], r["weight"]))
+    for layer in range(tcs.n_layers):
+        _, rows = layer_views(tiny.model, tcs, "set", layer, top_k=4)
+        for r in rows:
+            got[r["target"]] = [(source, weight) for source, weight in r["sources"]]
     assert len(got) == sum(tcs[layer].d_tc for layer in range(1, tcs.n_layers))
     for layer in range(1, tcs.n_layers):
         for index in range(tcs[layer].d_tc):
@@ -63,3 +64,20 @@ def test_token_views(tiny: Tiny) -> None:
     with pytest.raises(InputError, match="out of range"):
         logit_lens(tiny.model, tiny.transcoders, 3, 0)
     assert torch.is_tensor(scores)
+
+
+def test_bulk_token_views_equal_per_feature_views(tiny: Tiny) -> None:
+    model, tcs = tiny.model, tiny.transcoders
+    for layer in range(tcs.n_layers):
+        rows, _ = layer_views(model, tcs, "set", layer, top_k=5)
+        assert len(rows) == tcs[layer].d_tc
+        for index in (0, 7, tcs[layer].d_tc - 1):
+            props = rows[index]["props"]
+            assert rows[index]["id"] == FeatureKey("set", layer, index).id
+            want = [t.token for t in logit_lens(model, tcs, layer, index, k=5)]
+            assert props["logitLensTokens"] == want
+            if layer == 0:
+                want = [t.token for t in deembedding(model, tcs, index, k=5)]
+                assert props["deembedTokens"] == want
+            else:
+                assert "deembedTokens" not in props
