@@ -22,3 +22,17 @@ WIPE_GRAPH_NODES = (
 )
 WIPE_PROMPTS = f"MATCH (n:{L.PROMPT}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 5000 ROWS"
 WIPE_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS"
+
+# What a store holds, for the capacity benchmark: prompts and their tokens, graph nodes, and the
+# relationships by type (per-prompt ATTR, corpus DRIVES, the rest).
+CAPACITY_COUNTS = f"""
+CALL () {{ MATCH (p:{L.PROMPT}) RETURN count(p) AS prompts, coalesce(sum(p.nTokens), 0) AS tokens }}
+CALL () {{ MATCH (n:{L.GRAPH_NODE}) RETURN count(n) AS nodes }}
+CALL () {{ MATCH ()-[r:{R.ATTR}]->() RETURN count(r) AS attr }}
+CALL () {{ MATCH ()-[r:{R.DRIVES}]->() RETURN count(r) AS drives }}
+CALL () {{ MATCH ()-[r]->() RETURN count(r) AS rels }}
+RETURN prompts, tokens, nodes, attr, drives, rels - attr - drives AS other
+"""
+
+# Flush the store's pages to its files before their size is read.
+CHECKPOINT = "CALL db.checkpoint()"

@@ -16,5 +16,5 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
 CIRCUITSTORE_TEST_DEVICE=cuda timeout 150 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/test_devices.py tests/unit/test_attribution_output.py 2>&1 | tee "$out/tests.log" | tail -15
 timeout "${BENCH_SECONDS:-380}" python3 benchmarks/bench_attribution.py --device cuda \
-  --lengths 64 128 --repeats 3 --exact-repeats 1 --tf32 --chunk-sweep 25 26 28 29 \
+  --lengths 64 128 --repeats 3 --exact-repeats 1 --tf32 \
   2>&1 | tee "$out/bench.log" | tail -30

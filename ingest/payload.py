@@ -33,6 +33,16 @@ _RESERVED = {
     "featureInputExplained",
     "keptInfluence",
     "unexpandedInfluence",
+    "replacementScore",
+    "completenessScore",
+    "storedReplacementScore",
+    "storedCompletenessScore",
+}
+_SCORES = {
+    "replacement_score": "replacementScore",
+    "completeness_score": "completenessScore",
+    "stored_replacement_score": "storedReplacementScore",
+    "stored_completeness_score": "storedCompletenessScore",
 }
 
 
@@ -108,10 +118,15 @@ def _scores(graph: AttributionGraph) -> dict[str, float]:
     kinds = graph.nodes.kind
     # The share of the total feature influence on the chosen logits that the stored features
     # carry, and the share left unexpanded (see attribution.prune).
+    meta = graph.metadata
     out = {
-        "keptInfluence": float(graph.metadata.get("kept_influence", 1.0)),  # type: ignore[arg-type]
-        "unexpandedInfluence": float(graph.metadata.get("unexpanded_influence", 0.0)),  # type: ignore[arg-type]
+        "keptInfluence": float(meta.get("kept_influence", 1.0)),  # type: ignore[arg-type]
+        "unexpandedInfluence": float(meta.get("unexpanded_influence", 0.0)),  # type: ignore[arg-type]
     }
+    # circuit-tracer's scores of the whole graph and of the stored one (see attribution.scores).
+    for key, name in _SCORES.items():
+        if key in meta:
+            out[name] = float(meta[key])  # type: ignore[arg-type]
     for name, code in (
         ("logitInputExplained", Code.LOGIT),
         ("featureInputExplained", Code.FEATURE),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +101,14 @@ class IngestRunner:
         driver: neo4j.Driver,
         database: str = "neo4j",
         where: str | None = None,
+        on_prompt: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.driver = driver
         self.database = database
         self.where = where
+        self.on_prompt = on_prompt  # hears each finished prompt's token count (0: skipped)
+        self.views = True  # compute the set's missing views after the prompts
 
     def run(self) -> IngestSummary:
         """Ingest the corpus (this shard of it) and return what happened.
@@ -139,8 +143,10 @@ class IngestRunner:
             created = writer.ensure_transcoder_set(info, feature_rows(tcs, info.id))
             setup = time.perf_counter() - start
             job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
+            job.on_prompt = self.on_prompt
             summary = job.run(corpus)
-            summary.views_seconds = _views(engine, writer, info.id, cfg.views_top_k)
+            if self.views:
+                summary.views_seconds = _views(engine, writer, info.id, cfg.views_top_k)
         except BaseException as exc:
             # A run stopped by an error or Ctrl-C is not left "running" in the catalog.
             with contextlib.suppress(Exception):
@@ -173,6 +179,7 @@ class _Job:
     tset: str
     d_tc: int
     n_layers: int
+    on_prompt: Callable[[int], None] | None = None
 
     def run(self, corpus: Corpus) -> IngestSummary:
         run = self.record.name
@@ -190,10 +197,10 @@ class _Job:
                     behind.put(item)
                 else:
                     updates.append(item)
-                    bar.update()
+                    self._finished(bar, 0)
                 for done in behind.done():
                     updates.append(self._written(done, summary))
-                    bar.update()
+                    self._finished(bar, done.item.n_tokens)
                 bar.set_postfix(
                     tok_s=f"{summary.tokens / max(time.perf_counter() - start, 1e-9):.0f}",
                     edges=summary.edges,
@@ -201,7 +208,9 @@ class _Job:
                 if len(updates) >= self.cfg.batch_size:
                     self.catalog.mark(run, updates)
                     updates = []
-            updates += [self._written(done, summary) for done in behind.close()]
+            for done in behind.close():
+                updates.append(self._written(done, summary))
+                self._finished(bar, done.item.n_tokens)
         self.catalog.mark(run, updates)
         summary.seconds = time.perf_counter() - start
         return summary
@@ -226,6 +235,11 @@ class _Job:
         self.catalog.mark(self.record.name, marks)
         summary.already_stored += len(stored)
         return [p for pid, p in ids.items() if pid not in stored]
+
+    def _finished(self, bar: Any, tokens: int) -> None:
+        bar.update()
+        if self.on_prompt is not None:
+            self.on_prompt(tokens)
 
     def _compute(self, record: PromptRecord, summary: IngestSummary) -> _Computed | dict[str, Any]:
         """The prompt's payload, or its final catalog update when there is nothing to write."""

@@ -14,6 +14,7 @@ from circuitstore.clitools import (
     pruning_options,
 )
 from circuitstore.ingest.config import IngestConfig
+from circuitstore.ingest.distributed import RayPlan
 from circuitstore.schema.connection import Neo4jSettings, open_driver
 
 # The defaults every option below shows are the config's own.
@@ -60,9 +61,49 @@ DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
     help="SQLAlchemy URL of the run catalog [env CIRCUITSTORE_CATALOG, which keeps a password "
     "off the command line (or use PGPASSWORD); default: SQLite in the data folder].",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the shards as Ray tasks: on a local cluster it starts (--ray alone) or on the "
+    "running cluster at ADDRESS. Needs circuitstore[ray].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --ray: shard tasks (one per GPU or core group).",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --ray: CPUs each task reserves.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="With --ray: GPUs each task reserves (then --device auto uses them).",
+)
 @click.option("--progress/--no-progress", default=None, help="[default: on a terminal only]")
 @connection_options
-def ingest(settings: Neo4jSettings, shard: str, run_name: str | None, **options: Any) -> None:
+def ingest(
+    settings: Neo4jSettings,
+    shard: str,
+    run_name: str | None,
+    ray_address: str | None,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    **options: Any,
+) -> None:
     """Run the model and transcoders over a corpus and write graphs and aggregates to Neo4j.
 
     Safe to kill at any moment: the same command resumes, and nothing is counted twice.
@@ -77,9 +118,32 @@ def ingest(settings: Neo4jSettings, shard: str, run_name: str | None, **options:
 
     index, count = parse_shard(shard)
     cfg = IngestConfig.from_flat(run=run_name, shard_index=index, shard_count=count, **options)
-    with open_driver(settings, retry_seconds=120) as driver:
-        summary = IngestRunner(cfg, driver, settings.database, settings.uri).run()
+    if ray_address is not None:
+        address = None if ray_address == "local" else ray_address
+        plan = RayPlan(workers, address, cpus_per_worker, gpus_per_worker)
+        summary = _on_ray(cfg, plan, settings)
+    else:
+        with open_driver(settings, retry_seconds=120) as driver:
+            summary = IngestRunner(cfg, driver, settings.database, settings.uri).run()
     for line in summary.lines():
         click.echo(line)
     if summary.failed:
         raise SystemExit(1)
+
+
+def _on_ray(cfg: IngestConfig, plan: Any, settings: Neo4jSettings) -> Any:
+    """The shards as Ray tasks, with one progress bar for all of them."""
+    from tqdm import tqdm
+
+    from circuitstore.ingest.distributed import run_on_ray
+
+    with open_driver(settings):  # the store answers before any worker starts
+        pass
+    bar = tqdm(unit="prompt", disable=None if cfg.progress is None else not cfg.progress)
+    with bar:
+
+        def progress(prompts: int, tokens: int) -> None:
+            bar.update(prompts - bar.n)
+            bar.set_postfix(tokens=tokens)
+
+        return run_on_ray(cfg, plan, progress)

@@ -20,6 +20,7 @@ from circuitstore.ingest.attribution.graph import (
     NodeTable,
 )
 from circuitstore.ingest.attribution.prune import PruneSink
+from circuitstore.ingest.attribution.scores import GraphScores, edge_scores
 from circuitstore.ingest.attribution.state import PromptState, build_state
 from circuitstore.ingest.config import AttributionConfig
 from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
@@ -123,12 +124,14 @@ class AttributionEngine:
         logit_ids = state.nodes.index[state.targets[-1].nodes].tolist()
         names = {int(t): self.model.bridge.tokenizer.decode([int(t)]) for t in logit_ids}
         if isinstance(main, CollectSink):
-            return AttributionGraph(
-                tokens, ids, state.nodes, main.edges(), meta, logit_tokens=names
-            )
+            edges = main.edges()
+            meta.update(_full_scores(state, edges).as_dict())
+            return AttributionGraph(tokens, ids, state.nodes, edges, meta, logit_tokens=names)
         kept, edges, accounting = main.finish()
         meta["unexpanded_influence"] = main.unexpanded_influence()
         meta["kept_influence"] = main.kept_influence(kept)
+        meta.update(main.full_scores().as_dict())
+        meta.update(main.stored_scores(edges.source, edges.target, edges.weight).as_dict("stored_"))
         nodes, new_row = subset(state.nodes, kept)
         edges = Edges(new_row[edges.source], new_row[edges.target], edges.weight)
         influence = main.influence[kept]
@@ -153,6 +156,17 @@ class AttributionEngine:
             "pruning": None if config.prune is None else config.prune.as_dict(),
             "n_features_active": state.n_features,
         }
+
+
+def _full_scores(state: PromptState, edges: Edges) -> GraphScores:
+    """Scores of a whole graph held in memory: every target's |input| is its edges'."""
+    n = len(state.nodes)
+    abs_input = torch.zeros(n, dtype=torch.float64)
+    abs_input.index_add_(0, edges.target, edges.weight.abs().to(torch.float64))
+    kind = state.nodes.kind
+    return edge_scores(
+        kind, edges.source, edges.target, edges.weight, abs_input, _logit_seeds(state)
+    )
 
 
 def _logit_seeds(state: PromptState) -> Tensor:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.engine import Workspace
 from circuitstore.ingest.attribution.graph import Code, EdgeChunk, Edges, NodeAccounting, NodeTable
+from circuitstore.ingest.attribution.scores import GraphScores, edge_scores, is_error, scores
 from circuitstore.ingest.attribution.state import Targets
 from circuitstore.ingest.config import PruneConfig
 
@@ -82,6 +83,7 @@ class PruneSink:
     influence: Tensor = field(init=False)
     abs_input: Tensor = field(init=False)
     skipped: Tensor = field(init=False)  # targets whose in-edges are ignored (see `wanted`)
+    error_input: Tensor = field(init=False)  # each target's |input| from error nodes
     parts: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
     _work: Workspace = field(default_factory=Workspace)
 
@@ -89,6 +91,8 @@ class PruneSink:
         self.influence = self.logit_weights.to(torch.float64).clone()
         self.abs_input = torch.zeros(len(self.nodes), dtype=torch.float64)
         self.skipped = torch.zeros(len(self.nodes), dtype=torch.bool)
+        self.error_input = torch.zeros(len(self.nodes), dtype=torch.float64)
+        self._is_error = is_error(self.nodes.kind)
 
     def wanted(self, targets: Targets) -> Bool[Tensor, " k"]:
         """The layer's targets worth expanding, decided once their influence is final: not those
@@ -123,13 +127,20 @@ class PruneSink:
         row = chunk.extra_rows()
         extra_abs = chunk.extra_weight.abs().to(torch.float64)
         norm = torch.zeros(b, dtype=torch.float64).index_add_(0, row, extra_abs)
+        error_extra = self._is_error[chunk.extra_source].to(extra_abs.dtype) * extra_abs
+        errors = torch.zeros(b, dtype=torch.float64).index_add_(0, row, error_extra)
+        from_error = (self._is_error[chunk.sources.clamp_min(0)] & (chunk.sources >= 0)).to(
+            dense_t.dtype
+        )
         maxima = []
         for lo in range(0, n_src, step):
             part = self._abs(dense_t[lo : lo + step])
             norm += (part.new_ones(part.shape[0]) @ part).to(torch.float64)
+            errors += (from_error[lo : lo + step] @ part).to(torch.float64)
             maxima.append(block_maxima(part, q))
         norm = norm.clamp_min(1e-30)
         self.abs_input[chunk.targets] = norm
+        self.error_input[chunk.targets] = errors
         bound = top_bound(torch.cat(maxima), k)
         # Rows computed only for other sinks (see `wanted`) pass nothing on and offer no edges.
         share = torch.where(self.skipped[chunk.targets], 0.0, self.influence[chunk.targets] / norm)
@@ -197,6 +208,18 @@ class PruneSink:
         score = w.abs().to(torch.float64) / self.abs_input[tgt].clamp_min(1e-30) * reach
         top = torch.topk(score, cap).indices.sort().values  # keep the stream's order
         return src[top], tgt[top], w[top]
+
+    def full_scores(self) -> GraphScores:
+        """The scores of the whole graph, from this pass's influence (the skipped targets'
+        share, `unexpanded_influence`, is not passed on)."""
+        computed = self.abs_input > 0
+        share = torch.where(computed, self.error_input / self.abs_input.clamp_min(1e-30), 0.0)
+        return scores(self.influence, self.nodes.kind, share)
+
+    def stored_scores(self, src: Tensor, tgt: Tensor, w: Tensor) -> GraphScores:
+        """The scores of the stored graph (its edges in full-table rows): what it leaves out of
+        each target's input counts as error there."""
+        return edge_scores(self.nodes.kind, src, tgt, w, self.abs_input, self.logit_weights)
 
     def kept_influence(self, kept: Bool[Tensor, " n"]) -> float:
         """Share of the total feature influence the kept features carry."""
