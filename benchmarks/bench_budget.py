@@ -8,7 +8,7 @@ stored edges and features, the share of the total feature influence the stored f
 (`keptInfluence`), the share of each stored logit's |input| its stored edges carry, and the
 overlap (Jaccard) of the stored features with the unbudgeted graph's. Medians over prompts.
 
-The demo model (demo/weights: trained, 3 layers, 384 features a layer) runs on its shipped
+The demo model (circuitstore/demo: trained, 3 layers, 384 features a layer) runs on its shipped
 held-out corpus; the GPT-2-scale model is the random one of bench_attribution.py (built in a
 child process, loaded through the real loaders), on random 64-token prompts.
 """
@@ -28,7 +28,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 # (max_feature_nodes, max_edges): none, the default, and tighter ones. The demo model's graphs
 # are small, so its budgets are scaled to where they bind.
 DEMO_BUDGETS = [(None, None), (4096, 50_000), (32, 500), (16, 200)]
@@ -79,13 +78,14 @@ def table(name: str, rows) -> None:  # type: ignore[no-untyped-def]
 
 
 def demo(n: int, device: torch.device):  # type: ignore[no-untyped-def]
+    from circuitstore.demo import CORPUS, MODEL, TRANSCODERS
     from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
     from circuitstore.ingest.model import load_model
     from circuitstore.ingest.transcoder import load_transcoders
 
-    model = load_model(ROOT / "demo/weights/model", device=device)
-    engine = AttributionEngine(model, load_transcoders(ROOT / "demo/weights/transcoders"))
-    lines = (ROOT / "demo/corpus.jsonl").read_text().splitlines()
+    model = load_model(MODEL, device=device)
+    engine = AttributionEngine(model, load_transcoders(TRANSCODERS))
+    lines = CORPUS.read_text().splitlines()
     texts = [json.loads(line)["text"] for line in lines[:: max(1, len(lines) // n)][:n]]
     config = AttributionConfig(mode="lumped")
     with torch.no_grad():

@@ -21,7 +21,13 @@ COMMANDS = {
         "Print one prompt's attribution graph.",
     ),
     "ingest": ("circuitstore.commands.ingest:ingest", "Ingest a prompt corpus (resumable)."),
+    "demo": ("circuitstore.commands.demo:demo", "Fill a local store with the demo; ask it."),
     "query": ("circuitstore.commands.query:query", "Ask the store: drivers, targets, examples..."),
+    "labels": ("circuitstore.commands.labels:labels", "Import feature labels (Neuronpedia)."),
+    "verify": (
+        "circuitstore.commands.verify:verify",
+        "Check a prompt's stored graph by intervention.",
+    ),
 }
 
 

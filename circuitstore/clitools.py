@@ -13,7 +13,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import unicodedata
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,19 +256,23 @@ def attribution_options(attribution: AttributionConfig) -> Callable[[F], F]:
             default=INGEST_DEFAULTS.dtype,
             show_default=True,
         ),
-        click.option(
-            "--device",
-            default=INGEST_DEFAULTS.device,
-            show_default=True,
-            callback=_device,
-            help=f"Where the model and the engine run: {DEVICE_FORMS} (auto: a CUDA GPU when "
-            "torch sees one, else the CPU).",
-        ),
+        device_option(),
         click.option(
             "--tf32",
             is_flag=True,
             help="On a CUDA GPU, TF32 matrix products: faster, less exact (see the README).",
         ),
+    )
+
+
+def device_option() -> Callable[[F], F]:
+    return click.option(
+        "--device",
+        default=INGEST_DEFAULTS.device,
+        show_default=True,
+        callback=_device,
+        help=f"Where the model and the engine run: {DEVICE_FORMS} (auto: a CUDA GPU when "
+        "torch sees one, else the CPU).",
     )
 
 
@@ -291,8 +296,13 @@ def format_option(*choices: str) -> Callable[[F], F]:
     )
 
 
-def render_rows(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] = ()) -> str:
-    """Rows of dicts as a table, JSON or CSV."""
+def render_rows(
+    rows: Sequence[dict[str, Any]],
+    fmt: str,
+    columns: Sequence[str] = (),
+    right: Collection[str] = (),
+) -> str:
+    """Rows of dicts as a table, JSON or CSV. `right`: the table's right-aligned columns."""
     cols = list(columns) or (list(rows[0]) if rows else [])
     if fmt == "json":
         return json.dumps(list(rows), indent=2, default=str)
@@ -302,22 +312,38 @@ def render_rows(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]
         writer.writeheader()
         writer.writerows([{k: _csv_cell(v) for k, v in row.items()} for row in rows])
         return buf.getvalue().rstrip("\n")
-    return render_table(rows, cols)
+    return render_table(rows, cols, right)
 
 
 def _csv_cell(value: Any) -> Any:
     return printable(value) if isinstance(value, str) else value
 
 
-def render_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+def render_table(
+    rows: Sequence[dict[str, Any]], cols: Sequence[str], right: Collection[str] = ()
+) -> str:
+    """A table for a terminal: columns padded by the width the text takes on screen (wide
+    characters count two columns, combining marks none), every control character escaped, so
+    that columns stay aligned whatever the stored text. `right`: right-aligned columns."""
     if not rows:
         return "(no rows)"
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    widths = [
+        max(display_width(c), *(display_width(r[i]) for r in cells)) for i, c in enumerate(cols)
+    ]
+    aligned = [c in right for c in cols]
+    lines = [_line(list(cols), widths, aligned)]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    lines += [_line(r, widths, aligned) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _line(values: list[str], widths: list[int], right: list[bool]) -> str:
+    parts = []
+    for value, width, to_right in zip(values, widths, right, strict=True):
+        pad = " " * (width - display_width(value))
+        parts.append(pad + value if to_right else value + pad)
+    return "  ".join(parts)
 
 
 def _cell(value: Any) -> str:
@@ -331,12 +357,43 @@ def _cell(value: Any) -> str:
 # C0 and C1 controls, DEL, and the bidirectional overrides: text that would move the cursor,
 # change colours or reorder what a terminal shows. Tabs and newlines break a table's columns.
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Everything else a terminal must not get raw: lone surrogates (what undecodable bytes become
+# under `surrogateescape`; they cannot even be written to a UTF-8 stream), the other format
+# characters (zero-width joiners and spaces, the other bidirectional marks), line and
+# paragraph separators, private-use and unassigned code points.
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
 def printable(text: str) -> str:
-    """`text` with every control character written as an escape (`\\x1b`, `\\n`), so that
-    stored text (prompts, tokens) never reaches a terminal raw."""
-    return _CONTROLS.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+    """`text` with every control character written as an escape (`\\x1b`, `\\n`), and every
+    other character a terminal would not show as itself (lone surrogates, zero-width and format
+    characters, separators, unassigned code points) as its `\\u` escape, so that stored text
+    (prompts, tokens, labels) never reaches a terminal raw."""
+    text = _CONTROLS.sub(_escape, text)
+    if text.isprintable() or not any(unicodedata.category(ch) in _HIDDEN for ch in text):
+        return text
+    return "".join(_escape_char(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return _escape_char(match[0])
+
+
+def _escape_char(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def display_width(text: str) -> int:
+    """The columns `text` takes in a terminal: East Asian wide and fullwidth characters two,
+    combining marks none, every other (printable) character one."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
 
 
 def stdout_is_terminal() -> bool:

@@ -1,19 +1,58 @@
-"""Showing a feature card: sections of small tables for people, flat rows for CSV."""
+"""Showing answers to people: the feature card as sections of small tables, the examples as
+keyword-in-context rows, and rows that put each node's token (and each feature's label) beside
+its name. Flat rows for JSON and CSV come from the records themselves."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from circuitstore.clitools import render_table
-from circuitstore.query.results import FeatureCard, Link
+from circuitstore.query.results import Example, FeatureCard, Link
+
+# The examples table: the left context right-aligned against the token, so that the tokens a
+# feature fires on stand in one column whatever the context starts with.
+EXAMPLE_COLUMNS = ("prompt", "pos", "activation", "left", "token", "right")
+EXAMPLE_RIGHT = ("left",)
+
+
+def example_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": e.prompt,
+            "pos": e.pos,
+            "activation": e.activation,
+            "left": "".join(e.left),
+            "token": f"[[{e.token}]]",
+            "right": "".join(e.right),
+        }
+        for e in examples
+    ]
+
+
+def with_label_column(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """`columns`, with `label` added when some row has one (a store without labels keeps its
+    tables narrow)."""
+    cols = tuple(c for c in columns if c != "label")
+    return (*cols, "label") if any(r.get("label") for r in rows) else cols
 
 
 def _link_rows(links: tuple[Link, ...]) -> list[dict[str, Any]]:
-    return [{"name": x.name, "n": x.n, "total": x.total, "mean": x.mean} for x in links]
+    return [
+        {"name": x.shown, "n": x.n, "total": x.total, "mean": x.mean, "label": x.label}
+        for x in links
+    ]
 
 
 def card_table(card: FeatureCard) -> str:
-    parts = [f"{card.name}  ({card.id})", ""]
+    parts = [f"{card.name}  ({card.id})"]
+    if card.label is not None:
+        parts.append(f"label: {card.label.text}")
+        if card.label.provenance:
+            parts.append(f"       ({card.label.provenance})")
+        for other in card.label.others:
+            parts.append(f"  also: {other}")
+    parts.append("")
     parts.append(
         render_table([{"stat": k, "value": v} for k, v in card.stats.items()], ("stat", "value"))
     )
@@ -28,34 +67,30 @@ def card_table(card: FeatureCard) -> str:
         ("virtual weight out", card.virtual_out),
     ):
         if pairs:
-            rows = [{"name": n, "weight": w} for n, w in pairs]
-            parts += ["", f"{title}:", render_table(rows, ("name", "weight"))]
+            rows = [
+                {"name": n, "weight": w, "label": card.neighbour_labels.get(n)} for n, w in pairs
+            ]
+            parts += [
+                "",
+                f"{title}:",
+                render_table(rows, with_label_column(("name", "weight"), rows)),
+            ]
     for title, links in (("top drivers", card.drivers), ("top targets", card.targets)):
         parts += ["", f"{title} (corpus-wide, by |total|):"]
-        parts.append(render_table(_link_rows(links), ("name", "n", "total", "mean")))
+        rows = _link_rows(links)
+        parts.append(render_table(rows, with_label_column(("name", "n", "total", "mean"), rows)))
     parts += ["", "top examples:"]
-    rows = [e.as_row() for e in card.examples]
-    parts.append(render_table(rows, ("prompt", "activation", "context")))
+    parts.append(
+        render_table(
+            example_rows(card.examples),
+            ("prompt", "activation", "left", "token", "right"),
+            EXAMPLE_RIGHT,
+        )
+    )
     return "\n".join(parts)
 
 
 def card_rows(card: FeatureCard) -> list[dict[str, Any]]:
-    """section, name, value: one row per statistic, token, neighbour and example."""
-    rows: list[dict[str, Any]] = [
-        {"section": "stat", "name": k, "value": v} for k, v in card.stats.items()
-    ]
-    for section, tokens in (
-        ("deembed", card.deembed_tokens),
-        ("logitlens", card.logit_lens_tokens),
-    ):
-        rows += [
-            {"section": section, "name": i + 1, "value": t} for i, t in enumerate(tokens or ())
-        ]
-    for section, pairs in (("virtual_in", card.virtual_in), ("virtual_out", card.virtual_out)):
-        rows += [{"section": section, "name": n, "value": w} for n, w in pairs]
-    for section, links in (("driver", card.drivers), ("target", card.targets)):
-        rows += [{"section": section, "name": x.name, "value": x.total} for x in links]
-    rows += [
-        {"section": "example", "name": e.context, "value": e.activation} for e in card.examples
-    ]
-    return rows
+    """section, name, value, label: one row per label, statistic, token, neighbour and
+    example."""
+    return card.rows()

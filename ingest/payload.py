@@ -13,37 +13,8 @@ from circuitstore.ingest.attribution import AttributionGraph
 from circuitstore.ingest.attribution.graph import NODE_KIND, Code
 from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.ingest.corpus import PromptRecord
+from circuitstore.schema.model import PROMPT_OWN, PromptScore
 from circuitstore.schema.names import FeatureKey, NodeId
-
-# Prompt properties of ours; a corpus field of the same name is stored with an `x_` prefix.
-_RESERVED = {
-    "id",
-    "key",
-    "transcoderSet",
-    "text",
-    "tokens",
-    "tokenIds",
-    "nTokens",
-    "run",
-    "line",
-    "mode",
-    "truncated",
-    "nTokensBeforeTruncation",
-    "logitInputExplained",
-    "featureInputExplained",
-    "keptInfluence",
-    "unexpandedInfluence",
-    "replacementScore",
-    "completenessScore",
-    "storedReplacementScore",
-    "storedCompletenessScore",
-}
-_SCORES = {
-    "replacement_score": "replacementScore",
-    "completeness_score": "completenessScore",
-    "stored_replacement_score": "storedReplacementScore",
-    "stored_completeness_score": "storedCompletenessScore",
-}
 
 
 @dataclass(frozen=True)
@@ -92,7 +63,7 @@ def _prompt_props(
     record: PromptRecord, graph: AttributionGraph, prompt_id: str, tset: str, run: str
 ) -> dict[str, Any]:
     props: dict[str, Any] = {
-        (f"x_{k}" if k in _RESERVED else k): v for k, v in record.extra.items()
+        (f"x_{k}" if k in PROMPT_OWN else k): v for k, v in record.extra.items()
     }
     props.update(
         id=prompt_id,
@@ -124,9 +95,9 @@ def _scores(graph: AttributionGraph) -> dict[str, float]:
         "unexpandedInfluence": float(meta.get("unexpanded_influence", 0.0)),  # type: ignore[arg-type]
     }
     # circuit-tracer's scores of the whole graph and of the stored one (see attribution.scores).
-    for key, name in _SCORES.items():
-        if key in meta:
-            out[name] = float(meta[key])  # type: ignore[arg-type]
+    for score in PromptScore:
+        if (key := score.field + "_score") in meta:
+            out[score.value] = float(meta[key])  # type: ignore[arg-type]
     for name, code in (
         ("logitInputExplained", Code.LOGIT),
         ("featureInputExplained", Code.FEATURE),

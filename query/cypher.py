@@ -15,7 +15,8 @@ from circuitstore.schema.model import RelType as R
 
 TRANSCODER_SETS = f"""
 MATCH (s:{L.TRANSCODER_SET})
-RETURN s.id AS id, s.nLayers AS nLayers, s.dTranscoder AS dTranscoder, s.model AS model
+RETURN s.id AS id, s.nLayers AS nLayers, s.dTranscoder AS dTranscoder, s.model AS model,
+       s.transcoders AS transcoders, s.modelHash AS modelHash, s.hash AS hash
 ORDER BY s.id
 """
 
@@ -28,7 +29,7 @@ CALL () {{
 }}
 WITH p WHERE $tset IS NULL OR p.transcoderSet = $tset
 RETURN p.id AS id, p.key AS key, p.transcoderSet AS transcoderSet, p.text AS text,
-       p.tokens AS tokens
+       p.tokens AS tokens, p.tokenIds AS tokenIds, p.nTokens AS nTokens, properties(p) AS props
 LIMIT 5
 """
 
@@ -56,7 +57,7 @@ RETURN COLLECT {{
   WITH o, d, {SCORES[order]} AS score
   WHERE {SIGN_FILTERS[sign]}
   WITH o, d, score ORDER BY {SIGN_ORDERS[sign]} LIMIT $top
-  RETURN [o.layer, o.index, d.n, d.sum, d.sumAbs, d.maxAbs]
+  RETURN [o.layer, o.index, d.n, d.sum, d.sumAbs, d.maxAbs, o.label]
 }} AS rows
 """
 
@@ -75,7 +76,7 @@ WHERE $pos IS NULL OR o.pos = $pos
 RETURN o.localId AS id, o.pos AS pos, o.activation AS activation,
        COLLECT {{
          MATCH (o){hop}(x:{L.GRAPH_NODE})
-         RETURN [x.localId, x.kind, x.layer, x.pos, a.weight, a.kind, x.feature]
+         RETURN [x.localId, x.kind, x.layer, x.pos, a.weight, a.kind, x.feature, x.tokenId, x.token]
        }} AS edges
 ORDER BY o.pos
 """
@@ -98,12 +99,12 @@ RETURN properties(f) AS props,
   COLLECT {{
     MATCH (f)<-[v:{R.VIRTUAL_WEIGHT}]-(o:{L.FEATURE})
     WITH o, v ORDER BY abs(v.weight) DESC, o.layer, o.index LIMIT $top
-    RETURN [o.layer, o.index, v.weight]
+    RETURN [o.layer, o.index, v.weight, o.label]
   }} AS virtualIn,
   COLLECT {{
     MATCH (f)-[v:{R.VIRTUAL_WEIGHT}]->(o:{L.FEATURE})
     WITH o, v ORDER BY abs(v.weight) DESC, o.layer, o.index LIMIT $top
-    RETURN [o.layer, o.index, v.weight]
+    RETURN [o.layer, o.index, v.weight, o.label]
   }} AS virtualOut
 """
 
@@ -137,6 +138,59 @@ ORDER BY score DESC, pid LIMIT $top
 MATCH (p:{L.PROMPT} {{id: pid}})
 RETURN p.key AS key, p.text AS text, score, [[$first.name, head]] + tail AS positions
 ORDER BY score DESC, key
+"""
+
+# The labels of the labelled features among $ids (global Feature ids).
+FEATURE_LABELS = f"""
+UNWIND $ids AS id
+MATCH (f:{L.FEATURE} {{id: id}})
+WHERE f.label IS NOT NULL
+RETURN f.id AS id, f.label AS label
+"""
+
+# The stored prompts of one transcoder set (or all), by key, without their graphs: the corpus's
+# own fields come back in `props`, the tokens left out.
+# $order: null (by key), or a score's property (schema.model.PromptScore) to sort by, best
+# first unless $ascending, and to filter by ($min, $max; prompts without the score are left out
+# then). A prompt without the score sorts last either way (null negated is null).
+PROMPTS = f"""
+MATCH (p:{L.PROMPT})
+WHERE $tset IS NULL OR p.transcoderSet = $tset
+WITH p, CASE WHEN $order IS NULL THEN null ELSE p[$order] END AS score
+WHERE ($min IS NULL OR score >= $min) AND ($max IS NULL OR score <= $max)
+WITH p, CASE WHEN $ascending THEN score ELSE -score END AS rank
+ORDER BY rank, p.key SKIP $skip LIMIT $limit
+RETURN p.key AS key, p.transcoderSet AS transcoderSet, p.text AS text, p.nTokens AS nTokens,
+       properties(p) AS props
+"""
+
+# Features by label: the full-text index ($index, schema.ddl's) over Feature.label and .labels,
+# best first, within one transcoder set.
+SEARCH_LABELS = f"""
+CALL db.index.fulltext.queryNodes($index, $text) YIELD node, score
+WITH node AS f, score WHERE f:{L.FEATURE} AND f.transcoderSet = $tset
+RETURN f.layer AS layer, f.index AS index, score, f.label AS label, f.labels AS labels,
+       f.labelSource AS source, f.labelExplainer AS explainer
+ORDER BY score DESC, layer, index LIMIT $top
+"""
+
+# Label import: the first of $ids that names no Feature (none: every label has its feature).
+MISSING_FEATURE = f"""
+UNWIND range(0, size($ids) - 1) AS i
+WITH i WHERE NOT EXISTS {{ MATCH (f:{L.FEATURE} {{id: $ids[i]}}) }}
+RETURN i ORDER BY i LIMIT 1
+"""
+
+# Label import: one batch of labels, each row a feature's whole label (its text, provenance and
+# every explanation the source has for it), set absolutely so that a batch written twice leaves
+# the same store; a null score or explainer removes an earlier one.
+SET_LABELS = f"""
+UNWIND $rows AS r
+MATCH (f:{L.FEATURE} {{id: r.id}})
+SET f.label = r.label, f.labels = r.labels, f.labelSource = r.source,
+    f.labelExplainer = r.explainer, f.labelType = r.type, f.labelScore = r.score,
+    f.labelId = r.labelId
+RETURN count(f) AS n
 """
 
 # Put in front of a user's statement to learn, without running it, how the server classes it.

@@ -1,30 +1,61 @@
 """Subgraph answers as files: GraphML or node-link JSON through networkx, and one prompt's graph
-in the graph-JSON layout the circuit-tracer / Neuronpedia viewers read.
+in the attribution-graph JSON that Neuronpedia's graph page and circuit-tracer's local viewer
+load.
 
-That layout (as those tools document it): `metadata` (slug, scan, prompt, prompt_tokens,
-transcoder_list, node_threshold), `qParams` (pinned ids, supernodes...), `nodes` (node_id,
-feature, layer as a string, ctx_idx, feature_type, jsNodeId, clerp, influence, activation,
-token_prob, is_target_logit) and `links` (source, target, weight). Node ids: a feature is
-`<layer>_<index>_<pos>`, an MLP error `<layer>_-1_<pos>`, a token `E_<token id>_<pos>`, a logit
-`<n_layers + 1>_<token id>_<pos>`. Constant (bias) nodes have no counterpart there and are left
-out, with their links; the metadata says how many.
+That format (Neuronpedia's published JSON schema, `graph-schema.json`, and circuit-tracer's
+`frontend/graph_models.py`): `metadata` (slug, scan, prompt, prompt_tokens, schema_version,
+feature_details, node_threshold, info...), `qParams`, `nodes` (node_id, feature, layer, ctx_idx,
+feature_type, jsNodeId, clerp, influence, activation, token_prob, is_target_logit) and `links`
+(source, target, weight). How the viewers read it, and so how it is written here:
+
+- `feature` of a transcoder feature is the Cantor pairing of its layer and index
+  (`metadata.schema_version` 1); Neuronpedia decodes it to fetch the dashboard
+  `<scan>/<layer>-<source set>/<index>`, so `scan` must be Neuronpedia's model id and
+  `feature_details.neuronpedia_source_set` its source set (`gpt2-small` and `tres-dc` for the
+  GPT-2 small transcoders, recognised here; other sets name theirs with `scan`/`source_set`,
+  else the scan is the transcoder set's id and the graph names no source set).
+- Node ids, unique by construction: a feature `<layer>_<index>_<pos>`, an MLP error
+  `<layer>_error_mlp_<pos>` (circuit-tracer's own `0_<layer>_<pos>` can equal a layer-0
+  feature's), a token `E_<token id>_<pos>`, a logit `<n_layers + 1>_<token id>_<pos>`.
+- A logit's `clerp` must hold `(p=`: the viewers parse its probability from there.
+- `influence` is each node's cumulative share of the influence on the logits, weighted by their
+  probabilities (lower is more important): the viewers prune by it.
+
+The viewers have no node type for constant terms (biases) or for lumped mode's remainders, so
+their mass is folded into an error node instead of dropped: a bias into the error node of its
+layer and position (the unembedding bias, of no layer, into the last layer's), a remainder (the
+unitemised input of one target) into the error node at its target's layer and position. Error
+nodes are created where the stored graph has none there, and edges that come to share a source
+and a target are summed. `metadata.info.folded` counts what was folded.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from circuitstore.query import graphs
-from circuitstore.query.results import Node, PromptInfo, Subgraph, TranscoderSetInfo
+from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.names import NodeId, NodeKind, feature_name
 
 EXPORT_FORMATS = ("graphml", "json")
+
+# The version of the feature-id convention the viewers decode (1: Cantor pairing).
+GRAPH_SCHEMA_VERSION = 1
+
+# What circuit-tracer's local viewer lists (`<folder>/graph-metadata.json`).
+VIEWER_INDEX = "graph-metadata.json"
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def write_subgraph(graph: nx.DiGraph, fmt: str, path: Path) -> None:
@@ -49,42 +80,111 @@ def write_json(data: Any, path: Path) -> None:
         raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
+@dataclass(frozen=True)
+class NeuronpediaSet:
+    """How Neuronpedia names a transcoder set: its model id (`scan`) and source set."""
+
+    scan: str
+    source_set: str | None = None
+
+
+# Transcoder sets Neuronpedia hosts: (model names, layers, features per layer) -> its names.
+KNOWN_SETS: tuple[tuple[frozenset[str], int, int, NeuronpediaSet], ...] = (
+    # GPT-2 small's transcoders (Dunefsky, Chlenski, Nanda 2024; pchlenski/gpt2-transcoders):
+    # neuronpedia.org/gpt2-small/<layer>-tres-dc/<index>.
+    (
+        frozenset({"gpt2", "gpt2-small", "openai-community/gpt2"}),
+        12,
+        24576,
+        NeuronpediaSet("gpt2-small", "tres-dc"),
+    ),
+)
+
+
+def neuronpedia_names(
+    tset: TranscoderSetInfo, scan: str | None = None, source_set: str | None = None
+) -> NeuronpediaSet:
+    """Neuronpedia's model id and source set for `tset`: those given, else the known ones,
+    else the transcoder set's id as the scan (what circuit-tracer's viewer keys its local labels
+    by) and no source set (no dashboards)."""
+    model = (tset.model or "").rstrip("/")
+    base = model.rsplit("/", 1)[-1]
+    known = next(
+        (
+            names
+            for models, layers, width, names in KNOWN_SETS
+            if (model in models or base in models)
+            and (tset.n_layers, tset.d_transcoder) == (layers, width)
+        ),
+        None,
+    )
+    if known is None:
+        known = NeuronpediaSet(_SLUG.sub("-", tset.id).strip("-") or "model")
+    return NeuronpediaSet(scan or known.scan, source_set or known.source_set)
+
+
+def cantor(x: int, y: int) -> int:
+    """The Cantor pairing the viewers decode a feature's (layer, index) from."""
+    return (x + y) * (x + y + 1) // 2 + y
+
+
+def uncantor(z: int) -> tuple[int, int]:
+    """The inverse of :func:`cantor` (Neuronpedia's `inverseCantorIndex`)."""
+    w = math.floor((math.sqrt(8 * z + 1) - 1) / 2)
+    while w * (w + 1) // 2 > z:  # float rounding, for very large z
+        w -= 1
+    while (w + 1) * (w + 2) // 2 <= z:
+        w += 1
+    y = z - w * (w + 1) // 2
+    return w - y, y
+
+
 def neuronpedia_graph(
-    info: PromptInfo, graph: Subgraph, tset: TranscoderSetInfo, node_threshold: float = 0.8
+    info: PromptInfo,
+    graph: Subgraph,
+    tset: TranscoderSetInfo,
+    node_threshold: float = 0.8,
+    scan: str | None = None,
+    source_set: str | None = None,
+    slug: str | None = None,
 ) -> dict[str, Any]:
-    """One prompt's stored graph in the viewers' layout; influence is each node's cumulative
-    share of the influence on the top logit (lower is more important), as those viewers expect."""
-    logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
+    """One prompt's stored graph in the viewers' format (see the module's docstring)."""
+    names = neuronpedia_names(tset, scan, source_set)
+    folded, counts = fold_constants(graph, tset.n_layers)
+    logits = [n for n in folded.nodes if n.kind == NodeKind.LOGIT]
     top = max(logits, key=lambda n: n.value or -math.inf).id if logits else None
     probs = _softmax({n.id: n.value or 0.0 for n in logits})
-    cumulative = _cumulative(graph, top)
-    ids = {n.id: _node_id(n, tset) for n in graph.nodes}
+    cumulative = _cumulative(folded, probs)
+    ids = {n.id: _node_id(n, tset) for n in folded.nodes}
     nodes = [
         _node_json(n, ids[n.id], tset, cumulative.get(n.id), probs, n.id == top)
-        for n in graph.nodes
-        if ids[n.id] is not None
+        for n in folded.nodes
     ]
     links = [
-        {"source": ids[e.source], "target": ids[e.target], "weight": e.weight}
-        for e in graph.edges
-        if ids.get(e.source) and ids.get(e.target)
+        {"source": ids[e.source], "target": ids[e.target], "weight": e.weight} for e in folded.edges
     ]
-    return {
-        "metadata": {
-            "slug": _slug(info.key),
-            "scan": tset.id,
-            "prompt": info.text,
-            "prompt_tokens": list(info.tokens),
-            "transcoder_list": [],
-            "node_threshold": node_threshold,
-            "info": {
-                "source": "circuitstore",
-                "prompt_id": info.id,
-                "omitted_nodes": sum(1 for v in ids.values() if v is None),
-                "omitted_links": len(graph.edges) - len(links),
-                "token_prob": "softmax over the stored logits only",
-            },
+    metadata: dict[str, Any] = {
+        "slug": slug or _slug(info.key),
+        "scan": names.scan,
+        "prompt": info.text,
+        "prompt_tokens": list(info.tokens),
+        "schema_version": GRAPH_SCHEMA_VERSION,
+        "transcoder_list": [],
+        "node_threshold": node_threshold,
+        "info": {
+            "description": f"circuitstore: prompt {info.key} of transcoder set {tset.id}",
+            "generator": {"name": "circuitstore", "version": _version()},
+            "source_urls": [],
+            "transcoder_set": tset.id,
+            "prompt_id": info.id,
+            "folded": counts,
+            "token_prob": "softmax over the stored logits only",
         },
+    }
+    if names.source_set:
+        metadata["feature_details"] = {"neuronpedia_source_set": names.source_set}
+    return {
+        "metadata": metadata,
         "qParams": {
             "pinnedIds": [],
             "supernodes": [],
@@ -97,8 +197,87 @@ def neuronpedia_graph(
     }
 
 
+def fold_constants(graph: Subgraph, n_layers: int) -> tuple[Subgraph, dict[str, int]]:
+    """`graph` with its bias and remainder nodes folded into error nodes (the module's
+    docstring says where), and how many of each were folded and how many error nodes made."""
+    into: dict[str, tuple[int, int]] = {}  # folded node -> (layer, pos) of its error node
+    by_id = {n.id: n for n in graph.nodes}
+    counts = {"bias": 0, "remainder": 0, "created_error_nodes": 0}
+    last = max(n_layers - 1, 0)
+    for n in graph.nodes:
+        if n.kind == NodeKind.BIAS:
+            into[n.id] = (last if n.layer is None else n.layer, n.pos or 0)
+            counts["bias"] += 1
+        elif NodeId.is_remainder(n.id):
+            target = _remainder_target(n, graph, by_id)
+            layer = target.layer if target is not None and target.layer is not None else n.layer
+            if target is not None and target.kind == NodeKind.LOGIT:
+                layer = last
+            pos = target.pos if target is not None and target.pos is not None else n.pos
+            into[n.id] = (last if layer is None else layer, pos or 0)
+            counts["remainder"] += 1
+    if not into:
+        return graph, counts
+    errors = {
+        (n.layer, n.pos): n.id
+        for n in graph.nodes
+        if n.kind == NodeKind.ERROR and not NodeId.is_remainder(n.id)
+    }
+    nodes = [n for n in graph.nodes if n.id not in into]
+    for layer, pos in sorted(set(into.values()) - set(errors)):
+        errors[layer, pos] = NodeId.error(layer, pos)
+        nodes.append(Node(errors[layer, pos], NodeKind.ERROR, layer=layer, pos=pos))
+        counts["created_error_nodes"] += 1
+    weights: dict[tuple[str, str], float] = defaultdict(float)
+    kinds: dict[tuple[str, str], str | None] = {}
+    for e in graph.edges:
+        if e.target in into:  # nothing stored feeds a constant
+            continue
+        pair = (errors[into[e.source]] if e.source in into else e.source, e.target)
+        weights[pair] += e.weight
+        kinds.setdefault(pair, e.kind)
+    edges = tuple(Edge(s, t, w, kinds[s, t]) for (s, t), w in weights.items())
+    return Subgraph(graph.prompt, tuple(nodes), edges), counts
+
+
+def _remainder_target(n: Node, graph: Subgraph, by_id: dict[str, Node]) -> Node | None:
+    """The node whose input a remainder stands for: named in its id (`rem[<target>]`)."""
+    inner = n.id[len("rem[") : -1]
+    if inner in by_id:
+        return by_id[inner]
+    targets = [by_id[e.target] for e in graph.edges if e.source == n.id and e.target in by_id]
+    return targets[0] if targets else None
+
+
+def write_viewer_graph(data: dict[str, Any], folder: Path) -> Path:
+    """Write `data` where circuit-tracer's local viewer finds it: `<folder>/<slug>.json`, listed
+    in `<folder>/graph-metadata.json` (replacing an entry of the same slug). The viewer serves
+    the folder with `circuit_tracer.frontend.local_server.serve(data_dir=folder)`."""
+    slug = data["metadata"]["slug"]
+    path = folder / f"{slug}.json"
+    index = folder / VIEWER_INDEX
+    try:
+        listed = json.loads(index.read_text()) if index.exists() else {"graphs": []}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QueryError(f"cannot read {index} ({exc})") from None
+    if not isinstance(listed, dict) or not isinstance(listed.get("graphs"), list):
+        raise QueryError(f"{index} is not a viewer index (expected an object with `graphs`)")
+    graphs_ = [g for g in listed["graphs"] if not (isinstance(g, dict) and g.get("slug") == slug)]
+    write_json(data, path)
+    write_json({"graphs": [*graphs_, data["metadata"]]}, index)
+    return path
+
+
+def _version() -> str:
+    try:
+        return version("circuitstore")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def _slug(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in key)
+    """Neuronpedia accepts slugs of `[a-zA-Z0-9_.-]` only."""
+    return _SLUG.sub("-", key).strip("-") or "graph"
 
 
 def _softmax(values: dict[str, float]) -> dict[str, float]:
@@ -110,38 +289,39 @@ def _softmax(values: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in exp.items()}
 
 
-def _cumulative(graph: Subgraph, target: str | None) -> dict[str, float]:
-    if target is None:
+def _cumulative(graph: Subgraph, weights: dict[str, float]) -> dict[str, float]:
+    """circuit-tracer's cumulative scores: nodes ranked by influence on the weighted logits,
+    each given the running share of the total at its rank (the most influential near 0)."""
+    if not weights:
         return {}
-    scores = graphs.influence(graph, {target: 1.0})
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    scores = graphs.influence(graph, weights)
+    ranked = sorted(
+        ((n, 0.0 if n in weights else s) for n, s in scores.items()), key=lambda kv: (-kv[1], kv[0])
+    )
     total = math.fsum(s for _, s in ranked) or 1.0
     out, running = {}, 0.0
     for node, score in ranked:
         running += score
-        out[node] = running / total
+        out[node] = min(running / total, 1.0)
     return out
 
 
-def _node_id(n: Node, tset: TranscoderSetInfo) -> str | None:
-    """The viewers' id of a node; None for kinds they have no node type for (the kind table's
-    viewer_type)."""
-    # Lumped mode's remainders are error terms of one target, not of a layer and position: the
-    # viewers have no node for them.
-    if n.kind.spec.viewer_type is None or NodeId.is_remainder(n.id):
-        return None
-    ids = {
-        NodeKind.FEATURE: f"{n.layer}_{n.feature}_{n.pos}",
-        NodeKind.ERROR: f"{n.layer}_-1_{n.pos}",
-        NodeKind.EMBEDDING: f"E_{n.token_id}_{n.pos}",
-        NodeKind.LOGIT: f"{tset.n_layers + 1}_{n.token_id}_{n.pos}",
-    }
-    return ids.get(n.kind)
+def _node_id(n: Node, tset: TranscoderSetInfo) -> str:
+    """The node's id in the viewers' graph: unique per node (see the module's docstring)."""
+    if n.kind == NodeKind.FEATURE:
+        return f"{n.layer}_{n.feature}_{n.pos}"
+    if n.kind == NodeKind.ERROR:
+        return f"{n.layer}_error_mlp_{n.pos}"
+    if n.kind == NodeKind.EMBEDDING:
+        return f"E_{n.token_id}_{n.pos}"
+    if n.kind == NodeKind.LOGIT:
+        return f"{tset.n_layers + 1}_{n.token_id}_{n.pos}"
+    raise QueryError(f"node {n.id}: the viewers have no node type for kind {n.kind}")
 
 
 def _node_json(
     n: Node,
-    node_id: str | None,
+    node_id: str,
     tset: TranscoderSetInfo,
     influence: float | None,
     probs: dict[str, float],
@@ -150,7 +330,7 @@ def _node_json(
     out: dict[str, Any] = {
         "node_id": node_id,
         "jsNodeId": node_id,
-        "ctx_idx": n.pos,
+        "ctx_idx": n.pos or 0,
         "influence": influence,
         "activation": n.activation,
         "clerp": "",
@@ -158,24 +338,32 @@ def _node_json(
         "is_target_logit": False,
         "run_idx": 0,
         "reverse_ctx_idx": 0,
+        "feature_type": n.kind.spec.viewer_type,
     }
-    out["feature_type"] = n.kind.spec.viewer_type
     if n.kind == NodeKind.FEATURE:
-        offset = 10 ** math.ceil(math.log10(tset.d_transcoder)) if tset.d_transcoder > 1 else 1
-        layer = n.layer or 0
-        feature = (n.feature or 0) + offset * layer
-        out.update(feature=feature, layer=str(layer), clerp=feature_name(layer, n.feature or 0))
+        layer, index = n.layer or 0, n.feature or 0
+        out.update(
+            feature=cantor(layer, index),
+            layer=str(layer),
+            clerp=n.label or feature_name(layer, index),
+        )
     elif n.kind == NodeKind.ERROR:
         out.update(feature=-1, layer=str(n.layer))
     elif n.kind == NodeKind.EMBEDDING:
-        out.update(feature=n.pos, layer="E", clerp=f"Emb: {n.token!r}")
+        out.update(feature=n.pos or 0, layer="E", clerp=f'Emb: "{_quoted(n.token)}"')
     else:
         prob = probs.get(n.id, 0.0)
+        token = n.token if n.token is not None else f"<token {n.token_id}>"
         out.update(
             feature=n.token_id,
             layer=str(tset.n_layers + 1),
             token_prob=prob,
             is_target_logit=is_top,
-            clerp=f'Output "{n.token or n.token_id}" (p={prob:.3f})',
+            clerp=f'Output "{_quoted(token)}" (p={prob:.3f})',
         )
     return out
+
+
+def _quoted(token: str | None) -> str:
+    """A token inside the viewers' `"..."` (they take the first quoted part as the token)."""
+    return (token or "").replace('"', "'")

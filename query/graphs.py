@@ -4,6 +4,8 @@
   exactly, by dynamic programming over the DAG in topological order (a path's magnitude is a
   product of non-negative factors, so the K best paths into a node extend the K best into its
   predecessors);
+- beam paths: the original transcoder work's greedy search (transcoder_circuits), which ranks
+  paths by what their first node contributes to the target through them;
 - influence: backward propagation from the targets over edges normalised by each node's
   absolute input (|w| / sum of |w| into the target), as in the attribution-graph work's pruning;
   a circuit keeps the most influential nodes up to a share of the total.
@@ -80,6 +82,90 @@ def strongest_paths(
         best[node] = heapq.nlargest(top, cands, key=lambda c: (c[0], c[1]))
     found = [c for c in best.get(target, []) if c[2]]
     return tuple(Path(nodes, weights) for _, nodes, weights in found[:top])
+
+
+def beam_paths(graph: Subgraph, target: str, width: int, depth: int) -> tuple[Path, ...]:
+    """The greedy beam search of transcoder_circuits (Dunefsky et al. 2024): from `target`,
+    extend every current path by its `width` strongest incoming contributions, keep the `width`
+    paths whose last contribution is largest in magnitude, and repeat `depth` times. Every path
+    kept at every step is returned, largest contribution first.
+
+    A path's contribution is what its first node gives the target through it. Direct effects
+    compose linearly through an active feature (an edge into it is a share of its activation),
+    so extending a path whose last node is t by an edge s -> t of weight w gives
+    contribution x w / activation(t); a one-edge path's contribution is its weight."""
+    inputs = inputs_of(graph.edges)
+    activation = {n.id: n.activation for n in graph.nodes}
+    beam: list[Path] = [Path((target,), ())]
+    kept: list[Path] = []
+    for _ in range(depth):
+        grown: list[Path] = []
+        for path in beam:
+            grown += heapq.nlargest(width, _extensions(path, inputs, activation), key=_size)
+        beam = heapq.nlargest(width, grown, key=_size)
+        kept += beam
+        if not beam:
+            break
+    return tuple(sorted(kept, key=lambda p: (-_size(p), p.nodes)))
+
+
+def _extensions(
+    path: Path, inputs: Mapping[str, list[Edge]], activation: Mapping[str, float | None]
+) -> Iterable[Path]:
+    head = path.nodes[0]
+    if path.weights:  # pulled back through `head`: its input edges are shares of its activation
+        act = activation.get(head)
+        if not act:
+            return
+        scale = (path.contribution or 0.0) / act
+    else:
+        scale = 1.0
+    for e in inputs.get(head, ()):
+        if e.source not in path.nodes:
+            yield Path((e.source, *path.nodes), (e.weight, *path.weights), scale * e.weight)
+
+
+def _size(path: Path) -> float:
+    return abs(path.contribution or 0.0)
+
+
+def propagated(graph: Subgraph, changes: Mapping[str, float]) -> dict[str, float]:
+    """What the stored graph predicts when the nodes in `changes` change their activations by
+    those amounts: every node's change through all stored paths. An edge s -> t carries the
+    share w / activation(s) of each unit of change of s (direct effects are linear in the
+    source's activation); a feature passes its whole input change on, so the prediction is
+    the first-order one of the replacement model with attention and LayerNorm frozen."""
+    inputs = inputs_of(graph.edges)
+    activation = {n.id: n.activation for n in graph.nodes}
+    out = dict.fromkeys((n.id for n in graph.nodes), 0.0)
+    for node in topological(out, graph.edges):
+        total = changes.get(node, 0.0)
+        for e in inputs.get(node, ()):
+            act = activation.get(e.source)
+            if out.get(e.source) and act:
+                total += e.weight * out[e.source] / act
+        out[node] = total
+    return out
+
+
+def sensitivity(graph: Subgraph, targets: Mapping[str, float]) -> dict[str, float]:
+    """The stored graph's derivative of the weighted sum of `targets` with respect to each
+    node's activation: the sum over paths of the products of edge shares w / activation(source)
+    (divided once more by the node's own activation, which starts each path). The change
+    `propagated` predicts for the targets when one node's activation changes by d is
+    d x sensitivity; this gives it for every node in one backward pass."""
+    activation = {n.id: n.activation for n in graph.nodes}
+    out = dict.fromkeys((n.id for n in graph.nodes), 0.0)
+    out.update(targets)
+    succ: dict[str, list[Edge]] = defaultdict(list)
+    for e in graph.edges:
+        succ[e.source].append(e)
+    for node in reversed(topological(out, graph.edges)):
+        act = activation.get(node)
+        if node in targets or not act:
+            continue
+        out[node] = sum(out[e.target] * e.weight for e in succ[node]) / act
+    return out
 
 
 def influence(graph: Subgraph, targets: Mapping[str, float]) -> dict[str, float]:

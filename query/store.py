@@ -8,30 +8,40 @@ the store holds several.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import neo4j
 
 from circuitstore.query import cypher as cq
 from circuitstore.query import graphs
+from circuitstore.query.export import neuronpedia_graph
 from circuitstore.query.readonly import run_read
 from circuitstore.query.results import (
     CircuitResult,
     Edge,
     Example,
     FeatureCard,
+    LabelInfo,
+    LabelMatch,
     Link,
     Neighbours,
     Node,
     PathsResult,
     PromptInfo,
     PromptMatch,
+    PromptSummary,
+    Records,
     Subgraph,
     TranscoderSetInfo,
 )
-from circuitstore.schema.connection import translate_errors
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
+from circuitstore.schema.ddl import FEATURE_LABEL_INDEX
+from circuitstore.schema.errors import QueryError, SchemaError
+from circuitstore.schema.model import PROMPT_OWN, PromptScore, snake_case
 from circuitstore.schema.names import (
     FeatureKey,
     FeatureRef,
@@ -43,6 +53,7 @@ from circuitstore.schema.names import (
     feature_name,
     parse_feature,
     parse_node,
+    shown,
 )
 
 T = TypeVar("T")
@@ -71,6 +82,33 @@ class CircuitStore:
         self.transcoder_set = transcoder_set
         self.where = where
         self._sets: dict[str, TranscoderSetInfo] | None = None
+        self._owns_driver = False
+
+    @classmethod
+    def connect(
+        cls,
+        env_file: Path | None = None,
+        transcoder_set: str | None = None,
+        **settings: Any,
+    ) -> CircuitStore:
+        """A store on its own driver, from the NEO4J_* environment (or `env_file`) with
+        `settings` (uri, username, database) on top; close it with `close()` or a `with` block.
+        The password comes only from the environment or the file."""
+        loaded = Neo4jSettings.load(env_file=env_file, **settings)
+        store = cls(open_driver(loaded), loaded.database, transcoder_set, loaded.uri)
+        store._owns_driver = True
+        return store
+
+    def close(self) -> None:
+        """Close the driver if `connect` opened it."""
+        if self._owns_driver:
+            self.driver.close()
+
+    def __enter__(self) -> CircuitStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -89,7 +127,15 @@ class CircuitStore:
     def transcoder_sets(self) -> dict[str, TranscoderSetInfo]:
         if self._sets is None:
             self._sets = {
-                r["id"]: TranscoderSetInfo(r["id"], r["nLayers"], r["dTranscoder"], r["model"])
+                r["id"]: TranscoderSetInfo(
+                    r["id"],
+                    r["nLayers"],
+                    r["dTranscoder"],
+                    r["model"],
+                    r["transcoders"],
+                    r["modelHash"],
+                    r["hash"],
+                )
                 for r in self._rows(cq.TRANSCODER_SETS)
             }
         return self._sets
@@ -118,6 +164,22 @@ class CircuitStore:
         return ref, FeatureKey(info.id, ref.layer, ref.index)
 
     def prompt(self, key: str) -> PromptInfo:
+        """A stored prompt (by key, or by its global id) and its tokens."""
+        r = self._prompt_row(key)
+        return PromptInfo(
+            r["id"],
+            r["key"],
+            r["transcoderSet"],
+            r["text"],
+            tuple(r["tokens"]),
+            tuple(r["tokenIds"] or ()),
+        )
+
+    def prompt_summary(self, key: str) -> PromptSummary:
+        """A stored prompt's scores, accounting and corpus fields (`query prompt KEY`)."""
+        return _summary(self._prompt_row(key))
+
+    def _prompt_row(self, key: str) -> dict[str, Any]:
         rows = self._rows(cq.PROMPT, key=key, tset=self.transcoder_set)
         if not rows:
             where = f" in transcoder set {self.transcoder_set}" if self.transcoder_set else ""
@@ -128,8 +190,88 @@ class CircuitStore:
                 f"prompt {key!r} is in several transcoder sets ({sets}): "
                 "choose one with --transcoder-set"
             )
-        r = rows[0]
-        return PromptInfo(r["id"], r["key"], r["transcoderSet"], r["text"], tuple(r["tokens"]))
+        return rows[0]
+
+    def prompts(
+        self,
+        limit: int = 100,
+        skip: int = 0,
+        order: PromptScore | None = None,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        ascending: bool = False,
+    ) -> Records[PromptSummary]:
+        """The stored prompts (of the chosen transcoder set, else all) with their scores and the
+        corpus's own fields (a demo prompt's `task` and `answer`): by key, or by the score
+        `order` (best first unless `ascending`), keeping those whose score lies in
+        [`minimum`, `maximum`]."""
+        _check_top(limit)
+        if skip < 0:
+            raise QueryError(f"skip {skip}: expected 0 or more")
+        if order is None and (minimum is not None or maximum is not None):
+            raise QueryError("a score range needs a score to filter by: choose one with order")
+        rows = self._rows(
+            cq.PROMPTS,
+            tset=self.transcoder_set,
+            skip=skip,
+            limit=limit,
+            order=None if order is None else order.value,
+            min=minimum,
+            max=maximum,
+            ascending=ascending,
+        )
+        columns = ("prompt", "transcoder_set", "n_tokens", *(s.field for s in PromptScore))
+        return Records(map(_summary, rows), (*columns, "text"))
+
+    def feature_labels(self, tset: str, features: Iterable[tuple[int, int]]) -> dict[str, str]:
+        """The labels of the labelled ones among `features` ((layer, index) pairs), by name."""
+        keys = {FeatureKey(tset, layer, index) for layer, index in features}
+        if not keys:
+            return {}
+        by_id = {k.id: k.name for k in keys}
+        rows = self._rows(cq.FEATURE_LABELS, ids=sorted(by_id))
+        return {by_id[r["id"]]: r["label"] for r in rows}
+
+    def search(self, text: str, top: int = 20, lucene: bool = False) -> Records[LabelMatch]:
+        """Features whose label matches `text`, best first (the full-text index over the
+        labels `circuitstore labels import` wrote). The words are matched as words; `lucene`
+        passes `text` as a Lucene query instead (`name*`, `"exact phrase"`, `a AND b`)."""
+        _check_top(top)
+        query = text.strip()
+        if not query:
+            raise QueryError("search: give some words to look for")
+        info = self.tset()
+        try:
+            rows = self._rows(
+                cq.SEARCH_LABELS,
+                index=FEATURE_LABEL_INDEX,
+                text=query if lucene else _lucene_words(query),
+                tset=info.id,
+                top=top,
+            )
+        except SchemaError as exc:
+            if "no such fulltext" in str(exc).lower():
+                raise QueryError(
+                    "the store has no label index: run `circuitstore schema apply`"
+                ) from None
+            if lucene:
+                raise QueryError(f"search {shown(query)}: not a Lucene query ({exc})") from None
+            raise
+        return Records(
+            (
+                LabelMatch(
+                    feature_name(r["layer"], r["index"]),
+                    r["layer"],
+                    r["index"],
+                    r["score"],
+                    r["label"],
+                    r["source"],
+                    r["explainer"],
+                )
+                for r in rows
+            ),
+            ("name", "layer", "index", "score", "label"),
+        )
 
     # -- one hop -----------------------------------------------------------------------------
 
@@ -181,7 +323,8 @@ class CircuitStore:
         rows = self._rows(query, prompt=info.id, layer=ref.layer, index=ref.index, pos=ref.pos)
         if not rows:
             raise QueryError(f"{ref.name} is not in the stored graph of prompt {info.key}")
-        edges, nodes = _prompt_edges(direction, rows)
+        edges, raw = _prompt_edges(direction, rows, ref)
+        nodes = {n.id: n for n in self._readable(info, raw.values())}
         links = tuple(_rank(_group_links(edges, direction, nodes), order, sign)[:top])
         keep = {link.name for link in links} | {r["id"] for r in rows}
         sub = Subgraph(info.key, tuple(n for n in nodes.values() if n.id in keep), ())
@@ -192,14 +335,16 @@ class CircuitStore:
 
     # -- features ----------------------------------------------------------------------------
 
-    def examples(self, feature: str, top: int = 10, window: int = 8) -> tuple[Example, ...]:
+    def examples(self, feature: str, top: int = 10, window: int = 8) -> Records[Example]:
         """The prompts where `feature` fires most, with the token in context."""
         _check_top(top)
         ref, key = self.resolve(feature)
         rows = self._rows(cq.EXAMPLES, id=key.id, top=top, window=window)
         if not rows:
             raise QueryError(f"unknown feature {ref.name} in transcoder set {key.transcoder_set}")
-        return tuple(_example(r) for r in rows[0]["rows"])
+        return Records(
+            (_example(r) for r in rows[0]["rows"]), ("prompt", "pos", "activation", "context")
+        )
 
     def feature(self, feature: str, top: int = 5) -> FeatureCard:
         """What `feature` is: statistics, views, neighbours, examples."""
@@ -211,6 +356,7 @@ class CircuitStore:
         stats = {k: props.get(k) for k in STAT_KEYS}
         if stats["nActive"]:
             stats["meanActivation"] = (props.get("sumActivation") or 0.0) / stats["nActive"]
+        virtual = [*rows[0]["virtualIn"], *rows[0]["virtualOut"]]
         return FeatureCard(
             name=ref.base_name,
             id=key.id,
@@ -222,9 +368,11 @@ class CircuitStore:
             drivers=self.drivers(feature, top=top, sign="abs").links,
             targets=self.targets(feature, top=top, sign="abs").links,
             examples=self.examples(feature, top=top),
+            label=LabelInfo.from_props(props),
+            neighbour_labels={feature_name(r[0], r[1]): r[3] for r in virtual if r[3]},
         )
 
-    def prompts_with(self, features: Sequence[str], top: int = 20) -> tuple[PromptMatch, ...]:
+    def prompts_with(self, features: Sequence[str], top: int = 20) -> Records[PromptMatch]:
         """Prompts whose stored graphs hold every one of `features`."""
         if not features:
             raise QueryError("prompts-with: name at least one feature")
@@ -246,32 +394,78 @@ class CircuitStore:
             result = tx.run(cq.PROMPTS_WITH, tset=tset, first=maps[0], rest=maps[1:], top=top)
             return [r.data() for r in result]
 
-        return tuple(
-            PromptMatch(
-                r["key"], r["text"], r["score"], {n: tuple(sorted(p)) for n, p in r["positions"]}
-            )
-            for r in self._read(work)
+        return Records(
+            (
+                PromptMatch(
+                    r["key"],
+                    r["text"],
+                    r["score"],
+                    {n: tuple(sorted(p)) for n, p in r["positions"]},
+                )
+                for r in self._read(work)
+            ),
+            ("prompt", "score", "positions", "text"),
         )
 
     # -- one prompt's graph ------------------------------------------------------------------
 
     def prompt_graph(self, prompt: str) -> tuple[PromptInfo, Subgraph]:
-        """One prompt's whole stored graph (nodes by local id)."""
+        """One prompt's whole stored graph (nodes by local id, each with the token a person
+        reads it by and its feature's label)."""
         info = self.prompt(prompt)
         rows = self._rows(cq.PROMPT_GRAPH, prompt=info.id)
-        nodes = tuple(_node(r) for r in rows)
+        nodes = self._readable(info, (_node(r) for r in rows))
         edges = tuple(Edge(s, r["id"], w, k) for r in rows for s, w, k in r["inputs"])
         return info, Subgraph(info.key, nodes, edges)
 
+    def _readable(self, info: PromptInfo, nodes: Iterable[Node]) -> tuple[Node, ...]:
+        """`nodes` with their tokens (a logit's own token, else the prompt's token at the
+        node's position) and their features' labels."""
+        nodes = tuple(nodes)
+        features = [
+            (n.layer, n.feature)
+            for n in nodes
+            if n.kind == NodeKind.FEATURE and n.layer is not None and n.feature is not None
+        ]
+        labels = self.feature_labels(info.transcoder_set, features)
+        out = []
+        for n in nodes:
+            if n.kind == NodeKind.LOGIT:
+                token = n.token if n.token is not None else info.text_of(n.token_id)
+            else:
+                token = n.token if n.token is not None else info.token_at(n.pos)
+            label = None
+            if n.kind == NodeKind.FEATURE and n.layer is not None and n.feature is not None:
+                label = labels.get(feature_name(n.layer, n.feature))
+            out.append(replace(n, token=token, label=label))
+        return tuple(out)
+
     def paths(
-        self, prompt: str, to: str = "logit", source: str | None = None, top: int = 10
+        self,
+        prompt: str,
+        to: str = "logit",
+        source: str | None = None,
+        top: int = 10,
+        method: Literal["exact", "beam"] = "exact",
+        beam_width: int = 5,
+        depth: int = 3,
     ) -> PathsResult:
-        """The `top` strongest paths (|product of edge weights|) into a logit or feature."""
+        """The `top` strongest paths into a logit or feature: exactly, by |product of edge
+        weights| (`exact`), or by the original transcoder work's greedy beam search (`beam`,
+        `graphs.beam_paths`: `beam_width` paths kept per step, `depth` steps)."""
         _check_top(top)
+        _check_choice("method", method, ("exact", "beam"))
+        for what, value in (("beam width", beam_width), ("depth", depth)):
+            if not 1 <= value <= MAX_BEAM:
+                raise QueryError(f"{what} {value}: expected 1..{MAX_BEAM}")
         info, graph = self.prompt_graph(prompt)
         target = self._one_node(graph, parse_node(to), info, "target")
         sources = None if source is None else self._nodes(graph, parse_node(source), info)
-        found = graphs.strongest_paths(graph, target, top, sources)
+        if method == "exact":
+            found = graphs.strongest_paths(graph, target, top, sources)
+        else:
+            beam = graphs.beam_paths(graph, target, beam_width, depth)
+            found = tuple(p for p in beam if sources is None or p.nodes[0] in sources)[:top]
         sub = graphs.induced(graph, {n for p in found for n in p.nodes})
         on_paths = {(a, b) for p in found for a, b in zip(p.nodes, p.nodes[1:], strict=False)}
         edges = tuple(e for e in sub.edges if (e.source, e.target) in on_paths)
@@ -284,6 +478,28 @@ class CircuitStore:
         sub, total = graphs.circuit(graph, {target: 1.0}, threshold)
         return CircuitResult(info.key, (target,), threshold, sub, total)
 
+    def export_graph(
+        self,
+        prompt: str,
+        scan: str | None = None,
+        source_set: str | None = None,
+        node_threshold: float = 0.8,
+        slug: str | None = None,
+    ) -> dict[str, Any]:
+        """One prompt's stored graph as the attribution-graph JSON that Neuronpedia and
+        circuit-tracer's viewer load (see `export.neuronpedia_graph`); write it with
+        `export.write_json` or, into a viewer folder, `export.write_viewer_graph`."""
+        info, graph = self.prompt_graph(prompt)
+        return neuronpedia_graph(
+            info,
+            graph,
+            self.tset(info.transcoder_set),
+            node_threshold=node_threshold,
+            scan=scan,
+            source_set=source_set,
+            slug=slug,
+        )
+
     def _one_node(self, graph: Subgraph, ref: NodeRef, info: PromptInfo, role: str) -> str:
         ids = self._nodes(graph, ref, info)
         if len(ids) > 1:
@@ -292,6 +508,11 @@ class CircuitStore:
                 f"({', '.join(ids)}): add @<pos>"
             )
         return ids[0]
+
+    def find_nodes(self, graph: Subgraph, ref: NodeRef, info: PromptInfo) -> list[str]:
+        """The ids of the nodes of a prompt's stored graph that `ref` names (a feature without a
+        position names all its occurrences); refuses a name the graph lacks."""
+        return self._nodes(graph, ref, info)
 
     def _nodes(self, graph: Subgraph, ref: NodeRef, info: PromptInfo) -> list[str]:
         if isinstance(ref, FeatureRef):
@@ -320,6 +541,10 @@ def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
         raise QueryError(f"{what} {value!r}: expected one of {', '.join(allowed)}")
 
 
+# The beam search's width and depth: beyond these it is the exact ranking's job.
+MAX_BEAM = 100
+
+
 def _check_top(top: int) -> None:
     if top < 1:
         raise QueryError(f"top {top}: expected a positive number")
@@ -330,9 +555,42 @@ def _tokens(value: Any) -> tuple[str, ...] | None:
 
 
 def _corpus_link(r: list[Any]) -> Link:
-    layer, index, n, total, sum_abs, max_abs = r
+    layer, index, n, total, sum_abs, max_abs, label = r
     name = feature_name(layer, index)
-    return Link(name, NodeKind.FEATURE, layer, None, n, total, total / n, sum_abs, max_abs)
+    return Link(
+        name, NodeKind.FEATURE, layer, None, n, total, total / n, sum_abs, max_abs, label=label
+    )
+
+
+def _summary(r: dict[str, Any]) -> PromptSummary:
+    props = r["props"]
+    return PromptSummary(
+        r["key"],
+        r["transcoderSet"],
+        r["text"],
+        r["nTokens"],
+        {k: v for k, v in sorted(props.items()) if k not in PROMPT_OWN},
+        {s.field: props.get(s.value) for s in PromptScore},
+        {snake_case(k): props.get(k) for k in _ACCOUNTING if k in props},
+    )
+
+
+# The prompt properties `query prompt` shows beside the scores, in this order.
+_ACCOUNTING = (
+    *("mode", "truncated", "nTokensBeforeTruncation", "keptInfluence", "unexpandedInfluence"),
+    *("logitInputExplained", "featureInputExplained", "run", "line"),
+)
+
+
+# Characters Lucene's query syntax gives a meaning to.
+_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/]|&&|\|\|)')
+
+
+def _lucene_words(text: str) -> str:
+    """`text` as plain words for the full-text index: every special character escaped, the
+    words' operators (AND, OR, NOT) written in lower case so that they are words too."""
+    escaped = _LUCENE_SPECIAL.sub(r"\\\1", text)
+    return " ".join(w.lower() if w in ("AND", "OR", "NOT") else w for w in escaped.split())
 
 
 def _matches(node: Node, ref: NodeRef) -> bool:
@@ -361,13 +619,30 @@ def _node(r: dict[str, Any]) -> Node:
     )
 
 
-def _prompt_edges(direction: str, rows: list[dict[str, Any]]) -> tuple[list[Edge], dict[str, Node]]:
+def _prompt_edges(
+    direction: str, rows: list[dict[str, Any]], ref: FeatureRef
+) -> tuple[list[Edge], dict[str, Node]]:
     edges: list[Edge] = []
     nodes: dict[str, Node] = {}
     for r in rows:
-        nodes[r["id"]] = Node(r["id"], NodeKind.FEATURE, pos=r["pos"], activation=r["activation"])
-        for other, kind, layer, pos, weight, ekind, feature in r["edges"]:
-            node = Node(other, NodeKind(kind), layer=layer, pos=pos, feature=feature)
+        nodes[r["id"]] = Node(
+            r["id"],
+            NodeKind.FEATURE,
+            layer=ref.layer,
+            pos=r["pos"],
+            feature=ref.index,
+            activation=r["activation"],
+        )
+        for other, kind, layer, pos, weight, ekind, feature, token_id, token in r["edges"]:
+            node = Node(
+                other,
+                NodeKind(kind),
+                layer=layer,
+                pos=pos,
+                feature=feature,
+                token=token,
+                token_id=token_id,
+            )
             nodes.setdefault(other, node)
             pair = (other, r["id"]) if direction == "drivers" else (r["id"], other)
             edges.append(Edge(*pair, weight, ekind))
@@ -389,6 +664,8 @@ def _group_links(edges: list[Edge], direction: str, nodes: dict[str, Node]) -> l
             math.fsum(ws) / len(ws),
             math.fsum(abs(w) for w in ws),
             max(abs(w) for w in ws),
+            token=nodes[name].token,
+            label=nodes[name].label,
         )
         for name, ws in groups.items()
     ]

@@ -39,6 +39,20 @@ def _node_index(label: Label, *props: str) -> SchemaItem:
     )
 
 
+def _fulltext(label: Label, name: str, *props: str) -> SchemaItem:
+    fields = ", ".join(f"n.{p}" for p in props)
+    return SchemaItem(
+        name,
+        "index",
+        f"CREATE FULLTEXT INDEX {name} IF NOT EXISTS FOR (n:{label}) ON EACH [{fields}]",
+    )
+
+
+# Feature labels (`circuitstore labels import`), searched by `query search`: the label and every
+# explanation the source had for the feature. An index only, which any store satisfies, so adding
+# it kept SCHEMA_VERSION; `schema apply` adds it to an older store.
+FEATURE_LABEL_INDEX = f"{PREFIX}feature_label_fulltext"
+
 SCHEMA_ITEMS: tuple[SchemaItem, ...] = (
     _unique(Label.TRANSCODER_SET),
     _unique(Label.FEATURE),
@@ -46,6 +60,7 @@ SCHEMA_ITEMS: tuple[SchemaItem, ...] = (
     _unique(Label.GRAPH_NODE),
     _unique(Label.INGEST_RUN),
     _unique(Label.SCHEMA_VERSION),
+    _unique(Label.INTERVENTION),  # a constraint no older store can break: SCHEMA_VERSION kept
     # Feature names as users write them (mlp8tc[355]) resolve through this index.
     _node_index(Label.FEATURE, "transcoderSet", "layer", "index"),
     # `--prompt KEY` resolves through the user's own key, not the qualified id.
@@ -54,6 +69,7 @@ SCHEMA_ITEMS: tuple[SchemaItem, ...] = (
     _node_index(Label.OCCURRENCE, "prompt", "layer", "feature"),
     _node_index(Label.OCCURRENCE, "transcoderSet", "layer", "feature"),
     _node_index(Label.GRAPH_NODE, "prompt"),
+    _fulltext(Label.FEATURE, FEATURE_LABEL_INDEX, "label", "labels"),
 )
 
 SCHEMA_NAMES = frozenset(item.name for item in SCHEMA_ITEMS)

@@ -17,6 +17,9 @@ Model (see README "Graph model"):
     (:Feature)-[:DRIVES {n, sum, sumAbs, maxAbs}]->(:Feature)  corpus-level aggregate
     (:Feature)-[:TOP_EXAMPLE {activation, pos}]->(:Prompt)  bounded top-k
     (:Feature)-[:VIRTUAL_WEIGHT {weight}]->(:Feature)       input-independent neighbours
+    (:Intervention {id, prompt, features, scale, predictedDiff, observedDiff, flips, ...})
+    (:Intervention)-[:OF_PROMPT]->(:Prompt), (:Intervention)-[:ON_FEATURE]->(:Feature)
+                                                             `circuitstore verify`'s results
     (:IngestRun {id, name, configHash, config, codeVersion})
     (:SchemaVersion {id, version})
 
@@ -43,6 +46,7 @@ class Label(StrEnum):
     LOGIT = "Logit"
     INGEST_RUN = "IngestRun"
     SCHEMA_VERSION = "SchemaVersion"
+    INTERVENTION = "Intervention"
 
 
 class RelType(StrEnum):
@@ -50,6 +54,8 @@ class RelType(StrEnum):
     DRIVES = "DRIVES"
     TOP_EXAMPLE = "TOP_EXAMPLE"
     VIRTUAL_WEIGHT = "VIRTUAL_WEIGHT"
+    OF_PROMPT = "OF_PROMPT"
+    ON_FEATURE = "ON_FEATURE"
 
 
 class EdgeKind(StrEnum):
@@ -57,6 +63,44 @@ class EdgeKind(StrEnum):
 
     RESIDUAL = "residual"
     ATTENTION = "attention"
+
+
+class PromptScore(StrEnum):
+    """The scores every ingested Prompt carries (README "How much of the model a graph
+    explains"): circuit-tracer's two, of the whole graph and of the stored one. The value is the
+    stored property's name; `.option` is the name a user types (`query prompts --order`)."""
+
+    REPLACEMENT = "replacementScore"
+    COMPLETENESS = "completenessScore"
+    STORED_REPLACEMENT = "storedReplacementScore"
+    STORED_COMPLETENESS = "storedCompletenessScore"
+
+    @property
+    def option(self) -> str:
+        return "stored-" + self.field[7:] if self.field.startswith("stored_") else self.field
+
+    @property
+    def field(self) -> str:
+        """The column name in rows and tables: `storedReplacementScore` -> `stored_replacement`
+        (the graph metadata's key is this plus `_score`)."""
+        return snake_case(self.value).removesuffix("_score")
+
+
+def snake_case(name: str) -> str:
+    """A stored property's name as rows and JSON name it: `keptInfluence` -> `kept_influence`."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+# Prompt properties of the store's own (the rest came from the corpus; a corpus field named like
+# one of these is stored with an `x_` prefix).
+PROMPT_OWN = frozenset(
+    {
+        *("id", "key", "transcoderSet", "text", "tokens", "tokenIds", "nTokens", "run", "line"),
+        *("mode", "truncated", "nTokensBeforeTruncation"),
+        *("logitInputExplained", "featureInputExplained", "keptInfluence", "unexpandedInfluence"),
+        *(s.value for s in PromptScore),
+    }
+)
 
 
 def content_hash(*parts: str | bytes, length: int = 16) -> str:

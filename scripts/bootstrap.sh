@@ -28,12 +28,13 @@ want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python packages (first time: a few minutes; torch is large)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  # The ingest extra (torch, TransformerLens...) and the test tools: everything CI runs.
+  .venv/bin/pip install -q -e '.[ingest,dev]'
   echo "$want" >"$stamp"
 fi
 
 # The Neo4j jars, from Maven Central into ~/.m2 (shared by `server start` and the image).
-mvn -q -B -f docker/pom.xml dependency:resolve >/dev/null
+mvn -q -B -f circuitstore/server/pom.xml dependency:resolve >/dev/null
 
 if [ "${1:-}" = "--containers" ]; then
   if [ -z "${DOCKER_HOST:-}" ] && docker info >/dev/null 2>&1; then

@@ -22,15 +22,23 @@ from circuitstore.clitools import (
 )
 from circuitstore.query.export import (
     EXPORT_FORMATS,
-    neuronpedia_graph,
     write_json,
     write_subgraph,
+    write_viewer_graph,
 )
 from circuitstore.query.readonly import parse_params, run_read
-from circuitstore.query.results import Subgraph
-from circuitstore.query.store import ORDERS, SIGNS, CircuitStore
-from circuitstore.render import card_rows, card_table
+from circuitstore.query.results import CIRCUIT_COLUMNS, Subgraph, token_text
+from circuitstore.query.store import MAX_BEAM, ORDERS, SIGNS, CircuitStore
+from circuitstore.render import (
+    EXAMPLE_COLUMNS,
+    EXAMPLE_RIGHT,
+    card_rows,
+    card_table,
+    example_rows,
+    with_label_column,
+)
 from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
+from circuitstore.schema.model import PromptScore
 from circuitstore.schema.names import parse_feature, parse_node
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +85,26 @@ def emit(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] = ()) ->
     click.echo(render_rows(rows, fmt, columns))
 
 
+def emit_readable(
+    rows: list[dict[str, Any]],
+    fmt: str,
+    columns: tuple[str, ...],
+    table: list[dict[str, Any]] | None = None,
+    table_columns: tuple[str, ...] | None = None,
+    right: tuple[str, ...] = (),
+) -> None:
+    """`rows` as JSON or CSV (every field, `columns` first in CSV); as a table, `table` (the
+    same rows as a person reads them: names with their tokens) in `table_columns`, with a label
+    column where some row has a label."""
+    if fmt != "table":
+        extra = tuple(k for k in (rows[0] if rows else {}) if k not in columns)
+        click.echo(render_rows(rows, fmt, columns + extra))
+        return
+    shown = rows if table is None else table
+    cols = with_label_column(table_columns or columns, shown)
+    click.echo(render_rows(shown, fmt, cols, right))
+
+
 def maybe_export(sub: Subgraph | None, export: tuple[str, Path] | None) -> None:
     if export is None:
         return
@@ -87,6 +115,15 @@ def maybe_export(sub: Subgraph | None, export: tuple[str, Path] | None) -> None:
 
 
 LINK_COLUMNS = ("rank", "name", "kind", "pos", "n", "total", "mean", "sum_abs", "max_abs")
+
+
+def link_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Names with their tokens (`mlp0tc[70]@14 ' to'`) for people."""
+    return [{**r, "name": _shown(r["name"], r.get("token"))} for r in rows]
+
+
+def _shown(name: str, token: str | None) -> str:
+    return name if token is None else f"{name} {token_text(token)}"
 
 
 def link_command(direction: str, example: str) -> Callable[..., None]:
@@ -112,7 +149,8 @@ def link_command(direction: str, example: str) -> Callable[..., None]:
         with open_store(settings, tset) as store:
             answer = getattr(store, direction)(feature, prompt, top, order, sign)
         maybe_export(answer.subgraph, export)
-        emit(answer.rows(), fmt, LINK_COLUMNS)
+        rows = answer.rows()
+        emit_readable(rows, fmt, LINK_COLUMNS, link_table(rows))
 
     command.__doc__ = example
     return command
@@ -162,7 +200,14 @@ def examples_cmd(
     parse_feature(feature)
     with open_store(settings, tset) as store:
         found = store.examples(feature, top, window)
-    emit([e.as_row() for e in found], fmt, ("prompt", "pos", "activation", "context"))
+    emit_readable(
+        found.rows(),
+        fmt,
+        ("prompt", "pos", "activation", "context"),
+        example_rows(found),
+        EXAMPLE_COLUMNS,
+        EXAMPLE_RIGHT,
+    )
 
 
 @query.command("feature")
@@ -183,7 +228,7 @@ def feature_cmd(
     if fmt == "json":
         click.echo(json.dumps(card.as_dict(), indent=2))
     elif fmt == "csv":
-        emit(card_rows(card), fmt, ("section", "name", "value"))
+        emit(card_rows(card), fmt, ("section", "name", "value", "label"))
     else:
         click.echo(card_table(card))
 
@@ -199,6 +244,28 @@ def feature_cmd(
 )
 @click.option("--source", help="Only paths from this node (a feature, embed0@<pos>, ...).")
 @top_option(10)
+@click.option(
+    "--method",
+    type=click.Choice(["exact", "beam"]),
+    default="exact",
+    show_default=True,
+    help="exact: the top paths by |product of weights|; beam: the original transcoder work's "
+    "greedy search, by each path's contribution to the target.",
+)
+@click.option(
+    "--beam-width",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, MAX_BEAM),
+    help="With --method beam: paths kept (and branches tried) per step.",
+)
+@click.option(
+    "--depth",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, MAX_BEAM),
+    help="With --method beam: steps back from the target.",
+)
 @export_option
 @store_options
 def paths_cmd(
@@ -206,12 +273,16 @@ def paths_cmd(
     to: str,
     source: str | None,
     top: int,
+    method: str,
+    beam_width: int,
+    depth: int,
     export: tuple[str, Path] | None,
     settings: Neo4jSettings,
     fmt: str,
     tset: str | None,
 ) -> None:
-    """The strongest paths into a logit or feature in one prompt (by |product of weights|).
+    """The strongest paths into a logit or feature in one prompt: exactly by |product of
+    weights|, or by the greedy beam search of the original transcoder work.
 
     Example: circuitstore query paths --prompt my-prompt --to 'logit[250]@31' --top 5
     """
@@ -219,9 +290,12 @@ def paths_cmd(
         if name is not None:
             parse_node(name)
     with open_store(settings, tset) as store:
-        found = store.paths(prompt, to, source, top)
+        found = store.paths(prompt, to, source, top, method, beam_width, depth)  # type: ignore[arg-type]
     maybe_export(found.subgraph, export)
-    emit(found.rows(), fmt, ("rank", "product", "length", "path"))
+    rows = found.rows()
+    table = [{**r, "path": r["path_tokens"], "label": r["labels"]} for r in rows]
+    score = ("contribution",) if method == "beam" else ()
+    emit_readable(rows, fmt, ("rank", *score, "product", "length", "path"), table)
 
 
 @query.command("circuit")
@@ -253,7 +327,11 @@ def circuit_cmd(
     with open_store(settings, tset) as store:
         found = store.circuit(prompt, threshold, to)
     maybe_export(found.subgraph, export)
-    emit(found.rows(), fmt)
+    rows = found.rows()
+    table = [{**r, "id": _shown(r["id"], r["token"])} for r in rows]
+    emit_readable(
+        rows, fmt, CIRCUIT_COLUMNS, table, tuple(c for c in CIRCUIT_COLUMNS if c != "token")
+    )
 
 
 @query.command("prompts-with")
@@ -279,24 +357,148 @@ def prompts_with_cmd(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     callback=output_path,
-    help="The JSON file to write.",
+    help="The JSON file to write; or an existing folder, to write <slug>.json there and list it "
+    "in the folder's graph-metadata.json (circuit-tracer's local viewer serves such a folder).",
+)
+@click.option(
+    "--scan",
+    metavar="MODEL",
+    help="Neuronpedia's id of the model (default: gpt2-small for the GPT-2 small transcoders, "
+    "else the set's model name).",
+)
+@click.option(
+    "--source-set",
+    metavar="NAME",
+    help="Neuronpedia's source set of the transcoders, whose dashboards the graph opens "
+    "(default: tres-dc for the GPT-2 small transcoders, else none).",
+)
+@click.option("--slug", help="The graph's slug (default: from the prompt's key).")
+@click.option(
+    "--node-threshold",
+    default=0.8,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="The viewers' default pruning threshold.",
 )
 @store_options
 def export_graph_cmd(
-    prompt: str, out: Path, settings: Neo4jSettings, fmt: str, tset: str | None
+    prompt: str,
+    out: Path,
+    scan: str | None,
+    source_set: str | None,
+    slug: str | None,
+    node_threshold: float,
+    settings: Neo4jSettings,
+    fmt: str,
+    tset: str | None,
 ) -> None:
-    """Write one prompt's stored graph as circuit-tracer / Neuronpedia graph JSON.
+    """Write one prompt's stored graph as attribution-graph JSON for Neuronpedia's graph page
+    (its published schema; feature ids Cantor-encoded, so that it opens the features'
+    dashboards) and circuit-tracer's local viewer. Bias and remainder mass, which the viewers
+    have no node for, is folded into error nodes.
 
     Example: circuitstore query export-graph --prompt my-prompt --out my-prompt.json
     """
     with open_store(settings, tset) as store:
-        info, graph = store.prompt_graph(prompt)
-        data = neuronpedia_graph(info, graph, store.tset(info.transcoder_set))
-    write_json(data, out)
-    summary = {"file": str(out), "nodes": len(data["nodes"]), "links": len(data["links"])}
+        data = store.export_graph(prompt, scan, source_set, node_threshold, slug)
+    if out.is_dir():
+        out = write_viewer_graph(data, out)
+    else:
+        write_json(data, out)
+    meta = data["metadata"]
+    summary = {
+        "file": str(out),
+        "nodes": len(data["nodes"]),
+        "links": len(data["links"]),
+        "scan": meta["scan"],
+        "source_set": meta.get("feature_details", {}).get("neuronpedia_source_set"),
+        "folded": ", ".join(f"{k} {v}" for k, v in meta["info"]["folded"].items()),
+    }
     emit([summary], fmt)
+
+
+@query.command("search")
+@click.argument("text")
+@top_option(20)
+@click.option(
+    "--lucene",
+    is_flag=True,
+    help='Read TEXT as a Lucene query (name*, "a phrase", a AND b) instead of plain words.',
+)
+@store_options
+def search_cmd(
+    text: str, top: int, lucene: bool, settings: Neo4jSettings, fmt: str, tset: str | None
+) -> None:
+    """Features whose label matches TEXT, best first (labels come from
+    `circuitstore labels import`).
+
+    Example: circuitstore query search "names of people" --top 5
+    """
+    with open_store(settings, tset) as store:
+        found = store.search(text, top, lucene)
+    rows = [{"rank": i + 1, **m.as_row()} for i, m in enumerate(found)]
+    emit(rows, fmt, ("rank", "name", "score", "label", "source", "explainer"))
+
+
+SCORES = {s.option: s for s in PromptScore}
+
+
+@query.command("prompts")
+@top_option(100)
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(0), help="Skip rows.")
+@click.option(
+    "--order",
+    type=click.Choice(["key", *SCORES]),
+    default="key",
+    show_default=True,
+    help="By key, or by a score, best first (see README: scores).",
+)
+@click.option("--ascending", is_flag=True, help="With a score order: worst first.")
+@click.option("--min", "minimum", type=click.FloatRange(0, 1), help="Only scores >= this.")
+@click.option("--max", "maximum", type=click.FloatRange(0, 1), help="Only scores <= this.")
+@store_options
+def prompts_cmd(
+    top: int,
+    skip: int,
+    order: str,
+    ascending: bool,
+    minimum: float | None,
+    maximum: float | None,
+    settings: Neo4jSettings,
+    fmt: str,
+    tset: str | None,
+) -> None:
+    """The stored prompts with their scores and corpus fields (a demo prompt's task and
+    answer), by key or by score; --min and --max keep those whose score lies in the range.
+
+    Example: circuitstore query prompts --order replacement --ascending --max 0.5 --top 10
+    """
+    if order == "key" and (minimum is not None or maximum is not None):
+        raise click.UsageError("--min and --max filter by a score: choose one with --order")
+    with open_store(settings, tset) as store:
+        found = store.prompts(top, skip, SCORES.get(order), minimum, maximum, ascending)
+    rows = found.rows()
+    extra = tuple(dict.fromkeys(k for r in rows for k in r if k not in found.columns))
+    scores = tuple(s.field for s in PromptScore)
+    emit(rows, fmt, ("prompt", "n_tokens", *scores, *extra, "text"))
+
+
+@query.command("prompt")
+@click.argument("key")
+@store_options
+def prompt_cmd(key: str, settings: Neo4jSettings, fmt: str, tset: str | None) -> None:
+    """One stored prompt: its scores, what its stored graph keeps, its corpus fields, text.
+
+    Example: circuitstore query prompt eval-ioi-000010
+    """
+    with open_store(settings, tset) as store:
+        card = store.prompt_summary(key).card()
+    if fmt == "table":
+        emit([{"field": k, "value": v} for k, v in card.items()], fmt, ("field", "value"))
+    else:
+        emit([card], fmt, tuple(card))
 
 
 @query.command("cypher")

@@ -1,7 +1,8 @@
 """Assemble a Neo4j server home from Maven Central: Java check, lib/ via Maven, folders, password.
 
 There is no Neo4j package on PyPI or in Debian, and neo4j.com may be unreachable; Maven Central
-holds every jar of the Community server, so lib/ is resolved from docker/pom.xml in the checkout.
+holds every jar of the Community server, so lib/ is resolved from the pom.xml that ships beside
+this module as package data (docker/pom.xml in a checkout links to it).
 """
 
 from __future__ import annotations
@@ -34,14 +35,19 @@ class Versions:
         return f"neo4j={self.neo4j}\nneo4j-browser={self.browser}\n"
 
 
+PACKAGED_POM = Path(__file__).resolve().with_name("pom.xml")
+
+
 def pom_path() -> Path:
-    """docker/pom.xml of the checkout this package runs from (editable install)."""
+    """The pom that pins the server's jars: package data beside this module, or the file
+    $CIRCUITSTORE_NEO4J_POM names."""
     override = os.environ.get(POM_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "docker/pom.xml"
+    path = Path(override) if override else PACKAGED_POM
     if not path.is_file():
+        where = f"{POM_ENV} names" if override else "this installation lacks"
         raise ServerError(
-            f"{path} not found; run circuitstore from a source checkout (pip install -e .) "
-            f"or point {POM_ENV} at docker/pom.xml"
+            f"{path} not found ({where} it); point {POM_ENV} at a pom.xml like the one in "
+            "the source repository's circuitstore/server/, or reinstall circuitstore"
         )
     return path
 

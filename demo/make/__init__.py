@@ -4,5 +4,6 @@
 induction, filler) from a seed; :mod:`~demo.make.train` trains the tokenizer,
 the model and one transcoder per layer and measures their fidelity;
 :mod:`~demo.make` is the command that rebuilds the shipped artifacts
-(``demo/weights``, ``demo/corpus.jsonl``) and checks a rebuild against them.
+(``circuitstore/demo/weights``, ``circuitstore/demo/corpus.jsonl``, package data of
+:mod:`circuitstore.demo`) and checks a rebuild against them.
 """

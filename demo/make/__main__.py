@@ -1,13 +1,14 @@
 """Rebuild the demo from its seed, or check a rebuild against the shipped artifacts.
 
-    python -m demo.make --out demo/weights --seed 0
-    python -m demo.make --out demo/weights --seed 0 --check
+    python -m demo.make --out circuitstore/demo/weights --seed 0
+    python -m demo.make --out circuitstore/demo/weights --seed 0 --check
 
 The build writes ``<out>/model`` (a ``save_pretrained`` GPT-2 folder with its tokenizer),
 ``<out>/transcoders`` (one published-layout pickle per layer plus its
 ``_log_feature_sparsity.pt``), ``<out>/fidelity.json`` (the figures below) and the held-out
-prompts to ``--corpus`` (``<out>/../corpus.jsonl`` by default). The training split is not
-shipped: it is regenerated from the seed (``python -m demo.make.corpus``).
+prompts to ``--corpus`` (``<out>/../corpus.jsonl`` by default); they ship inside the package,
+as data of :mod:`circuitstore.demo`. The training split is not shipped: it is regenerated from
+the seed (``python -m demo.make.corpus``).
 
 ``--check`` builds into a temporary folder instead, leaves the shipped files alone, and exits
 non-zero when the rebuilt corpus differs from the shipped one or a rebuilt figure is outside
@@ -173,7 +174,7 @@ def compare(shipped: dict[str, Any], rebuilt: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.make")
-    parser.add_argument("--out", type=Path, default=Path("demo/weights"))
+    parser.add_argument("--out", type=Path, default=Path("circuitstore/demo/weights"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--corpus",

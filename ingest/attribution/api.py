@@ -21,7 +21,7 @@ from circuitstore.ingest.attribution.graph import (
 )
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.scores import GraphScores, edge_scores
-from circuitstore.ingest.attribution.state import PromptState, build_state
+from circuitstore.ingest.attribution.state import PromptState, build_state, logit_seeds
 from circuitstore.ingest.config import AttributionConfig
 from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
 from circuitstore.ingest.transcoder import TranscoderSet, validate_against
@@ -112,7 +112,7 @@ class AttributionEngine:
             main = CollectSink()
         else:
             # Other sinks need every edge: then the pruner still decides, but expands all.
-            main = PruneSink(state.nodes, config.prune, _logit_seeds(state), expand_all=bool(sinks))
+            main = PruneSink(state.nodes, config.prune, logit_seeds(state), expand_all=bool(sinks))
         select = main.wanted if isinstance(main, PruneSink) else None
         for chunk in self.chunks(state, config, select):
             main.consume(chunk)
@@ -165,19 +165,8 @@ def _full_scores(state: PromptState, edges: Edges) -> GraphScores:
     abs_input.index_add_(0, edges.target, edges.weight.abs().to(torch.float64))
     kind = state.nodes.kind
     return edge_scores(
-        kind, edges.source, edges.target, edges.weight, abs_input, _logit_seeds(state)
+        kind, edges.source, edges.target, edges.weight, abs_input, logit_seeds(state)
     )
-
-
-def _logit_seeds(state: PromptState) -> Tensor:
-    """Influence seeds: the chosen logits' probabilities, renormalised to sum to one."""
-    seeds = torch.zeros(len(state.nodes), dtype=torch.float64)
-    logits = state.targets[-1]
-    probs = torch.softmax(state.cache.logits.to(torch.float64), dim=-1)
-    tok = state.nodes.index[logits.nodes]
-    p = probs[logits.pos, tok]
-    seeds[logits.nodes] = p / p.sum().clamp_min(1e-30)
-    return seeds
 
 
 def subset(nodes: NodeTable, keep: Bool[Tensor, " n"]) -> tuple[NodeTable, Int[Tensor, " n"]]:

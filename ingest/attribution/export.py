@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 
 from circuitstore.ingest.attribution.graph import NODE_KIND, AttributionGraph, Code, NodeTable
-from circuitstore.ingest.attribution.state import PromptState
-from circuitstore.ingest.config import AttributionConfig
+from circuitstore.ingest.attribution.prune import PruneSink
+from circuitstore.ingest.attribution.state import PromptState, logit_seeds
+from circuitstore.ingest.config import AttributionConfig, PruneConfig
 
 if TYPE_CHECKING:  # the engine imports this module's siblings; only its type is needed here
     from circuitstore.ingest.attribution.api import AttributionEngine
+
+
 from circuitstore.schema.names import NodeKind
 
 
@@ -172,7 +175,12 @@ def write_graph_json(
     pos = nodes.pos.tolist()
     n = 0
     with engine.on_device():
+        # The whole graph's scores, from the same stream (no candidate edges are kept).
+        scorer = PruneSink(
+            nodes, PruneConfig(skip_fraction=0.0), logit_seeds(state), keep_edges=False
+        )
         for chunk in engine.chunks(state, config):
+            scorer.consume(chunk)
             src, tgt, w = (t.tolist() for t in chunk.coo())
             parts = [
                 json.dumps(
@@ -184,6 +192,7 @@ def write_graph_json(
                 out.write((", " if n else "") + ", ".join(parts))
                 n += len(parts)
     meta = engine.metadata(state, config)
+    meta.update(scorer.full_scores().as_dict())
     meta.update(n_nodes=len(nodes), n_edges=n, token_ids=state.cache.tokens.tolist())
     out.write('], "metadata": ' + json.dumps(meta) + "}")
     return n

@@ -80,6 +80,7 @@ class PruneSink:
     config: PruneConfig
     logit_weights: Float[Tensor, " n"]  # influence seeds, zero except at logit nodes
     expand_all: bool = False  # compute every row (for other sinks); skipped rows are ignored
+    keep_edges: bool = True  # False: influence and scores only, no candidate edges kept
     influence: Tensor = field(init=False)
     abs_input: Tensor = field(init=False)
     skipped: Tensor = field(init=False)  # targets whose in-edges are ignored (see `wanted`)
@@ -150,13 +151,15 @@ class PruneSink:
         for lo in range(0, n_src, step):
             part = self._abs(dense_t[lo : lo + step])
             torch.mv(part, share_t, out=flow[lo : lo + step])
-            cols, rows = (part >= bound).nonzero(as_tuple=True)
-            found.append((cols + lo, rows, part[cols, rows]))
+            if self.keep_edges:
+                cols, rows = (part >= bound).nonzero(as_tuple=True)
+                found.append((cols + lo, rows, part[cols, rows]))
         real = chunk.sources >= 0  # not padding
         self.influence.index_add_(0, chunk.sources[real], flow[real].to(torch.float64))
         self.influence.index_add_(0, chunk.extra_source, extra_abs * share[row])
-        cols, rows, vals = (torch.cat(t) for t in zip(*found, strict=True))
-        self.parts.append(self._candidates(chunk, rank_top(cols, rows, vals, b, k), norm))
+        if self.keep_edges:
+            cols, rows, vals = (torch.cat(t) for t in zip(*found, strict=True))
+            self.parts.append(self._candidates(chunk, rank_top(cols, rows, vals, b, k), norm))
 
     def _abs(self, rows: Tensor) -> Tensor:
         out = self._work.get("abs", tuple(rows.shape), rows.dtype)

@@ -251,3 +251,14 @@ def _node_table(
     table = NodeTable(*(torch.cat([p[k] for p in parts]) for k in range(6)))
     assert len(table) == layout.size, "the node table and the row layout disagree"
     return table
+
+
+def logit_seeds(state: PromptState) -> Tensor:
+    """Influence seeds: the chosen logits' probabilities, renormalised to sum to one."""
+    seeds = torch.zeros(len(state.nodes), dtype=torch.float64)
+    logits = state.targets[-1]
+    probs = torch.softmax(state.cache.logits.to(torch.float64), dim=-1)
+    tok = state.nodes.index[logits.nodes]
+    p = probs[logits.pos, tok]
+    seeds[logits.nodes] = p / p.sum().clamp_min(1e-30)
+    return seeds

@@ -9,13 +9,15 @@ import math
 import re
 from pathlib import Path
 
+import jsonschema
 import networkx as nx
 import numpy as np
 import pytest
 
 from circuitstore.query import CircuitStore
-from circuitstore.query.export import neuronpedia_graph
+from circuitstore.query.export import uncantor
 from circuitstore.schema.errors import QueryError
+from circuitstore.schema.model import PromptScore
 
 from .helpers import N_PROMPTS, fill
 
@@ -237,6 +239,34 @@ def test_paths_equal_brute_force(store, stored):
         assert logit.paths == store.paths(key, top=2).paths
 
 
+def test_beam_paths_from_the_store(store, stored):
+    """The beam search over a stored graph, against every path of up to 2 edges into the top
+    logit enumerated here from the raw store, each with its contribution: the last edge's weight
+    times each passed node's share (edge weight over the node's stored activation). A beam of
+    100 keeps every one-edge path (no stored target has more than 64 inputs) and then the 100
+    two-edge paths with the largest |contribution| among all of them."""
+    for key in list(stored["graphs"])[:3]:
+        g = stored["graphs"][key]
+        target = top_logit(g)
+        every = {}
+        for s in set(g) - {target}:
+            for path in nx.all_simple_paths(g, s, target, cutoff=2):
+                w = [g[a][b]["weight"] for a, b in itertools.pairwise(path)]
+                passed = zip(w[:-1], path[1:-1], strict=True)
+                act = g.nodes
+                every[tuple(path)] = w[-1] * math.prod(x / act[n]["activation"] for x, n in passed)
+        got = store.paths(key, method="beam", beam_width=100, depth=2, top=10**4).paths
+        for p in got:
+            assert p.contribution == pytest.approx(every[p.nodes], rel=1e-9)
+        one = {p.nodes for p in got if len(p.nodes) == 2}
+        assert one == {q for q in every if len(q) == 2}
+        two = sorted((abs(v) for q, v in every.items() if len(q) == 3), reverse=True)[:100]
+        kept = sorted((abs(p.contribution) for p in got if len(p.nodes) == 3), reverse=True)
+        assert kept == pytest.approx(two, rel=1e-9)
+    with pytest.raises(QueryError, match=r"beam width 0: expected 1\.\.100"):
+        store.paths(key, method="beam", beam_width=0)
+
+
 def influence_numpy(g: nx.DiGraph, target: str) -> dict[str, float]:
     order = list(g)
     a = np.abs(nx.to_numpy_array(g, nodelist=order, weight="weight")).T
@@ -323,18 +353,125 @@ def test_prompts_with_equals_set_intersection(store, stored):
         assert store.prompts_with([other]) == ()
 
 
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "neuronpedia" / "graph-schema.json").read_text()
+)
+
+
+def viewer_id(node_id: str, data: dict, n_layers: int) -> str:
+    """The export's id of a stored node (the export's own convention, written out here)."""
+    if m := re.fullmatch(r"mlp(\d+)tc\[(\d+)\]@(\d+)", node_id):
+        return f"{m[1]}_{m[2]}_{m[3]}"
+    if m := re.fullmatch(r"logit\[(\d+)\]@(\d+)", node_id):
+        return f"{n_layers + 1}_{m[1]}_{m[2]}"
+    raise AssertionError(node_id)
+
+
 def test_export_graph_layout(store, stored):
-    key = next(iter(stored["graphs"]))
-    info, graph = store.prompt_graph(key)
-    data = neuronpedia_graph(info, graph, store.tset())
-    g = stored["graphs"][key]
-    kept = [n for n, d in g.nodes(data=True) if d["kind"] != "bias" and not n.startswith("rem[")]
-    assert len(data["nodes"]) == len(kept)
-    assert len(data["links"]) == sum(1 for a, b in g.edges if a in kept and b in kept)
-    assert data["metadata"]["prompt_tokens"] == stored["prompts"][key]["tokens"]
-    assert sum(n["is_target_logit"] for n in data["nodes"]) == 1
-    for node in data["nodes"]:
-        assert re.fullmatch(r"(E|\d+)_-?\d+_\d+", node["node_id"])
+    """The exported graph passes Neuronpedia's schema; features decode to their layer and
+    index; every target keeps its whole stored input, bias and remainder mass folded into
+    error nodes instead of dropped."""
+    tset = store.tset()
+    for key in list(stored["graphs"])[:3]:
+        data = store.export_graph(key)
+        jsonschema.Draft7Validator(SCHEMA).validate(data)
+        g = stored["graphs"][key]
+        ids = [n["node_id"] for n in data["nodes"]]
+        assert len(ids) == len(set(ids))
+        assert all(x["source"] in ids and x["target"] in ids for x in data["links"])
+        assert data["metadata"]["prompt_tokens"] == stored["prompts"][key]["tokens"]
+        assert data["metadata"]["schema_version"] == 1
+        assert sum(n["is_target_logit"] for n in data["nodes"]) == 1
+        folded = data["metadata"]["info"]["folded"]
+        n_bias = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "bias")
+        n_rem = sum(1 for n in g if n.startswith("rem["))
+        assert n_rem > 0  # the tiny store is ingested in lumped mode
+        assert (folded["bias"], folded["remainder"]) == (n_bias, n_rem)
+        assert len(data["nodes"]) == len(g) - n_bias - n_rem + folded["created_error_nodes"]
+        inputs: dict[str, float] = {}
+        for x in data["links"]:
+            inputs[x["target"]] = inputs.get(x["target"], 0.0) + x["weight"]
+        for node, d in g.nodes(data=True):
+            if d["kind"] in ("feature", "logit") and g.in_degree(node):
+                want = sum(w for _, _, w in g.in_edges(node, data="weight"))
+                got = inputs[viewer_id(node, data, tset.n_layers)]
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-12), node
+        for n in data["nodes"]:
+            if n["feature_type"] == "cross layer transcoder":
+                layer, index, _ = n["node_id"].split("_")
+                assert uncantor(n["feature"]) == (int(layer), int(index))
+            if n["feature_type"] == "logit":
+                assert "(p=" in n["clerp"]
+
+
+def test_nodes_carry_their_tokens(store, stored):
+    for key in list(stored["graphs"])[:3]:
+        info, graph = store.prompt_graph(key)
+        tokens = stored["prompts"][key]["tokens"]
+        assert len(info.token_ids) == len(tokens) > 0
+        for n in graph.nodes:
+            if n.kind == "logit":
+                # The prompt's tokens name a logit's token where the prompt holds its id.
+                if n.token_id in info.token_ids:
+                    assert n.token == tokens[info.token_ids.index(n.token_id)]
+            else:
+                assert n.token == tokens[n.pos], n.id
+        by_id = {n.id: n for n in graph.nodes}
+        for row in store.paths(key, top=3).rows():
+            shown = [
+                f"{n} {by_id[n].token!r}" if by_id[n].token is not None else n
+                for n in row["path"].split(" -> ")
+            ]
+            assert row["path_tokens"] == " -> ".join(shown)
+            assert all(by_id[n].token is not None for n in row["path"].split(" -> ")[:-1])
+
+
+def test_prompts_list_the_store(store, stored):
+    listed = store.prompts(limit=1000)
+    assert sorted(p.key for p in listed) == sorted(stored["prompts"])
+    assert [p.key for p in store.prompts(limit=3, skip=2)] == sorted(stored["prompts"])[2:5]
+    frame = listed.to_pandas()
+    assert sorted(frame["prompt"]) == sorted(stored["prompts"])
+    assert "tokens" not in frame.columns
+
+
+@pytest.mark.parametrize("score", list(PromptScore))
+def test_prompts_order_and_filter_by_score(store, score):
+    raw = {
+        r["key"]: r["s"]
+        for r in store.cypher(
+            f"MATCH (p:Prompt) RETURN p.key AS key, p.{score.value} AS s", limit=10**6
+        )
+    }
+    assert raw
+    assert all(0.0 <= v <= 1.0 for v in raw.values()), raw  # every prompt has it
+    best = store.prompts(limit=1000, order=score)
+    assert [p.key for p in best] == sorted(raw, key=lambda k: (-raw[k], k))
+    assert [p.scores[score.field] for p in best] == sorted(raw.values(), reverse=True)
+    worst = store.prompts(limit=1000, order=score, ascending=True)
+    assert [p.key for p in worst] == sorted(raw, key=lambda k: (raw[k], k))
+    cut = sorted(raw.values())[len(raw) // 2]
+    kept = store.prompts(limit=1000, order=score, maximum=cut)
+    assert sorted(p.key for p in kept) == sorted(k for k, v in raw.items() if v <= cut)
+    kept = store.prompts(limit=1000, order=score, minimum=cut)
+    assert sorted(p.key for p in kept) == sorted(k for k, v in raw.items() if v >= cut)
+    key = next(iter(raw))
+    assert store.prompt_summary(key).card()[score.field] == raw[key]
+
+
+def test_prompt_summary_keeps_scores_apart_from_corpus_fields(store, stored):
+    key = next(iter(stored["prompts"]))
+    summary = store.prompt_summary(key)
+    assert summary.key == key
+    assert set(summary.scores) == {s.field for s in PromptScore}
+    assert not set(summary.extra) & {s.value for s in PromptScore}
+    card = summary.card()
+    assert card["mode"] in {"exact", "lumped"}
+    assert 0.0 < card["kept_influence"] <= 1.0
+    # The stored graph keeps at most what the whole graph explains from the input.
+    assert card["stored_replacement"] <= card["replacement"] + 1e-9
+    with pytest.raises(QueryError, match="a score range needs a score"):
+        store.prompts(minimum=0.5)
 
 
 def test_errors_are_clear(store, stored):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
+from pathlib import Path
 
+import jsonschema
 import networkx as nx
 import pytest
 from click.testing import CliRunner
@@ -16,6 +19,10 @@ from circuitstore.cli import cli
 from .helpers import fill
 
 pytestmark = pytest.mark.slow
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "neuronpedia" / "graph-schema.json").read_text()
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +53,14 @@ def commands(f: dict[str, str]) -> list[list[str]]:
         ["circuit", "--prompt", f["prompt"], "--threshold", "0.5"],
         ["prompts-with", f["feature"]],
         ["cypher", "MATCH (p:Prompt) RETURN count(p) AS n"],
+        ["prompts", "--top", "3"],
+        ["prompts", "--order", "stored-replacement", "--ascending", "--max", "1"],
+        ["prompt", f["prompt"]],
+        ["paths", "--prompt", f["prompt"], "--method", "beam", "--beam-width", "3"],
     ]
 
 
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(13))
 def test_every_command_in_three_formats(filled, neo4j_env, index):
     args = commands(filled)[index]
     code, table = run(*args)
@@ -82,6 +93,31 @@ def test_exports(filled, neo4j_env, tmp_path):
     assert code == 0, out
     graph = json.loads((tmp_path / "g.json").read_text())
     assert {"metadata", "qParams", "nodes", "links"} <= set(graph)
+    jsonschema.Draft7Validator(SCHEMA).validate(graph)
+    # A folder: circuit-tracer's viewer layout, the scan and source set as asked.
+    viewer = tmp_path / "viewer"
+    viewer.mkdir()
+    code, out = run(
+        "export-graph",
+        "--prompt",
+        p,
+        "--out",
+        str(viewer),
+        "--scan",
+        "gpt2-small",
+        "--source-set",
+        "tres-dc",
+        "--format",
+        "json",
+    )
+    assert code == 0, out
+    summary = json.loads(out)[0]
+    assert (summary["scan"], summary["source_set"]) == ("gpt2-small", "tres-dc")
+    listed = json.loads((viewer / "graph-metadata.json").read_text())["graphs"]
+    assert [g["slug"] for g in listed] == [graph["metadata"]["slug"]]
+    written = json.loads((viewer / f"{listed[0]['slug']}.json").read_text())
+    assert written["metadata"]["feature_details"] == {"neuronpedia_source_set": "tres-dc"}
+    jsonschema.Draft7Validator(SCHEMA).validate(written)
     code, out = run("drivers", filled["feature"], "--export", "json", str(tmp_path / "x.json"))
     assert code == 2
     assert "--export needs a subgraph answer" in out
@@ -113,3 +149,59 @@ def test_errors_are_one_line(filled, neo4j_env, args, message):
     assert code != 0
     assert out.startswith(message), out
     assert len(out.strip().splitlines()) == 1
+
+
+def screen_width(text: str) -> int:
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def test_tables_show_tokens(filled, neo4j_env):
+    """Node ids come with their tokens in the tables people read."""
+    p = filled["prompt"]
+    code, out = run(
+        "cypher",
+        "MATCH (x:Prompt {key: $k}) RETURN x.tokens AS t",
+        "-p",
+        f"k={p}",
+        "--format",
+        "json",
+    )
+    tokens = json.loads(out)[0]["t"]
+    code, out = run("paths", "--prompt", p, "--top", "3")
+    assert code == 0, out
+    for line in out.splitlines()[2:]:
+        first = line.split()[3]  # rank, product, length, then the path
+        pos = (
+            int(first.rsplit("@", 1)[1]) if "@" in first and not first.startswith("rem[") else None
+        )
+        if pos is not None:
+            assert f"{first} {tokens[pos]!r}" in line
+    code, out = run("circuit", "--prompt", p, "--threshold", "0.5")
+    assert code == 0, out
+    code, text = run("circuit", "--prompt", p, "--threshold", "0.5", "--format", "json")
+    rows = json.loads(text)
+    assert rows
+    for r in rows:
+        shown = r["id"] if r["token"] is None else f"{r['id']} {r['token']!r}"
+        assert shown in out
+    occurrence = filled["occurrence"]
+    pos = int(occurrence.rsplit("@", 1)[1])
+    code, out = run("drivers", occurrence, "--prompt", p, "--sign", "abs", "--top", "50")
+    assert code == 0, out
+    assert any(f"@{pos} {tokens[pos]!r}" in line for line in out.splitlines()[2:])
+    # JSON keeps ids and tokens apart.
+    code, out = run("drivers", occurrence, "--prompt", p, "--sign", "abs", "--format", "json")
+    row = json.loads(out)[0]
+    assert "'" not in row["name"]
+    assert row["token"] == tokens[row["pos"]]
+
+
+def test_examples_align_the_token(filled, neo4j_env):
+    code, out = run("examples", filled["feature"], "--top", "10", "--window", "3")
+    assert code == 0, out
+    lines = out.splitlines()[2:]
+    assert len(lines) > 1
+    assert len({screen_width(line[: line.index("[[")]) for line in lines}) == 1, out

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import circuitstore.demo
+from circuitstore.demo import CORPUS, FIDELITY, MODEL, TRANSCODERS, WEIGHTS, token_texts
 from circuitstore.ingest.model import load_model
 from circuitstore.ingest.transcoder import load_transcoders, validate_against
 from demo.make import corpus as dc
 from demo.make.__main__ import TOLERANCE, compare
 from demo.make.train import _splice_hooks, encode, mean_ce
-
-ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT / "demo" / "weights"
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +110,23 @@ def test_check_compares_within_tolerance(figures):
     assert len(problems) == 3, problems
     assert any(p.startswith("fraction_loss_recovered:") for p in problems)
     assert any(p.startswith("accuracy.ioi") for p in problems)
+
+
+def test_token_texts_decode_every_id_as_the_tokenizer_does(model):
+    """`circuitstore.demo.token_texts` (JSON only, no tokenizers package: the demo command labels
+    logits with it) against the model's own tokenizer, for every id."""
+    tok = model.bridge.tokenizer
+    texts = token_texts()
+    assert len(texts) == len(tok)
+    wrong = {i: t for i, t in texts.items() if t != tok.decode([i])}
+    assert wrong == {}
+    assert texts[tok.bos_token_id] == "<|endoftext|>"
+    assert texts[tok(" Kate", add_special_tokens=False)["input_ids"][0]] == " Kate"
+
+
+def test_the_package_ships_what_the_demo_reads():
+    assert {CORPUS.parent, WEIGHTS.parent} == {Path(circuitstore.demo.__file__).parent}
+    assert CORPUS.is_file()
+    assert FIDELITY.is_file()
+    assert (MODEL / "model.safetensors").is_file()
+    assert any(TRANSCODERS.glob("*.pt"))

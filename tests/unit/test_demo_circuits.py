@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from circuitstore.demo import WEIGHTS
 from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine, AttributionGraph
 from circuitstore.ingest.attribution.graph import Code
 from circuitstore.ingest.model import LoadedModel, load_model, run_forward, tokenize
@@ -18,8 +19,6 @@ from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
 from demo.make import corpus as dc
 from demo.make.train import encode
 
-ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT / "demo" / "weights"
 FULL = AttributionConfig(prune=None, logit_top_k=5)
 ALL_LOGITS = AttributionConfig(prune=None, logit_top_k=10_000)  # capped at the vocabulary
 N_PROMPTS = 12  # per task

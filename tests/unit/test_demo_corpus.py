@@ -5,15 +5,14 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from circuitstore.demo import CORPUS
 from circuitstore.ingest.corpus import read_corpus
 from demo.make import corpus as dc
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_CORPUS = ROOT / "demo" / "corpus.jsonl"
+SHIPPED_CORPUS = CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +136,6 @@ def test_jsonl_round_trip_and_the_project_reader(tmp_path, held_out):
     assert "answer" not in corpus.prompts[-1].extra  # filler: no answer field at all
 
 
-@pytest.mark.skipif(not SHIPPED_CORPUS.is_file(), reason="demo/corpus.jsonl not built")
+@pytest.mark.skipif(not SHIPPED_CORPUS.is_file(), reason="circuitstore/demo/corpus.jsonl not built")
 def test_shipped_corpus_is_the_seed_0_held_out_split(held_out):
     assert dc.read_jsonl(SHIPPED_CORPUS) == held_out

@@ -18,6 +18,8 @@ COMMANDS = [
     "prompts-with",
     "cypher",
     "export-graph",
+    "search",
+    "prompts",
 ]
 
 
@@ -58,3 +60,26 @@ def test_malformed_path_target(monkeypatch):
     result = CliRunner().invoke(cli, ["query", "paths", "--prompt", "p", "--to", "logit[3]"])
     assert result.exit_code == 2
     assert result.output.startswith("Error: node 'logit[3]': expected a feature")
+
+
+def test_labels_import_has_an_example():
+    result = CliRunner().invoke(cli, ["labels", "import", "-h"])
+    assert result.exit_code == 0
+    assert "Example: circuitstore labels import" in result.output
+
+
+def test_malformed_label_file_fails_in_one_line_before_connecting(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NEO4J_PASSWORD", "x")
+    path = tmp_path / "batch-0.jsonl"
+    path.write_text('{"layer": "0-tres-dc", "index": "3", "description": "ok"}\n{oops\n')
+    result = CliRunner().invoke(cli, ["labels", "import", str(path)])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == f"Error: {path} line 2: not valid JSON (Expecting property name enclosed in double quotes)"
+    )
+    missing = CliRunner().invoke(cli, ["labels", "import", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2
+    assert missing.output.startswith(f"Error: {tmp_path / 'nope.jsonl'}: cannot read")
+    assert len(missing.output.strip().splitlines()) == 1

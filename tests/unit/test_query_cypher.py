@@ -17,6 +17,11 @@ ALL_STATIC = [
     cq.FEATURE_CARD,
     cq.PROMPT_GRAPH,
     cq.PROMPTS_WITH,
+    cq.FEATURE_LABELS,
+    cq.PROMPTS,
+    cq.SEARCH_LABELS,
+    cq.MISSING_FEATURE,
+    cq.SET_LABELS,
 ]
 BUILT = [cq.corpus_links(d, o, s) for d in cq.HOPS for o in cq.SCORES for s in cq.SIGN_FILTERS] + [
     cq.prompt_links(d) for d in cq.PROMPT_HOPS
@@ -57,3 +62,19 @@ def test_builders_choose_direction_and_ranking():
 def test_unknown_choice_is_refused():
     with pytest.raises(KeyError):
         cq.corpus_links("drivers", "median; DROP", "abs")
+
+
+def test_label_writes_set_every_property_outright():
+    """A batch written twice leaves the same store: every label property is assigned from the
+    row, none accumulated."""
+    sets = re.findall(r"f\.(\w+) = (\S+?)[,\n]", cq.SET_LABELS)
+    assert {name for name, _ in sets} == {
+        "label",
+        "labels",
+        "labelSource",
+        "labelExplainer",
+        "labelType",
+        "labelScore",
+        "labelId",
+    }
+    assert all(value.startswith("r.") for _, value in sets)

@@ -154,23 +154,32 @@ def test_neuronpedia_layout():
     data = neuronpedia_graph(info, Subgraph("k", nodes, edges), TranscoderSetInfo("s", 2, 64))
     assert set(data) == {"metadata", "qParams", "nodes", "links"}
     ids = {n["node_id"]: n for n in data["nodes"]}
-    assert set(ids) == {"E_5_0", "0_3_0", "1_-1_0", "3_9_0", "3_8_0"}
+    # The bias has no viewer type: its mass went into a (new) error node at its layer and pos.
+    assert set(ids) == {"E_5_0", "0_3_0", "0_error_mlp_0", "1_error_mlp_0", "3_9_0", "3_8_0"}
     assert ids["0_3_0"]["feature_type"] == "cross layer transcoder"
     assert ids["0_3_0"]["layer"] == "0"
     assert ids["0_3_0"]["ctx_idx"] == 0
-    assert ids["1_-1_0"]["feature_type"] == "mlp reconstruction error"
+    assert ids["0_3_0"]["feature"] == (0 + 3) * (0 + 3 + 1) // 2 + 3  # Cantor(0, 3)
+    assert ids["1_error_mlp_0"]["feature_type"] == "mlp reconstruction error"
     assert ids["E_5_0"]["feature_type"] == "embedding"
     assert ids["E_5_0"]["layer"] == "E"
     assert ids["3_9_0"]["is_target_logit"]
     assert not ids["3_8_0"]["is_target_logit"]
     assert ids["3_9_0"]["token_prob"] == pytest.approx(math.exp(3) / (math.exp(3) + math.exp(1)))
-    assert {(x["source"], x["target"]) for x in data["links"]} == {
-        ("E_5_0", "0_3_0"),
-        ("0_3_0", "3_9_0"),
-        ("1_-1_0", "3_9_0"),
+    assert "(p=" in ids["3_9_0"]["clerp"]
+    assert {(x["source"], x["target"], x["weight"]) for x in data["links"]} == {
+        ("E_5_0", "0_3_0", 1.0),
+        ("0_error_mlp_0", "0_3_0", 0.5),
+        ("0_3_0", "3_9_0", 2.0),
+        ("1_error_mlp_0", "3_9_0", -1.0),
     }
     assert data["metadata"]["prompt_tokens"] == ["Hi"]
-    assert data["metadata"]["info"]["omitted_nodes"] == 1
+    assert data["metadata"]["schema_version"] == 1
+    assert data["metadata"]["info"]["folded"] == {
+        "bias": 1,
+        "remainder": 0,
+        "created_error_nodes": 1,
+    }
 
 
 def test_several_transcoder_sets_need_a_choice():
@@ -186,3 +195,116 @@ def test_several_transcoder_sets_need_a_choice():
     store._sets = {}
     with pytest.raises(QueryError, match="holds no transcoder set"):
         store.tset()
+
+
+# -- the original work's greedy beam search -----------------------------------------------------
+
+
+def with_activations(sub: Subgraph, seed: int) -> Subgraph:
+    rng = random.Random(seed)
+    nodes = tuple(
+        Node(**{**n.as_row(), "activation": rng.uniform(0.5, 3.0)}) if n.kind == "feature" else n
+        for n in sub.nodes
+    )
+    return Subgraph(sub.prompt, nodes, sub.edges)
+
+
+def test_beam_paths_by_hand():
+    # T <- A (1.0), T <- B (3.0); A's input: E1 (2.0); B's input: E1 (3.0), E2 (1.0).
+    nodes = (
+        Node("T", "logit", pos=0, token_id=1, value=4.0),
+        Node("A", "feature", layer=0, pos=0, feature=0, activation=2.0),
+        Node("B", "feature", layer=0, pos=0, feature=1, activation=4.0),
+        Node("E1", "embedding", pos=0),
+        Node("E2", "embedding", pos=0),
+    )
+    edges = (
+        Edge("A", "T", 1.0), Edge("B", "T", 3.0),
+        Edge("E1", "A", 2.0), Edge("E1", "B", 3.0), Edge("E2", "B", 1.0),
+    )  # fmt: skip
+    sub = Subgraph("p", nodes, edges)
+    got = graphs.beam_paths(sub, "T", width=2, depth=2)
+    # Depth 1 keeps B (3) and A (1); depth 2: E1 via B 3 x 3/4 = 2.25, E1 via A 1 x 2/2 = 1,
+    # E2 via B 3 x 1/4 = 0.75 is the third and falls off the beam of 2.
+    assert [(p.nodes, p.contribution) for p in got] == [
+        (("B", "T"), 3.0),
+        (("E1", "B", "T"), 2.25),
+        (("A", "T"), 1.0),
+        (("E1", "A", "T"), 1.0),
+    ]
+    assert [p.nodes for p in graphs.beam_paths(sub, "T", width=1, depth=2)] == [
+        ("B", "T"),
+        ("E1", "B", "T"),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beam_paths_unbounded_equal_every_path(seed):
+    """With a beam wider than the graph, the search keeps every path of up to `depth` edges,
+    each with its contribution computed here from the edges and activations alone."""
+    sub = with_activations(random_dag(seed), seed)
+    act = {n.id: n.activation for n in sub.nodes}
+    g = to_nx(sub)
+    every = {}
+    for s in set(g) - {"logit"}:
+        for path in nx.all_simple_paths(g, s, "logit", cutoff=3):
+            w = [g[a][b]["weight"] for a, b in itertools.pairwise(path)]
+            inner = zip(w[:-1], path[1:-1], strict=True)  # each edge into a node passed
+            every[tuple(path)] = w[-1] * math.prod(x / act[n] for x, n in inner)
+    got = graphs.beam_paths(sub, "logit", width=10_000, depth=3)
+    assert {p.nodes for p in got} == set(every)
+    for p in got:
+        assert p.contribution == pytest.approx(every[p.nodes], rel=1e-12)
+    sizes = [abs(p.contribution) for p in got]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beam_keeps_the_best_extensions_at_each_depth(seed):
+    """Each step's beam is the `width` largest |contribution| among one-edge extensions of the
+    previous step's beam (each path offering its `width` largest), as the original search."""
+    sub = with_activations(random_dag(seed), seed)
+    width, depth = 3, 3
+    got = graphs.beam_paths(sub, "logit", width=width, depth=depth)
+    every = {p.nodes: p.contribution for p in graphs.beam_paths(sub, "logit", 10_000, depth)}
+    beam = [("logit",)]
+    for step in range(1, depth + 1):
+        offers = []
+        for path in beam:
+            ext = [q for q in every if len(q) == step + 1 and q[1:] == path]
+            offers += sorted(ext, key=lambda q: -abs(every[q]))[:width]
+        beam = sorted(offers, key=lambda q: -abs(every[q]))[:width]
+        kept = {p.nodes for p in got if len(p.nodes) == step + 1}
+        assert {abs(every[q]) for q in kept} == {abs(every[q]) for q in beam}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_propagated_equals_the_sum_over_paths(seed):
+    """A change of a node's activation reaches every later node along all stored paths, each
+    path carrying the product of its edges' shares w / activation(source)."""
+    sub = with_activations(random_dag(seed), seed)
+    act = {n.id: n.activation for n in sub.nodes}
+    g = to_nx(sub)
+    source = "n1_0" if "n1_0" in g and g.out_degree("n1_0") else "n1_1"
+    got = graphs.propagated(sub, {source: -act[source]})
+    for node in g:
+        want = -act[source] if node == source else 0.0
+        if node != source:
+            for path in nx.all_simple_paths(g, source, node):
+                shares = (g[a][b]["weight"] / act[a] for a, b in itertools.pairwise(path))
+                want += -act[source] * math.prod(shares)
+        assert got[node] == pytest.approx(want, rel=1e-12, abs=1e-12), node
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sensitivity_predicts_what_propagated_computes(seed):
+    """One backward pass gives, for every node, the change `propagated` predicts at the targets
+    when that node alone changes."""
+    sub = with_activations(random_dag(seed), seed)
+    targets = {"logit": 1.0}
+    sens = graphs.sensitivity(sub, targets)
+    for node in sub.nodes:
+        if node.kind != "feature":
+            continue
+        forward = graphs.propagated(sub, {node.id: 0.5})
+        assert 0.5 * sens[node.id] == pytest.approx(forward["logit"], rel=1e-12, abs=1e-15)

@@ -1,0 +1,139 @@
+"""Trust figures on the demo's indirect-object prompts: `verify` and the two path searches.
+
+    python benchmarks/bench_verify.py [--prompts 40] [--top 10]
+
+Against a server it starts (`circuitstore server start` in a temporary home, free loopback
+ports), ingests the first N indirect-object prompts of the shipped demo corpus (default
+settings: lumped mode, the default budget), then for every prompt whose stored top logit is the
+corpus's answer:
+
+1. `verify` (top 10 features, each removed alone, then all together): the frozen model's largest
+   deviation from a stored edge; the agreement of the graph's predicted change of the answer's
+   logit difference with the real model's (correlation, median relative error, sign agreement,
+   pooled over every single-feature check); the share of prompts where removing the 10 together
+   lowers the logit difference; the time per prompt.
+2. `query paths`, exact (top 10 by |product of weights|) and `--method beam` (width 5, depth 3):
+   whether the best path starts at the deciding name (the corpus's `source` token, the earlier
+   mention of the answer), the overlap of the two top-10 sets, and the time per query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from local_server import LocalServer  # noqa: E402  (a sibling script)
+
+from circuitstore.demo import CORPUS, MODEL, TRANSCODERS  # noqa: E402
+
+
+def ingest(env: dict[str, str], rows: list[dict], tmp: Path) -> None:
+    corpus = tmp / "ioi.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cmd = [
+        sys.executable, "-m", "circuitstore", "ingest",
+        "--model", str(MODEL), "--transcoders", str(TRANSCODERS), "--prompts", str(corpus),
+        "--catalog", f"sqlite:///{tmp / 'catalog.sqlite'}", "--no-progress",
+    ]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+
+def answered(store, rows: list[dict]) -> list[dict]:  # type: ignore[no-untyped-def]
+    out = []
+    for row in rows:
+        _, graph = store.prompt_graph(row["id"])
+        logits = [n for n in graph.nodes if n.kind == "logit"]
+        if logits and max(logits, key=lambda n: n.value).token == row["answer"]:
+            out.append(row)
+    return out
+
+
+def verify_figures(store, rows: list[dict], top: int) -> None:  # type: ignore[no-untyped-def]
+    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig, agreement
+
+    checks, lowered, frozen, seconds = [], [], [], []
+    for row in rows:
+        start = time.perf_counter()
+        report = Verifier(VerifyConfig(row["id"], top=top, device="cpu"), store).run()
+        seconds.append(time.perf_counter() - start)
+        checks += report.checks
+        lowered.append(report.circuit.observed_diff < 0)
+        frozen += [c.frozen_error for c in (*report.checks, report.circuit)]
+    pooled = agreement(checks)
+    print(f"\nverify, {len(rows)} prompts, {len(checks)} single-feature checks")
+    print(f"- frozen model, largest relative deviation from a stored edge: {max(frozen):.2g}")
+    print(
+        "- real model vs the graph, logit difference: correlation "
+        f"{pooled['correlation']:.3f}, median relative error "
+        f"{pooled['median_relative_error']:.3f}, sign agreement {pooled['sign_agreement']:.3f}"
+    )
+    print(f"- removing the {top} together lowers it in {sum(lowered)}/{len(lowered)} prompts")
+    print(f"- seconds per prompt (model load included): median {statistics.median(seconds):.2f}")
+
+
+def path_figures(store, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    found = {"exact": 0, "beam": 0}
+    overlap, times = [], {"exact": [], "beam": []}
+    for row in rows:
+        info = store.prompt(row["id"])
+        source = [i for i, t in enumerate(info.tokens) if t == row["source"]]
+        runs = {}
+        for method in ("exact", "beam"):
+            start = time.perf_counter()
+            runs[method] = store.paths(row["id"], top=10, method=method, beam_width=5, depth=3)
+            times[method].append(time.perf_counter() - start)
+            best = runs[method].paths[0].nodes[0] if runs[method].paths else ""
+            found[method] += best.startswith("embed") and int(best.rsplit("@")[1]) in source
+        exact = {p.nodes for p in runs["exact"].paths}
+        beam = {p.nodes for p in runs["beam"].paths}
+        overlap.append(len(exact & beam) / max(len(exact), 1))
+    print(f"\npaths into the answer's logit, {len(rows)} prompts")
+    for method in ("exact", "beam"):
+        print(
+            f"- {method}: best path starts at the deciding name in {found[method]}/{len(rows)}; "
+            f"median {1000 * statistics.median(times[method]):.0f} ms per query"
+        )
+    print(f"- top-10 overlap (share of exact's paths the beam also finds): median "
+          f"{statistics.median(overlap):.2f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=40)
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+    from circuitstore.query import CircuitStore
+
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines()]
+    rows = [r for r in rows if r["task"] == "ioi"][: args.prompts]
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as name:
+        tmp = Path(name)
+        server = LocalServer(tmp / "neo4j", secrets.token_urlsafe(12), heap="1g", pagecache="1g")
+        server.start()
+        try:
+            print(json.dumps({"load average": os.getloadavg()}))
+            ingest(server.env, rows, tmp)
+            os.environ["NEO4J_PASSWORD"] = server.password  # what CircuitStore.connect reads
+            with CircuitStore.connect(uri=server.uri) as store:
+                kept = answered(store, rows)
+                path_figures(store, kept)
+                verify_figures(store, kept, args.top)
+            print(json.dumps({"load average": os.getloadavg()}))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`circuitstore verify`: a prompt's stored graph checked against the model, by intervention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from circuitstore.clitools import HELP, CircuitStoreCommand, device_option, top_option
+from circuitstore.commands.query import emit, open_store, store_options
+from circuitstore.schema.connection import Neo4jSettings
+
+if TYPE_CHECKING:
+    from circuitstore.ingest.intervene.verify import VerifyReport
+
+COLUMNS = (
+    "check", "features", "influence", "targets", "frozen_error",
+    "predicted_diff", "observed_diff", "predicted_logit", "observed_logit", "flips",
+)  # fmt: skip
+
+
+@click.command("verify", cls=CircuitStoreCommand, context_settings=HELP)
+@click.option("--prompt", required=True, help="The prompt's key.")
+@click.option(
+    "--feature",
+    "features",
+    multiple=True,
+    help="A stored feature to intervene on (repeatable): mlp0tc[70]@14, or mlp0tc[70] for all "
+    "its stored occurrences at once. Default: the --top most influential on the answer.",
+)
+@top_option(10, "Without --feature: this many of the most influential stored features.")
+@click.option(
+    "--rank",
+    type=click.Choice(["support", "effect", "influence"]),
+    default="support",
+    show_default=True,
+    help="Without --feature, choose by the stored graph: support (most lift the answer's logit "
+    "over the runner-up's), effect (largest predicted change of that difference either way) "
+    "or influence (on the answer's logit, unsigned).",
+)
+@click.option(
+    "--scale",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Multiply the features' activations by this: 0 removes them.",
+)
+@click.option("--model", help="The model's folder or hub name [default: as ingested].")
+@click.option("--transcoders", help="The transcoders' folder or repo [default: as ingested].")
+@click.option("--no-write", is_flag=True, help="Only print; store no (:Intervention) nodes.")
+@device_option()
+@store_options
+def verify(
+    prompt: str,
+    features: tuple[str, ...],
+    top: int,
+    rank: str,
+    scale: float,
+    model: str | None,
+    transcoders: str | None,
+    no_write: bool,
+    device: str,
+    settings: Neo4jSettings,
+    fmt: str,
+    tset: str | None,
+) -> None:
+    """Check a prompt's stored graph by intervening on its features: in the frozen replacement
+    model each stored edge must equal the change it predicts (frozen_error: the largest
+    deviation over the feature's stored targets, each relative to its target's stored |input|);
+    in the real model the change of the answer's logit difference to the runner-up is set beside the
+    graph's prediction through all its stored paths. Each check is stored as an
+    (:Intervention) node linked to the prompt and the features.
+
+    \b
+    Example:
+      circuitstore verify --prompt eval-ioi-000010 --top 5
+    """
+    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig
+    from circuitstore.ingest.intervene.write import write_report
+
+    cfg = VerifyConfig(prompt, features, top, scale, model, transcoders, device, rank)
+    with open_store(settings, tset) as store:
+        report = Verifier(cfg, store).run()
+        written = 0 if no_write else write_report(store.driver, store.database, report)
+    emit(report.rows(), fmt, COLUMNS)
+    if fmt == "table":
+        click.echo(_summary(report, written))
+
+
+def _summary(report: VerifyReport, written: int) -> str:
+    agree = ", ".join(
+        f"{k.replace('_', ' ')} {v:.3g}" if v is not None else f"{k.replace('_', ' ')} n/a"
+        for k, v in report.agreement.items()
+    )
+    lines = [
+        f"prompt {report.prompt.key} ({report.mode} mode): answer {report.answer[1]!r}, "
+        f"runner-up {report.runner_up[1]!r}, scale {report.scale:g}",
+        "frozen replacement model: largest deviation from a stored edge, relative to its "
+        f"target's stored input: "
+        f"{max(c.frozen_error for c in (*report.checks, report.circuit)):.2g}",
+        f"real model vs the graph's prediction, over the single checks: {agree}",
+    ]
+    if written:
+        lines.append(f"stored {written} (:Intervention) nodes")
+    return "\n".join(lines)

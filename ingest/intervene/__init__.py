@@ -1,0 +1,1 @@
+"""Interventions: check a stored graph against the model it describes (`circuitstore verify`)."""
