@@ -33,6 +33,3 @@ CALL () {{ MATCH ()-[r:{R.DRIVES}]->() RETURN count(r) AS drives }}
 CALL () {{ MATCH ()-[r]->() RETURN count(r) AS rels }}
 RETURN prompts, tokens, nodes, attr, drives, rels - attr - drives AS other
 """
-
-# Flush the store's pages to its files before their size is read.
-CHECKPOINT = "CALL db.checkpoint()"

@@ -13,12 +13,14 @@ exports the prompt's graph for Neuronpedia and circuit-tracer's viewer. Needs pa
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from circuitstore.query import CircuitStore
 from circuitstore.query.export import write_viewer_graph
+from circuitstore.schema.errors import CircuitStoreError
 
 
 def say(*parts: object) -> None:
@@ -35,12 +37,20 @@ def main() -> None:
     parser.add_argument("--prompt", help="a prompt's key (default: the first stored)")
     parser.add_argument("--out", type=Path, default=Path("circuitstore-graphs"))
     args = parser.parse_args()
+    try:
+        explore(args.prompt, args.out)
+    except CircuitStoreError as exc:  # one line, as the CLI says it
+        sys.exit(f"Error: {exc}")
 
+
+def explore(prompt: str | None, out: Path) -> None:
     with CircuitStore.connect() as store:  # NEO4J_* from the environment
         # 1. What is stored: prompts (a DataFrame; the corpus's own fields are columns).
         prompts = store.prompts(limit=20).to_pandas()
         say(f"{len(prompts)} prompts, e.g.:\n{prompts.head()}\n")
-        key = args.prompt or prompts["prompt"].iloc[0]
+        if prompts.empty:
+            raise CircuitStoreError("the store holds no prompt: run `circuitstore demo` first")
+        key = prompt or prompts["prompt"].iloc[0]
 
         # 2. One prompt's circuit: nodes with their tokens, labels and influence...
         circuit = store.circuit(key, threshold=0.8)
@@ -62,8 +72,8 @@ def main() -> None:
             say(f"where {feature} fires most:\n{examples[['prompt', 'activation', 'context']]}\n")
 
         # 4. The prompt's graph for the viewers (Neuronpedia's graph page, circuit-tracer's).
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = write_viewer_graph(store.export_graph(key), args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = write_viewer_graph(store.export_graph(key), out)
         say(f"wrote {path}")
 
 

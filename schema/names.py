@@ -151,6 +151,11 @@ class NodeId:
         return f"{prompt_id}/{local_id}"
 
 
+def head_name(layer: int, head: int) -> str:
+    """An attention head as the original transcoder work writes it: `attn2[3]`."""
+    return f"attn{layer}[{head}]"
+
+
 @dataclass(frozen=True)
 class FeatureRef:
     """A feature named by a user: layer and index, and a position where one was given."""

@@ -31,6 +31,12 @@ from circuitstore.ingest.config import AttributionConfig, DtypeName, Mode, Prune
 @click.option(
     "--all-positions", is_flag=True, help="Logit targets at every position, not only the last."
 )
+@click.option(
+    "--by-head",
+    is_flag=True,
+    help="Break each edge down by path: same position, each attention head (attn2[3]), and "
+    "two or more attention layers (JSON: each edge's `parts`; table: its strongest heads).",
+)
 @attribution_options(AttributionConfig())
 @pruning_options
 def attribute(
@@ -41,6 +47,7 @@ def attribute(
     no_prune: bool,
     truncate: bool,
     all_positions: bool,
+    by_head: bool,
     mode: Mode,
     logit_top_k: int,
     dtype: DtypeName,
@@ -83,14 +90,18 @@ def attribute(
     model = load_model(model_name, dtype=torch_dtype(dtype), device=where)
     tcs = load_transcoders(transcoders, dtype=torch_dtype(dtype))
     engine = AttributionEngine(model, tcs)
-    if no_prune and fmt == "json":
+    if no_prune and fmt == "json" and not by_head:
         _stream_json(engine, prompt, config, truncate)
         return
-    graph = engine.attribute(prompt, config, truncate=truncate)
-    if fmt == "json":
-        click.echo(json.dumps(graph_to_json(graph)))
+    parts = None
+    if by_head:
+        graph, parts = engine.attribute_by_head(prompt, config, truncate=truncate)
     else:
-        click.echo(graph_to_table(graph))
+        graph = engine.attribute(prompt, config, truncate=truncate)
+    if fmt == "json":
+        click.echo(json.dumps(graph_to_json(graph, parts)))
+    else:
+        click.echo(graph_to_table(graph, parts=parts))
 
 
 def _stream_json(engine: Any, prompt: str, config: AttributionConfig, truncate: bool) -> None:

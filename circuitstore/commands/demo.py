@@ -419,7 +419,7 @@ class Questions:
         rows = [{"rank": i + 1, **link.as_row()} for i, link in enumerate(links)]
         self.echo(render_table(rows, ("rank", "name", "n", "total", "mean")))
         self.echo(f"\n== Where does {name} fire most?")
-        self.echo(command("query", "examples", name, "--top", "5"))
+        self.echo(command("query", "examples", name, "--top", "5", "--window", "6"))
         examples = self.store.examples(name, top=5, window=6)
         table = [
             {

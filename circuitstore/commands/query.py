@@ -242,7 +242,11 @@ def feature_cmd(
     show_default=True,
     help="logit (the top one), logit[<token id>]@<pos>, or a feature at a position.",
 )
-@click.option("--source", help="Only paths from this node (a feature, embed0@<pos>, ...).")
+@click.option(
+    "--source",
+    help="Only paths from this node (a feature, embed0@<pos>, ...); with --method beam, the "
+    "beam's paths that start there.",
+)
 @top_option(10)
 @click.option(
     "--method",
@@ -366,7 +370,7 @@ def prompts_with_cmd(
     "--scan",
     metavar="MODEL",
     help="Neuronpedia's id of the model (default: gpt2-small for the GPT-2 small transcoders, "
-    "else the set's model name).",
+    "else the transcoder set's id).",
 )
 @click.option(
     "--source-set",
@@ -482,7 +486,7 @@ def prompts_cmd(
     rows = found.rows()
     extra = tuple(dict.fromkeys(k for r in rows for k in r if k not in found.columns))
     scores = tuple(s.field for s in PromptScore)
-    emit(rows, fmt, ("prompt", "n_tokens", *scores, *extra, "text"))
+    emit(rows, fmt, ("prompt", "transcoder_set", "n_tokens", *scores, *extra, "text"))
 
 
 @query.command("prompt")

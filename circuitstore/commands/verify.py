@@ -26,9 +26,9 @@ COLUMNS = (
     "features",
     multiple=True,
     help="A stored feature to intervene on (repeatable): mlp0tc[70]@14, or mlp0tc[70] for all "
-    "its stored occurrences at once. Default: the --top most influential on the answer.",
+    "its stored occurrences at once. Default: the --top best by --rank.",
 )
-@top_option(10, "Without --feature: this many of the most influential stored features.")
+@top_option(10, "Without --feature: at most this many stored features, best by --rank.")
 @click.option(
     "--rank",
     type=click.Choice(["support", "effect", "influence"]),

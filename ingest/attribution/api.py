@@ -19,6 +19,7 @@ from circuitstore.ingest.attribution.graph import (
     EdgeSink,
     NodeTable,
 )
+from circuitstore.ingest.attribution.heads import EdgeBreakdown, graph_by_head
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.scores import GraphScores, edge_scores
 from circuitstore.ingest.attribution.state import PromptState, build_state, logit_seeds
@@ -85,6 +86,18 @@ class AttributionEngine:
         with torch.no_grad():
             state = self.prepare(prompt, config, truncate=truncate)
             return self.graph(state, config, sinks=sinks)
+
+    def attribute_by_head(
+        self, prompt: str, config: AttributionConfig | None = None, *, truncate: bool = False
+    ) -> tuple[AttributionGraph, list[EdgeBreakdown | None]]:
+        """The graph of one prompt and each of its edges broken down by path: same position,
+        each single attention head, and two or more attention layers (`heads.edge_by_head`)."""
+        config = config or AttributionConfig()
+        with torch.no_grad():
+            state = self.prepare(prompt, config, truncate=truncate)
+            graph = self.graph(state, config)
+            with self.on_device():
+                return graph, graph_by_head(state, graph)
 
     def attribute_batch(
         self,

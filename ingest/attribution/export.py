@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
 from circuitstore.ingest.attribution.graph import NODE_KIND, AttributionGraph, Code, NodeTable
+from circuitstore.ingest.attribution.heads import EdgeBreakdown
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.state import PromptState, logit_seeds
 from circuitstore.ingest.config import AttributionConfig, PruneConfig
@@ -49,9 +50,12 @@ def _node_json(nodes: NodeTable, i: int, ids: list[str]) -> dict[str, Any]:
     return node
 
 
-def graph_to_json(graph: AttributionGraph) -> dict[str, Any]:
+def graph_to_json(
+    graph: AttributionGraph, parts: Sequence[EdgeBreakdown | None] | None = None
+) -> dict[str, Any]:
     """{tokens, nodes, edges, metadata}; pruned graphs add per-target `input_kept` (sum of the kept
-    in-edges), `input_kept_abs_fraction` and `influence` to each node."""
+    in-edges), `input_kept_abs_fraction` and `influence` to each node; with `parts` (one per
+    edge, `heads.graph_by_head`), each edge that has one carries its breakdown by path."""
     nodes = graph.nodes
     ids = nodes.ids()
     out_nodes = [_node_json(nodes, i, ids) for i in range(len(nodes))]
@@ -76,6 +80,9 @@ def graph_to_json(graph: AttributionGraph) -> dict[str, Any]:
             edges.source.tolist(), edges.target.tolist(), edges.weight.tolist(), same, strict=True
         )
     ]
+    for edge, part in zip(out_edges, parts or (), strict=False):
+        if part is not None:
+            edge["parts"] = part.as_dict()
     meta = dict(graph.metadata)
     meta.update(n_nodes=len(out_nodes), n_edges=len(out_edges), token_ids=list(graph.token_ids))
     return {"tokens": list(graph.tokens), "nodes": out_nodes, "edges": out_edges, "metadata": meta}
@@ -85,8 +92,14 @@ def _token_text(graph: AttributionGraph, token_id: int) -> str | None:
     return graph.logit_tokens.get(token_id)
 
 
-def graph_to_table(graph: AttributionGraph, *, top: int = 20) -> str:
-    """Human-readable summary: tokens, node counts, and the strongest edges."""
+def graph_to_table(
+    graph: AttributionGraph,
+    *,
+    top: int = 20,
+    parts: Sequence[EdgeBreakdown | None] | None = None,
+) -> str:
+    """Human-readable summary: tokens, node counts, and the strongest edges (with `parts`, each
+    with its three strongest heads)."""
     nodes, edges = graph.nodes, graph.edges
     # repr() escapes control characters: token text never reaches a terminal raw.
     tokens = " ".join(repr(t) for t in graph.tokens)
@@ -101,12 +114,14 @@ def graph_to_table(graph: AttributionGraph, *, top: int = 20) -> str:
         + f"; edges: {len(edges)}"
     )
     order = edges.weight.abs().argsort(descending=True)[:top].tolist()
-    lines.append(f"{'source':<28} {'target':<28} {'weight':>12}")
+    lines.append(f"{'source':<28} {'target':<28} {'weight':>12}" + ("  heads" if parts else ""))
     for e in order:
         s, t = int(edges.source[e]), int(edges.target[e])
-        lines.append(
-            f"{nodes.node_id(s):<28} {nodes.node_id(t):<28} {float(edges.weight[e]):>12.5g}"
-        )
+        line = f"{nodes.node_id(s):<28} {nodes.node_id(t):<28} {float(edges.weight[e]):>12.5g}"
+        part = parts[e] if parts else None
+        if part is not None:
+            line += "  " + ", ".join(f"{name} {w:.3g}" for name, w in part.strongest(3))
+        lines.append(line)
     return "\n".join(lines)
 
 

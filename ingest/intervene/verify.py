@@ -151,6 +151,11 @@ class Verifier:
         influence = graphs.influence(graph, {answer: 1.0})
         if not groups:
             groups = _top_features(graph, _scores(graph, answer, runner, influence, cfg), cfg.top)
+        if not groups:
+            raise QueryError(
+                f"no stored feature of prompt {info.key} scores above 0 by {cfg.rank}: "
+                "name features with --feature, or choose another --rank"
+            )
         check = _Checker(model_run, graph, cfg.scale, mode == "lumped", answer, runner, top2)
         checks = tuple(check(g, sum(influence.get(n, 0.0) for n in g)) for g in groups)
         together = tuple(dict.fromkeys(n for g in groups for n in g))

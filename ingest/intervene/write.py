@@ -32,7 +32,7 @@ def _row(report: VerifyReport, check: Check, kind: str) -> dict[str, Any]:
     info = report.prompt
     refs = [parse_feature(f) for f in check.features]
     ids = sorted({FeatureKey(info.transcoder_set, r.layer, r.index).id for r in refs})
-    key = content_hash(info.id, *sorted(check.features), repr(report.scale))
+    key = content_hash(info.id, kind, *sorted(check.features), repr(report.scale))
     props = {
         "prompt": info.id,
         "promptKey": info.key,

@@ -282,3 +282,26 @@ def test_spilled_rows_are_products_like_the_rest() -> None:
         want = torch.einsum("sd,bsd->sb", vectors[ids[real]], field[:, pos[ids[real]]])
         assert torch.allclose(out[real], want)
         assert bool((out[~real] == 0).all())
+
+
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_every_edge_by_head_sums_to_the_edge(tiny: Tiny, mode: str) -> None:
+    """`attribute --by-head`: each stored edge's parts (same position, each head, two or more
+    attention layers) add up to its weight: all of them in exact mode, all but the multi-layer
+    part (which lumped mode keeps in the remainder) in lumped mode."""
+    config = dataclasses.replace(FULL, mode=mode, prune=AttributionConfig().prune)
+    graph, parts = tiny.engine.attribute_by_head(PROMPT, config)
+    assert len(parts) == len(graph.edges)
+    checked = 0
+    for w, part in zip(graph.edges.weight.tolist(), parts, strict=True):
+        if part is None:
+            continue
+        heads = sum(part.heads.values())
+        if mode == "exact":
+            assert part.total == pytest.approx(w, rel=1e-9, abs=1e-12)
+            assert part.residual + heads + part.multi_layer == pytest.approx(w, abs=1e-9)
+        else:
+            assert part.residual + heads == pytest.approx(w, rel=1e-9, abs=1e-12)
+        checked += 1
+    assert checked > 0.5 * len(parts)
+    assert any(part and part.strongest(1) for part in parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -126,6 +127,26 @@ def test_cli_json_table_and_errors(tiny: Tiny) -> None:
     )
     assert result.exit_code == 2
     assert "cannot load model" in result.output
+
+
+def test_cli_by_head(tiny: Tiny) -> None:
+    """`--by-head` gives each edge its `parts` in JSON (heads named attn<layer>[<head>], the
+    parts summing to the weight in exact mode) and the strongest heads in the table."""
+    base = ["--model", str(tiny.model_dir), "--transcoders", str(tiny.tc_dir), "--by-head"]
+    result = CliRunner().invoke(attribute, [*base, "--prompt", "Mary went to", "--mode", "exact"])
+    assert result.exit_code == 0, result.output
+    edges = json.loads(result.output)["edges"]
+    split = [e for e in edges if "parts" in e]
+    assert len(split) > len(edges) / 2
+    for e in split:
+        parts = e["parts"]
+        assert all(re.fullmatch(r"attn\d+\[\d+\]", h) for h in parts["heads"])
+        total = parts["residual"] + sum(parts["heads"].values()) + parts["multi_layer"]
+        assert total == pytest.approx(e["weight"], rel=1e-4, abs=1e-5)
+    table = CliRunner().invoke(attribute, [*base, "--prompt", "Mary went to", "--format", "table"])
+    assert table.exit_code == 0, table.output
+    assert "heads" in table.output
+    assert re.search(r"attn\d+\[\d+\] -?\d", table.output)
 
 
 @pytest.mark.parametrize("mode", ["exact", "lumped"])
