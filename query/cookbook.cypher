@@ -115,3 +115,14 @@ MATCH (x:Occurrence {prompt: pid, layer: $layer2, feature: $index2})
 MATCH (p:Prompt {id: pid})
 RETURN p.key AS prompt, collect(x.pos) AS positions, p.text AS text
 ORDER BY prompt LIMIT 25;
+
+// 12. Interventions (`circuitstore verify`): the features whose removal flips the answer most
+// often across the corpus, with how often the stored graph predicted the logit difference's
+// sign.
+:param top => 10;
+MATCH (i:Intervention {kind: 'single', scale: 0.0})-[:ON_FEATURE]->(f:Feature)
+RETURN f.name AS feature, count(*) AS checked,
+       sum(CASE WHEN i.flips THEN 1 ELSE 0 END) AS flips,
+       avg(CASE WHEN sign(i.predictedDiff) = sign(i.observedDiff) THEN 1.0 ELSE 0.0 END)
+         AS signAgreement
+ORDER BY flips DESC, checked DESC, feature LIMIT $top;

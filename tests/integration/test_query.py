@@ -527,6 +527,12 @@ def test_every_cookbook_query_runs(store, stored):
     key, name, _ = next(o for o in occurrences(stored) if o[1].startswith("mlp1"))
     layer, index = map(int, re.fullmatch(r"mlp(\d+)tc\[(\d+)\]", name).groups())
     real = {"prompt": key, "layer": layer, "index": index, "layer2": layer, "index2": index}
+    # The interventions block reads what `verify` stores: store one run's checks first.
+    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig
+    from circuitstore.ingest.intervene.write import write_report
+
+    report = Verifier(VerifyConfig(key, top=3, device="cpu", rank="effect"), store).run()
+    assert write_report(store.driver, store.database, report) == len(report.checks) + 1
     answered = 0
     for params, body in blocks:
         values = {k: store.cypher(f"RETURN {v} AS v")[0]["v"] for k, v in params.items()}
