@@ -158,8 +158,9 @@ def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def _options(func: F, *options: Callable[[F], F]) -> F:
-    for option in reversed(options):
+def options(func: F, *bundle: Callable[[F], F]) -> F:
+    """`func` with every option of `bundle`, listed in `--help` in that order."""
+    for option in reversed(bundle):
         func = option(func)
     return func
 
@@ -185,7 +186,7 @@ def pruning_options(func: F) -> F:
     """`--node-threshold/--edge-threshold/--skip-fraction`, shared by `attribute` and `ingest`;
     defaults and ranges are PruneConfig's."""
     prune = PruneConfig()
-    return _options(
+    return options(
         func,
         click.option(
             "--node-threshold",
@@ -231,7 +232,7 @@ def pruning_options(func: F) -> F:
 def attribution_options(attribution: AttributionConfig) -> Callable[[F], F]:
     """`--mode/--logit-top-k/--dtype/--device/--tf32`, shared by `attribute` and `ingest`, with
     `attribution`'s defaults (the command's config's own)."""
-    return lambda func: _options(
+    return lambda func: options(
         func,
         click.option(
             "--mode",

@@ -460,7 +460,7 @@ class CircuitStore:
                 raise QueryError(f"{what} {value}: expected 1..{MAX_BEAM}")
         info, graph = self.prompt_graph(prompt)
         target = self._one_node(graph, parse_node(to), info, "target")
-        sources = None if source is None else self._nodes(graph, parse_node(source), info)
+        sources = None if source is None else self.find_nodes(graph, parse_node(source), info)
         if method == "exact":
             found = graphs.strongest_paths(graph, target, top, sources)
         else:
@@ -501,7 +501,7 @@ class CircuitStore:
         )
 
     def _one_node(self, graph: Subgraph, ref: NodeRef, info: PromptInfo, role: str) -> str:
-        ids = self._nodes(graph, ref, info)
+        ids = self.find_nodes(graph, ref, info)
         if len(ids) > 1:
             raise QueryError(
                 f"{role} {ref.name} occurs at several positions in prompt {info.key} "
@@ -512,9 +512,6 @@ class CircuitStore:
     def find_nodes(self, graph: Subgraph, ref: NodeRef, info: PromptInfo) -> list[str]:
         """The ids of the nodes of a prompt's stored graph that `ref` names (a feature without a
         position names all its occurrences); refuses a name the graph lacks."""
-        return self._nodes(graph, ref, info)
-
-    def _nodes(self, graph: Subgraph, ref: NodeRef, info: PromptInfo) -> list[str]:
         if isinstance(ref, FeatureRef):
             self.resolve(ref.name, info.transcoder_set)
         ids = [n.id for n in graph.nodes if _matches(n, ref)]

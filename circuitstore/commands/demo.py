@@ -21,18 +21,16 @@ import click
 
 from circuitstore import demo as assets
 from circuitstore.clitools import HELP, CircuitStoreCommand, connection_options, render_table
+from circuitstore.commands.server import start_options
 from circuitstore.demo.cypher import BROWSER_QUERY
 from circuitstore.query import CircuitStore
 from circuitstore.query.results import Node, PromptInfo, Subgraph
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.connection import DEFAULT_URI, Neo4jSettings, display_uri, open_driver
 from circuitstore.schema.errors import ConfigError, QueryError
-from circuitstore.schema.home import HOME_ENV
 from circuitstore.schema.names import NodeKind, parse_feature
 from circuitstore.server import process
 from circuitstore.server.config import (
-    DEFAULT_BOLT_PORT,
-    DEFAULT_HTTP_PORT,
     PASSWORD_ENV,
     ServerSettings,
     default_home,
@@ -49,29 +47,8 @@ CIRCUIT_ROWS = 12
 
 
 @click.command("demo", cls=CircuitStoreCommand, context_settings=HELP)
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"The local server's home, as for `server start` [default: neo4j in the data folder, "
-    f"${HOME_ENV} or ~/.local/share/circuitstore].",
-)
-@click.option(
-    "--bolt-port",
-    type=click.IntRange(1, 65535),
-    default=DEFAULT_BOLT_PORT,
-    show_default=True,
-    help="When the local server must be started.",
-)
-@click.option(
-    "--http-port",
-    type=click.IntRange(1, 65535),
-    default=DEFAULT_HTTP_PORT,
-    show_default=True,
-    help="When the local server must be started (the Browser).",
-)
-@click.option("--heap", default="1g", show_default=True, help="The local server's JVM heap.")
-@click.option("--pagecache", default="512m", show_default=True, help="Its page cache.")
+# A smaller server than `server start`'s: the demo's store is a few hundred MB.
+@start_options("1g", "512m", when="When the local server must be started")
 @click.option(
     "--no-server",
     is_flag=True,

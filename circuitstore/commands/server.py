@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from circuitstore.clitools import HELP, CircuitStoreGroup
+from circuitstore.clitools import HELP, CircuitStoreGroup, options
 from circuitstore.schema.errors import CircuitStoreError
 from circuitstore.schema.home import HOME_ENV
 from circuitstore.server import process
@@ -49,16 +49,24 @@ def server() -> None:
     """Run a local Neo4j Community 5.26 server (Java + Maven Central, no Docker)."""
 
 
+def start_options(heap: str, pagecache: str, when: str = "") -> Callable[[F], F]:
+    """`--home/--bolt-port/--http-port/--heap/--pagecache`, for `server start` and for the
+    commands that start a server when none runs (`when` says so in the help)."""
+    ports = click.IntRange(1, 65535)
+    return lambda func: options(
+        func,
+        home_option,
+        click.option("--bolt-port", type=ports, default=DEFAULT_BOLT_PORT, show_default=True,
+                     help=f"{when}." if when else None),
+        click.option("--http-port", type=ports, default=DEFAULT_HTTP_PORT, show_default=True,
+                     help=f"{when} (the Browser)." if when else "The Browser's."),
+        click.option("--heap", default=heap, show_default=True, help="JVM heap, e.g. 1g."),
+        click.option("--pagecache", default=pagecache, show_default=True, help="e.g. 512m."),
+    )  # fmt: skip
+
+
 @server.command()
-@home_option
-@click.option(
-    "--bolt-port", type=click.IntRange(1, 65535), default=DEFAULT_BOLT_PORT, show_default=True
-)
-@click.option(
-    "--http-port", type=click.IntRange(1, 65535), default=DEFAULT_HTTP_PORT, show_default=True
-)
-@click.option("--heap", default=DEFAULT_HEAP, show_default=True, help="JVM heap, e.g. 1g.")
-@click.option("--pagecache", default=DEFAULT_PAGECACHE, show_default=True, help="e.g. 512m.")
+@start_options(DEFAULT_HEAP, DEFAULT_PAGECACHE)
 @click.option(
     "--timeout",
     type=click.FloatRange(1, 3600),

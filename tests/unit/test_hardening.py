@@ -30,6 +30,8 @@ def test_the_password_argument_file_round_trips_through_java(tmp_path: Path) -> 
     """Java's own launcher reads the file back: the last argument is the password, exactly."""
     java = shutil.which("java")
     if java is None:
+        if os.environ.get("CI"):  # CI installs Java 17 (scripts/bootstrap.sh): it must run there
+            pytest.fail("the argument-file test needs Java", pytrace=False)
         pytest.skip("needs Java")
     probe = tmp_path / "Probe.java"
     probe.write_text(
@@ -44,8 +46,6 @@ def test_the_password_argument_file_round_trips_through_java(tmp_path: Path) -> 
     # launch: java Probe.java ARGS...).
     args.write_text("\n".join([str(probe), *lines[4:]]) + "\n")
     out = subprocess.run([java, f"@{args}"], capture_output=True, text=True, check=False)
-    if out.returncode != 0 and "source" in out.stderr.lower():
-        pytest.skip("this Java cannot launch a source file")
     assert out.returncode == 0, out.stderr
     assert out.stdout == TRICKY
 
