@@ -7,12 +7,13 @@
 calibrated so about 64 features fire per token per layer. Reports medians of seconds per prompt:
 the bare forward (model + 12 encoders), the full graph in exact and lumped modes (every edge
 computed and streamed through a sink that counts them and checks conservation; a full graph has
-~10^8-10^9 edges and is not held in memory), and the pruned graph; plus peak RSS and the load
-average. The model and the calibrated transcoders (published pickle layout) are written to a
-temporary folder in a child process and loaded through the real loaders. On a shared machine
-`--threads 1` avoids OpenMP threads waiting on each other. With `--device cuda` the engine runs
-on the GPU (timings synchronise it; peak GPU memory is reported); `--tf32` adds, for each
-length, the pruned and full lumped graphs with TF32 products and their conservation error.
+~10^8-10^9 edges and is not held in memory), the pruned graph, and splitting the pruned graph's
+edges by attention head (what ingest stores: the 3 strongest heads per edge); plus peak RSS and
+the load average. The model and the calibrated transcoders (published pickle layout) are written
+to a temporary folder in a child process and loaded through the real loaders. On a shared
+machine `--threads 1` avoids OpenMP threads waiting on each other. With `--device cuda` the
+engine runs on the GPU (timings synchronise it; peak GPU memory is reported); `--tf32` adds, for
+each length, the pruned and full lumped graphs with TF32 products and their conservation error.
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ def measure_tf32(engine, tokens: torch.Tensor, reps: int) -> dict[str, object]:
 
 def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[str, object]:
     from circuitstore.ingest.attribution import AttributionConfig, PruneConfig
+    from circuitstore.ingest.attribution.heads import strongest_heads
     from circuitstore.ingest.attribution.state import feature_activations
     from circuitstore.ingest.model import run_forward
 
@@ -288,9 +290,12 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
         pruned_cfg = AttributionConfig(mode=mode, prune=PruneConfig())
 
         def pruned(cfg=pruned_cfg):
-            return engine.graph(engine.prepare_tokens(tokens, cfg), cfg)
+            state = engine.prepare_tokens(tokens, cfg)
+            return state, engine.graph(state, cfg)
 
-        row[f"pruned_{mode}"], graph = timed(pruned, n_reps)
+        row[f"pruned_{mode}"], (state, graph) = timed(pruned, n_reps)
+        # What ingest adds per prompt to store each kept edge's 3 strongest heads.
+        row[f"heads_{mode}"], _ = timed(lambda s=state, g=graph: strongest_heads(s, g, 3), n_reps)
         row[f"pruned_edges_{mode}"] = len(graph.edges)
         row[f"pruned_nodes_{mode}"] = len(graph.nodes)
         row[f"unexpanded_{mode}"] = graph.metadata["unexpanded_influence"]
@@ -313,14 +318,16 @@ def print_table(rows, args, loads: list[str]) -> None:
     )
     print(
         "| tokens | active features | forward + encoders (s) | full lumped (s) | edges (lumped) "
-        "| pruned lumped (s) | kept nodes / edges (lumped) | full exact (s) | pruned exact (s) |"
+        "| pruned lumped (s) | kept nodes / edges (lumped) | heads of the kept edges (s) "
+        "| full exact (s) | pruned exact (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['tokens']} | {r['features']} | {_f(r, 'forward')} | {_f(r, 'full_lumped')} "
             f"| {r['edges_lumped']:.3g} | {_f(r, 'pruned_lumped')} "
-            f"| {r['pruned_nodes_lumped']} / {r['pruned_edges_lumped']} | {_f(r, 'full_exact')} "
+            f"| {r['pruned_nodes_lumped']} / {r['pruned_edges_lumped']} | {_f(r, 'heads_lumped')} "
+            f"| {_f(r, 'full_exact')} "
             f"| {_f(r, 'pruned_exact')} |"
         )
     skipped = ", ".join(

@@ -195,7 +195,7 @@ def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=40)
+    parser.add_argument("--prompts", type=int, default=40, help="write path (0: skip)")
     parser.add_argument("--edges", type=int, default=20000)
     parser.add_argument("--drives", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -218,7 +218,8 @@ def main() -> None:
     try:
         settings = Neo4jSettings.load(uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD"))
         with open_driver(settings) as driver:
-            write_path_figures(driver, args)
+            if args.prompts:
+                write_path_figures(driver, args)
             from cypher import WIPE_ALL
 
             with driver.session() as s:

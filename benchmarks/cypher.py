@@ -33,3 +33,29 @@ CALL () {{ MATCH ()-[r:{R.DRIVES}]->() RETURN count(r) AS drives }}
 CALL () {{ MATCH ()-[r]->() RETURN count(r) AS rels }}
 RETURN prompts, tokens, nodes, attr, drives, rels - attr - drives AS other
 """
+
+# The heads benchmark's candidate encodings of an edge's split by head: 1,000 graph nodes, then
+# ATTR relationships between them with each encoding's properties.
+ENCODING_NODES = f"UNWIND range(0, 999) AS i CREATE (:{L.GRAPH_NODE} {{id: toString(i)}})"
+_ENCODING_EDGES = f"""
+UNWIND $rows AS r
+MATCH (a:{L.GRAPH_NODE} {{id: toString(r.i % 1000)}})
+MATCH (b:{L.GRAPH_NODE} {{id: toString((r.i + 1) % 1000)}})
+CREATE (a)-[:{R.ATTR} {{weight: r.weight, kind: 'attention'{{props}}}}]->(b)
+"""
+ENCODINGS = {
+    name: _ENCODING_EDGES.replace("{props}", props)
+    for name, props in {
+        "weight and kind only": "",
+        "names (string array) + weights (float array) + rest": (
+            ", heads: r.names, headWeights: r.weights, otherHeads: r.other"
+        ),
+        "numbers (int array) + weights (float array) + rest": (
+            ", heads: r.numbers, headWeights: r.weights, otherHeads: r.other"
+        ),
+        "numbers (int array) + 3 float properties + rest": (
+            ", heads: r.numbers, head1: r.weights[0], head2: r.weights[1],"
+            " head3: r.weights[2], otherHeads: r.other"
+        ),
+    }.items()
+}

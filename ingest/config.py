@@ -132,6 +132,7 @@ GRAPH_FIELDS = (
     "max_edges",
     "aggregate_min_fraction",
     "top_examples",
+    "heads_per_edge",
     "max_tokens",
     "truncate",
 )
@@ -164,6 +165,8 @@ class IngestConfig:
     """DRIVES keeps a feature edge carrying at least this share of its target's |input| [0, 1)."""
     top_examples: int = 20
     """Top activating prompts kept per feature (>= 1)."""
+    heads_per_edge: int = 3
+    """Attention heads stored on each ATTR edge, strongest first, the rest summed (>= 0)."""
     max_tokens: int | None = None
     """Skip (or with truncate, cut) prompts longer than this, BOS counted (>= 2)."""
     truncate: bool = False
@@ -188,6 +191,7 @@ class IngestConfig:
         fraction = self.aggregate_min_fraction
         _check(0 <= fraction < 1, "aggregate_min_fraction", fraction, "0 <= x < 1")
         _check_int(self.top_examples, "top_examples", 1)
+        _check_int(self.heads_per_edge, "heads_per_edge", 0)
         if self.max_tokens is not None:
             _check_int(self.max_tokens, "max_tokens", 2)
         _check_int(self.batch_size, "batch_size", 1)

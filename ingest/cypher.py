@@ -78,7 +78,9 @@ RETURN p.id AS id, p.run AS run
 CREATE_PROMPT = f"CREATE (p:{L.PROMPT}) SET p = $props"
 
 # Node rows are [label, props]; edges reference nodes by their position in $nodes, so no edge
-# needs an index lookup. The final check proves collect() kept UNWIND's order.
+# needs an index lookup. Edge rows are [source, target, weight, kind] and, where split by head,
+# [..., heads, headWeights, otherHeads, residual]: an index past a list's end reads null, and a
+# null property is not stored. The final check proves collect() kept UNWIND's order.
 CREATE_GRAPH = f"""
 UNWIND $nodes AS n
 CREATE (g:{L.GRAPH_NODE}:$(n[0]))
@@ -87,7 +89,8 @@ WITH collect(g) AS created
 CALL (created) {{
   UNWIND $edges AS e
   WITH created[e[0]] AS a, created[e[1]] AS b, e
-  CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3]}}]->(b)
+  CREATE (a)-[:{R.ATTR} {{weight: e[2], kind: e[3], heads: e[4], headWeights: e[5],
+                          otherHeads: e[6], residual: e[7]}}]->(b)
 }}
 RETURN size(created) AS nodes,
        all(i IN range(0, size(created) - 1) WHERE created[i].id = $nodes[i][1].id) AS ordered

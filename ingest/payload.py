@@ -11,6 +11,7 @@ import torch
 from circuitstore.ingest.aggregate import FeatureSummary, PairSums
 from circuitstore.ingest.attribution import AttributionGraph
 from circuitstore.ingest.attribution.graph import NODE_KIND, Code
+from circuitstore.ingest.attribution.heads import StrongestHeads
 from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.schema.model import PROMPT_OWN, PromptScore
@@ -37,6 +38,7 @@ def build_payload(
     graph: AttributionGraph,
     summary: FeatureSummary,
     drives: PairSums,
+    heads: StrongestHeads | None = None,
     *,
     transcoder_set: str,
     run: str,
@@ -52,7 +54,7 @@ def build_payload(
         prompt_id=prompt_id,
         prompt=props,
         nodes=_node_rows(graph, prompt_id, transcoder_set),
-        edges=_edge_rows(graph),
+        edges=_edge_rows(graph, heads),
         features=_feature_rows(summary, transcoder_set),
         drives=_drives_rows(drives, transcoder_set, d_tc),
         top=_top_rows(summary, transcoder_set),
@@ -159,15 +161,24 @@ def _kind_props(
     return {}
 
 
-def _edge_rows(graph: AttributionGraph) -> list[list[Any]]:
+def _edge_rows(graph: AttributionGraph, heads: StrongestHeads | None) -> list[list[Any]]:
+    """[source, target, weight, kind], and where the edge is split by head: its strongest
+    heads' names and weights, the other heads' sum and the residual part (None where 0: off
+    its target's position)."""
     edges = graph.edges
     kinds = [k.value for k in edges.kinds(graph.nodes)]
-    return [
+    rows = [
         [s, t, w, k]
         for s, t, w, k in zip(
             edges.source.tolist(), edges.target.tolist(), edges.weight.tolist(), kinds, strict=True
         )
     ]
+    if heads is not None:
+        for row, split in zip(rows, heads.rows(), strict=True):
+            if split is not None:
+                names, weights, other, residual = split
+                row.extend([names, weights, other, residual or None])
+    return rows
 
 
 def _feature_ids(layer: torch.Tensor, index: torch.Tensor, tset: str) -> list[str]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from circuitstore import __version__
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
 from circuitstore.ingest.attribution import AttributionEngine
+from circuitstore.ingest.attribution.heads import strongest_heads
 from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
@@ -54,6 +55,7 @@ class IngestSummary:
     drives_rows: int = 0
     seconds: float = 0.0
     engine_seconds: float = 0.0  # the engine's share (forward, attribution, payload)
+    heads_seconds: float = 0.0  # of which splitting the stored edges by attention head
     write_seconds: float = 0.0  # the writer thread's, overlapping the engine's
     blank_lines: int = 0
     repeated_lines: int = 0
@@ -67,7 +69,8 @@ class IngestSummary:
             f"in this shard, {self.written} written, {self.already_stored} already in the store",
             f"{self.tokens} tokens, {self.edges} per-prompt edges, {self.drives_rows} DRIVES "
             f"increments, {self.seconds:.1f} s "
-            f"({rate:.1f} tokens/s; engine {self.engine_seconds:.1f} s, writes "
+            f"({rate:.1f} tokens/s; engine {self.engine_seconds:.1f} s, of which heads "
+            f"{self.heads_seconds:.1f} s; writes "
             f"{self.write_seconds:.1f} s alongside)",
         ]
         if self.setup_seconds is not None:
@@ -256,7 +259,7 @@ class _Job:
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
             return {"key": record.key, "state": SKIPPED, "reason": str(exc)}
         began = time.perf_counter()
-        payload = self._payload(record, tokens, cut_from)
+        payload = self._payload(record, tokens, cut_from, summary)
         summary.engine_seconds += time.perf_counter() - began
         return _Computed(record.key, payload, int(tokens.shape[0]), cut_from is not None)
 
@@ -307,7 +310,11 @@ class _Job:
         return tokens[:limit], n_full
 
     def _payload(
-        self, record: PromptRecord, tokens: torch.Tensor, cut_from: int | None
+        self,
+        record: PromptRecord,
+        tokens: torch.Tensor,
+        cut_from: int | None,
+        summary: IngestSummary,
     ) -> PromptPayload:
         config = self.cfg.attribution
         with torch.no_grad(), self.engine.on_device():
@@ -320,12 +327,16 @@ class _Job:
                 self.cfg.aggregate_min_fraction,
             )
             graph = self.engine.graph(state, config, sinks=[drives])
-            summary = feature_summary(state.nodes, self.d_tc)
+            began = time.perf_counter()
+            k = self.cfg.heads_per_edge
+            heads = strongest_heads(state, graph, k) if k else None
+            summary.heads_seconds += time.perf_counter() - began
             return build_payload(
                 record,
                 graph,
-                summary,
+                feature_summary(state.nodes, self.d_tc),
                 drives.result(),
+                heads,
                 transcoder_set=self.tset,
                 run=self.record.name,
                 d_tc=self.d_tc,

@@ -43,6 +43,7 @@ def transcoder_set_info(
         "hash": provenance["transcoders_hash"],
         "nLayers": tcs.n_layers,
         "dModel": model.d_model,
+        "nHeads": model.n_heads,  # ATTR edges number their heads layer * nHeads + head
         "dTranscoder": tcs.d_tc,
     }
     return TranscoderSetInfo(set_id, props, graph_hash, graph_config)

@@ -126,3 +126,19 @@ RETURN f.name AS feature, count(*) AS checked,
        avg(CASE WHEN sign(i.predictedDiff) = sign(i.observedDiff) THEN 1.0 ELSE 0.0 END)
          AS signAgreement
 ORDER BY flips DESC, checked DESC, feature LIMIT $top;
+
+// 13. Attention heads (`ingest --heads-per-edge`, default 3): the heads that carry the most
+// stored weight across the corpus (each ATTR edge numbers its strongest heads layer * nHeads +
+// head), with the number of edges they are named on. Set task (a corpus field, e.g. 'ioi' in the
+// demo) for one task's prompts.
+:param task => null;
+:param top => 10;
+MATCH (p:Prompt) WHERE $task IS NULL OR p.task = $task
+MATCH (s:TranscoderSet {id: p.transcoderSet})
+MATCH (:GraphNode {prompt: p.id})-[a:ATTR]->()
+WHERE a.heads IS NOT NULL
+UNWIND range(0, size(a.heads) - 1) AS i
+WITH s, a.heads[i] AS h, a.headWeights[i] AS w
+RETURN 'attn' + toString(h / s.nHeads) + '[' + toString(h % s.nHeads) + ']' AS head,
+       count(*) AS edges, sum(abs(w)) AS weight
+ORDER BY weight DESC, head LIMIT $top;

@@ -16,7 +16,8 @@ from circuitstore.schema.model import RelType as R
 TRANSCODER_SETS = f"""
 MATCH (s:{L.TRANSCODER_SET})
 RETURN s.id AS id, s.nLayers AS nLayers, s.dTranscoder AS dTranscoder, s.model AS model,
-       s.transcoders AS transcoders, s.modelHash AS modelHash, s.hash AS hash
+       s.transcoders AS transcoders, s.modelHash AS modelHash, s.hash AS hash,
+       s.nHeads AS nHeads
 ORDER BY s.id
 """
 
@@ -76,11 +77,31 @@ WHERE $pos IS NULL OR o.pos = $pos
 RETURN o.localId AS id, o.pos AS pos, o.activation AS activation,
        COLLECT {{
          MATCH (o){hop}(x:{L.GRAPH_NODE})
-         RETURN [x.localId, x.kind, x.layer, x.pos, a.weight, a.kind, x.feature, x.tokenId, x.token]
+         RETURN [x.localId, x.kind, x.layer, x.pos, a.weight, a.kind, x.feature, x.tokenId, x.token,
+                 a.heads, a.headWeights, a.otherHeads, a.residual]
        }} AS edges
 ORDER BY o.pos
 """
 
+
+# The attention heads named on one prompt's stored edges (each edge names its strongest few),
+# with the weight they carry there; and all the head-carried weight stored for the prompt (the
+# named heads' absolute weights plus each edge's absolute sum of its other heads).
+PROMPT_HEADS = f"""
+MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
+WHERE a.heads IS NOT NULL
+UNWIND range(0, size(a.heads) - 1) AS i
+WITH a.heads[i] AS head, a.headWeights[i] AS w
+RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs
+ORDER BY sumAbs DESC, head
+"""
+
+PROMPT_HEAD_WEIGHT = f"""
+MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
+WHERE a.heads IS NOT NULL
+RETURN sum(reduce(s = abs(a.otherHeads), w IN a.headWeights | s + abs(w))) AS carried,
+       count(a) AS edges
+"""
 
 # Where a feature fires most, with a window of tokens around the position.
 EXAMPLES = f"""

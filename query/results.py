@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import networkx as nx
 
-from circuitstore.schema.errors import ConfigError
-from circuitstore.schema.names import NodeKind
+from circuitstore.schema.errors import ConfigError, QueryError
+from circuitstore.schema.names import NodeKind, numbered_head
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,6 +101,13 @@ class TranscoderSetInfo(Tabular):
     transcoders: str | None = None
     model_hash: str | None = None  # every weight's hash (what `verify` checks a model against)
     transcoders_hash: str | None = None
+    n_heads: int | None = None  # stored edges number their heads layer * n_heads + head
+
+    def head_name(self, number: int) -> str:
+        """`attn2[3]` for a head number stored on an ATTR edge."""
+        if not self.n_heads:
+            raise QueryError(f"transcoder set {self.id} does not record its heads per layer")
+        return numbered_head(number, self.n_heads)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,56 @@ class PromptSummary(Tabular):
 
 
 @dataclass(frozen=True)
+class HeadSplit:
+    """Stored ATTR edges (summed where several) split by path: the same-position residual part,
+    the strongest attention heads (by name, `attn2[3]`, strongest first), all other heads
+    together, and the paths through two or more attention layers (what is left of the weight:
+    zero in lumped mode, whose remainder nodes hold those paths)."""
+
+    residual: float
+    heads: tuple[tuple[str, float], ...]
+    other_heads: float
+    multi_layer: float
+
+    def as_columns(self) -> dict[str, Any]:
+        return {
+            "residual": self.residual,
+            "heads": dict(self.heads),
+            "other_heads": self.other_heads,
+            "multi_layer": self.multi_layer,
+        }
+
+    @classmethod
+    def of(cls, weight: float, parts: Sequence[HeadSplit], top: int) -> HeadSplit:
+        """Several edges' splits as one (`weight` their summed weight): the heads summed by
+        name, the `top` strongest kept by name and the rest added to the other heads."""
+        by_name: dict[str, float] = {}
+        for part in parts:
+            for name, w in part.heads:
+                by_name[name] = by_name.get(name, 0.0) + w
+        ranked = sorted(by_name.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+        residual = math.fsum(p.residual for p in parts)
+        other = math.fsum(p.other_heads for p in parts) + math.fsum(w for _, w in ranked[top:])
+        named = math.fsum(w for _, w in ranked[:top])
+        return cls(residual, tuple(ranked[:top]), other, weight - residual - named - other)
+
+
+@dataclass(frozen=True)
+class HeadLoad(Tabular):
+    """One attention head in one prompt's stored graph: on how many ATTR edges it is among the
+    strongest heads, the weight it carries there (signed and absolute), and that absolute
+    weight's share of all the head-carried weight stored for the prompt."""
+
+    head: str
+    layer: int
+    index: int
+    edges: int
+    total: float
+    sum_abs: float
+    share: float
+
+
+@dataclass(frozen=True)
 class Link(Tabular):
     """One neighbour of a feature: a global feature (corpus-wide) or a per-prompt node.
 
@@ -184,11 +241,16 @@ class Link(Tabular):
     max_abs: float
     token: str | None = None
     label: str | None = None
+    split: HeadSplit | None = None  # in one prompt, when asked for by head
 
     @property
     def shown(self) -> str:
         """The name as a person reads it: with its token where it has one."""
         return self.name if self.token is None else f"{self.name} {token_text(self.token)}"
+
+    def as_row(self) -> dict[str, Any]:
+        row = {k: clean(getattr(self, k)) for k in self.__dataclass_fields__ if k != "split"}
+        return row if self.split is None else {**row, **self.split.as_columns()}
 
 
 @dataclass(frozen=True)
@@ -223,6 +285,7 @@ class Edge(Tabular):
     target: str
     weight: float
     kind: str | None = None
+    split: HeadSplit | None = None  # where the edge is stored split by head
 
 
 def _labels(nodes: Iterable[Node]) -> dict[str, str]:

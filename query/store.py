@@ -25,6 +25,8 @@ from circuitstore.query.results import (
     Edge,
     Example,
     FeatureCard,
+    HeadLoad,
+    HeadSplit,
     LabelInfo,
     LabelMatch,
     Link,
@@ -135,6 +137,7 @@ class CircuitStore:
                     r["transcoders"],
                     r["modelHash"],
                     r["hash"],
+                    r["nHeads"],
                 )
                 for r in self._rows(cq.TRANSCODER_SETS)
             }
@@ -282,9 +285,11 @@ class CircuitStore:
         top: int = 10,
         order: Order = "total",
         sign: Sign = "positive",
+        by_head: bool = False,
     ) -> Neighbours:
-        """Which features drive `feature`: corpus-wide over DRIVES, or in one prompt over ATTR."""
-        return self._links("drivers", feature, prompt, top, order, sign)
+        """Which features drive `feature`: corpus-wide over DRIVES, or in one prompt over ATTR;
+        `by_head` splits each link by attention head (`Link.split`), in one prompt only."""
+        return self._links("drivers", feature, prompt, top, order, sign, by_head)
 
     def targets(
         self,
@@ -293,18 +298,29 @@ class CircuitStore:
         top: int = 10,
         order: Order = "total",
         sign: Sign = "positive",
+        by_head: bool = False,
     ) -> Neighbours:
-        """What `feature` drives: corpus-wide over DRIVES, or in one prompt over ATTR."""
-        return self._links("targets", feature, prompt, top, order, sign)
+        """What `feature` drives: corpus-wide over DRIVES, or in one prompt over ATTR;
+        `by_head` splits each link by attention head (`Link.split`), in one prompt only."""
+        return self._links("targets", feature, prompt, top, order, sign, by_head)
 
     def _links(
-        self, direction: str, feature: str, prompt: str | None, top: int, order: str, sign: str
+        self,
+        direction: str,
+        feature: str,
+        prompt: str | None,
+        top: int,
+        order: str,
+        sign: str,
+        by_head: bool = False,
     ) -> Neighbours:
         _check_choice("order", order, ORDERS)
         _check_choice("sign", sign, SIGNS)
         _check_top(top)
         if prompt is not None:
-            return self._prompt_links(direction, feature, prompt, top, order, sign)
+            return self._prompt_links(direction, feature, prompt, top, (order, sign), by_head)
+        if by_head:
+            raise QueryError("by head needs a prompt: heads are stored on one prompt's edges")
         ref, key = self.resolve(feature)
         if ref.pos is not None:
             raise QueryError(f"feature {ref.name}: a position needs --prompt")
@@ -315,7 +331,13 @@ class CircuitStore:
         return Neighbours(ref.name, direction, None, links)
 
     def _prompt_links(
-        self, direction: str, feature: str, prompt: str, top: int, order: str, sign: str
+        self,
+        direction: str,
+        feature: str,
+        prompt: str,
+        top: int,
+        ranking: tuple[str, str],
+        by_head: bool,
     ) -> Neighbours:
         info = self.prompt(prompt)
         ref, _ = self.resolve(feature, info.transcoder_set)
@@ -323,15 +345,36 @@ class CircuitStore:
         rows = self._rows(query, prompt=info.id, layer=ref.layer, index=ref.index, pos=ref.pos)
         if not rows:
             raise QueryError(f"{ref.name} is not in the stored graph of prompt {info.key}")
-        edges, raw = _prompt_edges(direction, rows, ref)
+        edges, raw = _prompt_edges(direction, rows, ref, self.tset(info.transcoder_set).head_name)
         nodes = {n.id: n for n in self._readable(info, raw.values())}
-        links = tuple(_rank(_group_links(edges, direction, nodes), order, sign)[:top])
+        grouped = _group_links(edges, direction, nodes, by_head)
+        links = tuple(_rank(grouped, *ranking)[:top])
         keep = {link.name for link in links} | {r["id"] for r in rows}
         sub = Subgraph(info.key, tuple(n for n in nodes.values() if n.id in keep), ())
         kept = tuple(e for e in edges if e.source in keep and e.target in keep)
         return Neighbours(
             ref.name, direction, info.key, links, Subgraph(sub.prompt, sub.nodes, kept)
         )
+
+    def heads(self, prompt: str, top: int = 10) -> Records[HeadLoad]:
+        """The attention heads that carry the most stored weight in one prompt's graph: each
+        ATTR edge names its strongest heads (`ingest --heads-per-edge`)."""
+        _check_top(top)
+        info = self.prompt(prompt)
+        rows = self._rows(cq.PROMPT_HEADS, prompt=info.id)
+        carried = self._rows(cq.PROMPT_HEAD_WEIGHT, prompt=info.id)[0]["carried"] or 0.0
+        if not rows:
+            raise QueryError(
+                f"prompt {info.key} has no edges split by head (ingested with --heads-per-edge 0)"
+            )
+        tset = self.tset(info.transcoder_set)
+        loads = []
+        for r in rows[:top]:
+            layer, index = divmod(r["head"], tset.n_heads or 1)
+            share = r["sumAbs"] / carried if carried else 0.0
+            name = tset.head_name(r["head"])
+            loads.append(HeadLoad(name, layer, index, r["edges"], r["total"], r["sumAbs"], share))
+        return Records(loads, ("head", "layer", "index", "edges", "total", "sum_abs", "share"))
 
     # -- features ----------------------------------------------------------------------------
 
@@ -617,7 +660,7 @@ def _node(r: dict[str, Any]) -> Node:
 
 
 def _prompt_edges(
-    direction: str, rows: list[dict[str, Any]], ref: FeatureRef
+    direction: str, rows: list[dict[str, Any]], ref: FeatureRef, head_name: Callable[[int], str]
 ) -> tuple[list[Edge], dict[str, Node]]:
     edges: list[Edge] = []
     nodes: dict[str, Node] = {}
@@ -630,7 +673,7 @@ def _prompt_edges(
             feature=ref.index,
             activation=r["activation"],
         )
-        for other, kind, layer, pos, weight, ekind, feature, token_id, token in r["edges"]:
+        for other, kind, layer, pos, weight, ekind, feature, token_id, token, *heads in r["edges"]:
             node = Node(
                 other,
                 NodeKind(kind),
@@ -642,30 +685,58 @@ def _prompt_edges(
             )
             nodes.setdefault(other, node)
             pair = (other, r["id"]) if direction == "drivers" else (r["id"], other)
-            edges.append(Edge(*pair, weight, ekind))
+            edges.append(Edge(*pair, weight, ekind, _stored_split(weight, heads, head_name)))
     return edges, nodes
 
 
-def _group_links(edges: list[Edge], direction: str, nodes: dict[str, Node]) -> list[Link]:
-    groups: dict[str, list[float]] = {}
+def _stored_split(
+    weight: float, stored: list[Any], head_name: Callable[[int], str]
+) -> HeadSplit | None:
+    """An ATTR edge's stored split by head from its [heads, headWeights, otherHeads, residual]
+    (None where it has none: a constant's edge, a store ingested with --heads-per-edge 0)."""
+    numbers, weights, other, residual = stored
+    if numbers is None or weights is None or other is None:
+        return None
+    heads = tuple((head_name(h), w) for h, w in zip(numbers, weights, strict=True))
+    residual = residual or 0.0
+    return HeadSplit(residual, heads, other, weight - residual - math.fsum(weights) - other)
+
+
+def _group_links(
+    edges: list[Edge], direction: str, nodes: dict[str, Node], by_head: bool = False
+) -> list[Link]:
+    groups: dict[str, list[Edge]] = {}
     for e in edges:
-        groups.setdefault(e.source if direction == "drivers" else e.target, []).append(e.weight)
+        groups.setdefault(e.source if direction == "drivers" else e.target, []).append(e)
     return [
-        Link(
-            name,
-            nodes[name].kind,
-            nodes[name].layer,
-            nodes[name].pos,
-            len(ws),
-            math.fsum(ws),
-            math.fsum(ws) / len(ws),
-            math.fsum(abs(w) for w in ws),
-            max(abs(w) for w in ws),
-            token=nodes[name].token,
-            label=nodes[name].label,
-        )
-        for name, ws in groups.items()
+        _link(name, [e.weight for e in g], nodes[name], _group_split(g) if by_head else None)
+        for name, g in groups.items()
     ]
+
+
+def _group_split(edges: list[Edge]) -> HeadSplit | None:
+    """The edges' splits as one, the 3 strongest heads by name; None where one has none."""
+    splits = [e.split for e in edges]
+    if any(s is None for s in splits):
+        return None
+    return HeadSplit.of(math.fsum(e.weight for e in edges), splits, 3)  # type: ignore[arg-type]
+
+
+def _link(name: str, ws: list[float], node: Node, split: HeadSplit | None) -> Link:
+    return Link(
+        name,
+        node.kind,
+        node.layer,
+        node.pos,
+        len(ws),
+        math.fsum(ws),
+        math.fsum(ws) / len(ws),
+        math.fsum(abs(w) for w in ws),
+        max(abs(w) for w in ws),
+        token=node.token,
+        label=node.label,
+        split=split,
+    )
 
 
 def _rank(links: list[Link], order: str, sign: str) -> list[Link]:

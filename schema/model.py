@@ -13,7 +13,8 @@ Model (see README "Graph model"):
     (:GraphNode:ErrorTerm  {id, prompt, layer, pos})
     (:GraphNode:Bias       {id, prompt, layer, pos})
     (:GraphNode:Logit      {id, prompt, pos, token, value})
-    (:GraphNode)-[:ATTR {weight, kind}]->(:GraphNode)       one prompt's pruned edges
+    (:GraphNode)-[:ATTR {weight, kind, heads, headWeights, otherHeads, residual}]->(:GraphNode)
+                                                             one prompt's pruned edges
     (:Feature)-[:DRIVES {n, sum, sumAbs, maxAbs}]->(:Feature)  corpus-level aggregate
     (:Feature)-[:TOP_EXAMPLE {activation, pos}]->(:Prompt)  bounded top-k
     (:Feature)-[:VIRTUAL_WEIGHT {weight}]->(:Feature)       input-independent neighbours

@@ -156,6 +156,11 @@ def head_name(layer: int, head: int) -> str:
     return f"attn{layer}[{head}]"
 
 
+def numbered_head(number: int, n_heads: int) -> str:
+    """The name of a head as ATTR edges store it, by number: layer * n_heads + head."""
+    return head_name(*divmod(number, n_heads))
+
+
 @dataclass(frozen=True)
 class FeatureRef:
     """A feature named by a user: layer and index, and a position where one was given."""

@@ -56,6 +56,14 @@ DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
     help="Top activating prompts kept per feature.",
 )
 @click.option(
+    "--heads-per-edge",
+    default=DEFAULTS.heads_per_edge,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Attention heads stored on each ATTR edge (strongest first, the rest summed); "
+    "0 stores none.",
+)
+@click.option(
     "--catalog",
     envvar="CIRCUITSTORE_CATALOG",
     help="SQLAlchemy URL of the run catalog [env CIRCUITSTORE_CATALOG, which keeps a password "

@@ -115,6 +115,20 @@ def maybe_export(sub: Subgraph | None, export: tuple[str, Path] | None) -> None:
 
 
 LINK_COLUMNS = ("rank", "name", "kind", "pos", "n", "total", "mean", "sum_abs", "max_abs")
+HEAD_COLUMNS = (
+    *("rank", "name", "kind", "pos", "total"),
+    *("residual", "heads", "other_heads", "multi_layer"),
+)
+
+
+def heads_text(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's heads as one cell: `attn2[3] +0.412  attn1[0] -0.120`."""
+    return [
+        {**r, "heads": "  ".join(f"{h} {w:+.4g}" for h, w in r["heads"].items())}
+        if isinstance(r.get("heads"), dict)
+        else r
+        for r in rows
+    ]
 
 
 def link_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,6 +146,12 @@ def link_command(direction: str, example: str) -> Callable[..., None]:
     @top_option(10)
     @click.option("--order", type=click.Choice(ORDERS), default="total", show_default=True)
     @click.option("--sign", type=click.Choice(SIGNS), default="positive", show_default=True)
+    @click.option(
+        "--by-head",
+        is_flag=True,
+        help="With --prompt: split each link by path: same position (residual), its strongest "
+        "attention heads, the other heads, and paths through two or more attention layers.",
+    )
     @export_option
     @store_options
     def command(
@@ -140,16 +160,23 @@ def link_command(direction: str, example: str) -> Callable[..., None]:
         top: int,
         order: str,
         sign: str,
+        by_head: bool,
         export: tuple[str, Path] | None,
         settings: Neo4jSettings,
         fmt: str,
         tset: str | None,
     ) -> None:
         parse_feature(feature)  # a malformed name fails before any connection
+        if by_head and prompt is None:
+            raise click.UsageError("--by-head needs --prompt: heads are stored per prompt")
         with open_store(settings, tset) as store:
-            answer = getattr(store, direction)(feature, prompt, top, order, sign)
+            answer = getattr(store, direction)(feature, prompt, top, order, sign, by_head)
         maybe_export(answer.subgraph, export)
         rows = answer.rows()
+        if by_head:
+            rows = heads_text(rows) if fmt != "json" else rows
+            emit_readable(rows, fmt, HEAD_COLUMNS, link_table(rows))
+            return
         emit_readable(rows, fmt, LINK_COLUMNS, link_table(rows))
 
     command.__doc__ = example
@@ -165,6 +192,9 @@ query.command("drivers")(
         the edges behind each row.
 
         Example: circuitstore query drivers mlp1tc[12] --top 5 --order mean
+
+        In one prompt, by attention head:
+        circuitstore query drivers 'mlp2tc[5]@9' --prompt my-prompt --by-head
         """,
     )
 )
@@ -177,6 +207,25 @@ query.command("targets")(
         """,
     )
 )
+
+
+@query.command("heads")
+@click.option("--prompt", required=True, help="The prompt's key.")
+@top_option(10)
+@store_options
+def heads_cmd(prompt: str, top: int, settings: Neo4jSettings, fmt: str, tset: str | None) -> None:
+    """The attention heads that carry the most stored weight in one prompt's graph.
+
+    Each stored ATTR edge names its strongest heads (ingest --heads-per-edge); a head's
+    sum_abs adds its absolute weight over those edges, and share divides that by all the
+    head-carried weight stored for the prompt (named heads and the rest).
+
+    Example: circuitstore query heads --prompt my-prompt --top 5
+    """
+    with open_store(settings, tset) as store:
+        found = store.heads(prompt, top)
+    rows = [{"rank": i + 1, **r} for i, r in enumerate(found.rows())]
+    emit(rows, fmt, ("rank", "head", "edges", "total", "sum_abs", "share"))
 
 
 @query.command("examples")

@@ -148,7 +148,10 @@ class AttributionEngine:
         nodes, new_row = subset(state.nodes, kept)
         edges = Edges(new_row[edges.source], new_row[edges.target], edges.weight)
         influence = main.influence[kept]
-        return AttributionGraph(tokens, ids, nodes, edges, meta, accounting, influence, names)
+        rows = kept.nonzero(as_tuple=True)[0]
+        return AttributionGraph(
+            tokens, ids, nodes, edges, meta, accounting, influence, names, rows=rows
+        )
 
     def metadata(self, state: PromptState, config: AttributionConfig) -> dict[str, object]:
         """What a graph's JSON says about how it was made."""

@@ -204,3 +204,4 @@ class AttributionGraph:
     accounting: NodeAccounting | None = None
     influence: Float[Tensor, " n"] | None = None
     logit_tokens: dict[int, str] = field(default_factory=dict)  # token id -> text, for logits
+    rows: Int[Tensor, " n"] | None = None  # pruned: each node's row in the full table

@@ -211,6 +211,8 @@ CASES = [
     Case("shard out of range", (*INGEST, "--shard", "3/2"), 2, "--shard '3/2': expected I/N"),
     Case("threshold out of range", (*INGEST, "--node-threshold", "0"), 2,
          "Invalid value for '--node-threshold'"),
+    Case("negative heads per edge", (*INGEST, "--heads-per-edge", "-1"), 2,
+         "Invalid value for '--heads-per-edge': -1 is not in the range x>=0"),
     Case("prompt over the context", ("attribute", *W, "--prompt", "word " * 200), 2,
          "the model allows 1..64 (pass --truncate to cut it)"),
     Case("empty prompt", ("attribute", *W, "--prompt", "  "), 2, "prompt is empty"),

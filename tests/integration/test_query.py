@@ -48,14 +48,22 @@ def stored(store):  # type: ignore[no-untyped-def]
     ):
         prompts[r["key"]] = r
     per_prompt: dict[str, nx.DiGraph] = {k: nx.DiGraph() for k in prompts}
+    n_heads = rows("MATCH (s:TranscoderSet) RETURN s.nHeads AS h")[0]["h"]
+
+    def head(number: int) -> str:  # stored as layer * nHeads + head
+        return f"attn{number // n_heads}[{number % n_heads}]"
+
     key_of = {p["id"]: k for k, p in prompts.items()}
     for r in rows("MATCH (n:GraphNode) RETURN n.prompt AS p, properties(n) AS n", limit=10**6):
         per_prompt[key_of[r["p"]]].add_node(r["n"]["localId"], **r["n"])
     for r in rows(
-        "MATCH (a:GraphNode)-[e:ATTR]->(b:GraphNode) RETURN a.prompt AS p, a.localId AS a, b.localId AS b, e.weight AS w, e.kind AS k",
+        "MATCH (a:GraphNode)-[e:ATTR]->(b:GraphNode) RETURN a.prompt AS p, a.localId AS a, b.localId AS b, e.weight AS w, e.kind AS k, e.heads AS h, e.headWeights AS hw, e.otherHeads AS o, e.residual AS r",
         limit=10**7,
     ):
-        per_prompt[key_of[r["p"]]].add_edge(r["a"], r["b"], weight=r["w"], kind=r["k"])
+        heads = None if r["h"] is None else dict(zip(map(head, r["h"]), r["hw"], strict=True))
+        per_prompt[key_of[r["p"]]].add_edge(
+            r["a"], r["b"], weight=r["w"], kind=r["k"], heads=heads, other=r["o"], residual=r["r"]
+        )
     return {"drives": drives, "prompts": prompts, "graphs": per_prompt}
 
 
@@ -154,6 +162,73 @@ def test_prompt_links_equal_networkx(store, stored, direction):
             assert got.subgraph is not None
             for e in got.subgraph.edges:
                 assert g.edges[e.source, e.target]["weight"] == e.weight
+
+
+def test_prompt_links_by_head_equal_the_stored_split(store, stored):
+    """--by-head: a link's heads are its edges' stored heads summed by name (the 3 strongest
+    named, the rest added to the other heads); in lumped mode (ingest's default) residual,
+    heads and other heads add up to the stored weight, so multi_layer is ~0."""
+    occ = occurrences(stored)
+    checked = 0
+    for key, name, pos in occ[:: max(1, len(occ) // 25)]:
+        g = stored["graphs"][key]
+        for feature in (f"{name}@{pos}", name):
+            got = store.drivers(feature, prompt=key, top=8, sign="abs", by_head=True)
+            targets = [n for n in g if n == feature or n.startswith(name + "@")]
+            targets = [feature] if "@" in feature else targets
+            for link in got.links:
+                edges = [g.edges[link.name, t] for t in targets if g.has_edge(link.name, t)]
+                if any(e["heads"] is None for e in edges):
+                    assert link.split is None
+                    continue
+                summed: dict[str, float] = {}
+                for e in edges:
+                    for head, w in e["heads"].items():
+                        summed[head] = summed.get(head, 0.0) + w
+                want = sorted(summed.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:3]
+                split = link.split
+                assert split is not None
+                assert [h for h, _ in split.heads] == [h for h, _ in want]
+                assert [w for _, w in split.heads] == pytest.approx([w for _, w in want])
+                residual = sum(e["residual"] or 0.0 for e in edges)
+                assert split.residual == pytest.approx(residual)
+                parts = split.residual + sum(w for _, w in split.heads) + split.other_heads
+                assert parts + split.multi_layer == pytest.approx(link.total)
+                assert abs(split.multi_layer) <= 1e-4 * link.sum_abs + 1e-6
+                checked += 1
+    assert checked > 20
+
+
+def test_heads_rank_equals_an_independent_sum(store, stored):
+    for key in sorted(stored["prompts"])[:4]:
+        g = stored["graphs"][key]
+        edges, total, sum_abs, carried = {}, {}, {}, 0.0
+        for _, _, d in g.edges(data=True):
+            if d["heads"] is None:
+                continue
+            carried += abs(d["other"])
+            for head, w in d["heads"].items():
+                edges[head] = edges.get(head, 0) + 1
+                total[head] = total.get(head, 0.0) + w
+                sum_abs[head] = sum_abs.get(head, 0.0) + abs(w)
+                carried += abs(w)
+        want = sorted(sum_abs, key=lambda h: (-sum_abs[h], h))[:5]
+        got = store.heads(key, top=5)
+        assert [h.head for h in got] == want
+        for h in got:
+            assert (h.layer, h.index) == tuple(int(x) for x in re.findall(r"\d+", h.head))
+            assert h.edges == edges[h.head]
+            assert h.total == pytest.approx(total[h.head])
+            assert h.sum_abs == pytest.approx(sum_abs[h.head])
+            assert h.share == pytest.approx(sum_abs[h.head] / carried)
+
+
+def test_by_head_needs_a_prompt_and_heads_a_known_one(store, stored):
+    name = active_features(stored)[0]
+    with pytest.raises(QueryError, match="needs a prompt"):
+        store.drivers(name, by_head=True)
+    with pytest.raises(QueryError, match="unknown prompt"):
+        store.heads("no-such-prompt")
 
 
 def test_examples_equal_the_stored_top_examples(store, stored):

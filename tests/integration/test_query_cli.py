@@ -57,10 +57,32 @@ def commands(f: dict[str, str]) -> list[list[str]]:
         ["prompts", "--order", "stored-replacement", "--ascending", "--max", "1"],
         ["prompt", f["prompt"]],
         ["paths", "--prompt", f["prompt"], "--method", "beam", "--beam-width", "3"],
+        ["drivers", f["occurrence"], "--prompt", f["prompt"], "--sign", "abs", "--by-head"],
+        ["heads", "--prompt", f["prompt"], "--top", "4"],
     ]
 
 
-@pytest.mark.parametrize("index", range(13))
+def test_by_head_shows_named_heads(filled, neo4j_env):
+    occ, prompt = filled["occurrence"], filled["prompt"]
+    code, table = run("drivers", occ, "--prompt", prompt, "--sign", "abs", "--by-head")
+    assert code == 0, table
+    header = table.splitlines()[0].split()
+    assert {"residual", "heads", "other_heads", "multi_layer"} <= set(header)
+    assert "attn" in table
+    code, text = run("drivers", occ, "--prompt", prompt, "--by-head", "--format", "json")
+    rows = json.loads(text)
+    assert any(isinstance(r["heads"], dict) and r["heads"] for r in rows)
+    code, text = run("heads", "--prompt", prompt, "--format", "json")
+    heads = json.loads(text)
+    assert [r["rank"] for r in heads] == list(range(1, len(heads) + 1))
+    assert [r["sum_abs"] for r in heads] == sorted((r["sum_abs"] for r in heads), reverse=True)
+    assert 0 < sum(r["share"] for r in heads) <= 1 + 1e-9
+    code, out = run("drivers", filled["feature"], "--by-head")
+    assert code == 2
+    assert "--by-head needs --prompt" in out
+
+
+@pytest.mark.parametrize("index", range(15))
 def test_every_command_in_three_formats(filled, neo4j_env, index):
     args = commands(filled)[index]
     code, table = run(*args)

@@ -161,3 +161,21 @@ def test_model_identity_covers_every_weight(tmp_path: Path, tiny_dirs: tuple[Pat
     save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
     assert load_model(copy).weights_hash != original.weights_hash
     assert load_model(tiny_dirs[0], dtype=torch.float64).weights_hash == original.weights_hash
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("heads_per_edge", -1, "heads_per_edge = -1: allowed an integer >= 0"),
+        ("heads_per_edge", 1.5, "heads_per_edge = 1.5: allowed an integer >= 0"),
+        ("heads_per_edge", True, "heads_per_edge = True: allowed an integer >= 0"),
+        ("top_examples", 0, "top_examples = 0: allowed an integer >= 1"),
+        ("views_top_k", 0, "views_top_k = 0: allowed an integer >= 1"),
+        ("batch_size", 0, "batch_size = 0: allowed an integer >= 1"),
+        ("aggregate_min_fraction", 1.0, "aggregate_min_fraction = 1.0: allowed 0 <= x < 1"),
+    ],
+)
+def test_ingest_config_refuses_bad_values(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        IngestConfig.from_flat(model="m", transcoders="t", prompts="p.txt", **{field: value})
+    assert str(info.value) == message

@@ -12,6 +12,7 @@ import torch
 from circuitstore.ingest import cypher as ci
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
 from circuitstore.ingest.attribution import AttributionConfig
+from circuitstore.ingest.attribution.heads import strongest_heads
 from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.schema.model import EdgeKind, Label, RelType
@@ -62,11 +63,13 @@ def payload(tiny: Tiny) -> PromptPayload:
         state = engine.prepare(record.text, config)
         drives = DrivesSink(state.nodes, state.n_features, d_tc, tiny.model.n_layers, 0.01)
         graph = engine.graph(state, config, sinks=[drives])
+        heads = strongest_heads(state, graph, 3)
     return build_payload(
         record,
         graph,
         feature_summary(state.nodes, d_tc),
         drives.result(),
+        heads,
         transcoder_set="tiny-0123",
         run="r",
         d_tc=d_tc,
@@ -104,12 +107,30 @@ def test_nodes_follow_the_kind_table(payload: PromptPayload) -> None:
 def test_edges_refer_to_rows_of_the_same_payload(payload: PromptPayload) -> None:
     n = len(payload.nodes)
     assert payload.n_edges == len(payload.edges) > 0
-    for source, target, weight, kind in payload.edges:
+    for source, target, weight, kind, *_ in payload.edges:
         assert 0 <= source < n
         assert 0 <= target < n
         assert source != target
         assert isinstance(weight, float)
         assert kind in {k.value for k in EdgeKind}
+
+
+def test_edges_carry_their_strongest_heads(payload: PromptPayload) -> None:
+    """Lumped edges: up to 3 heads (by number), strongest first, plus the other heads and the residual
+    part add up to the weight; the residual part is stored only at the target's position."""
+    pos = [props["pos"] for _, props in payload.nodes]
+    split = [e for e in payload.edges if len(e) > 4]
+    assert len(split) > 0.5 * len(payload.edges)
+    for source, target, weight, _kind, heads, weights, other, residual in split:
+        assert all(0 <= h < 3 * 4 for h in heads)  # layer * n_heads + head, tiny: 3 x 4
+        assert len(set(heads)) == len(heads) == len(weights) <= 3
+        assert [abs(w) for w in weights] == sorted(map(abs, weights), reverse=True)
+        if pos[source] != pos[target]:
+            assert residual is None
+        assert sum(weights) + other + (residual or 0.0) == pytest.approx(weight, abs=1e-5)
+    assert any(e[7] is not None for e in split)
+    unsplit = {payload.nodes[e[0]][1]["kind"] for e in payload.edges if len(e) == 4}
+    assert unsplit <= {"bias", "error"}  # a target's constant, a remainder
 
 
 def test_aggregate_rows(payload: PromptPayload) -> None:
