@@ -4,6 +4,8 @@ query layer finds what was planted.
 - A layer-0 feature that responds to names (chosen from the transcoder's activations, not from
   the store) is found by `examples` firing on name tokens.
 - For year prompts the strongest stored path into the answer logit starts at the start year.
+- For indirect-object prompts the answer's name reaches the last position through the head that
+  attends to it in the real model's forward pass.
 """
 
 from __future__ import annotations
@@ -74,6 +76,34 @@ def test_examples_of_a_name_feature_fire_on_names(demo_store, demo_slice):
     assert len(examples) >= 5
     on_names = [e.token in NAME_TOKENS for e in examples]
     assert sum(on_names) >= 0.8 * len(examples), [e.context for e in examples]
+
+
+def test_the_answer_name_moves_through_the_head_that_attends_to_it(demo_store, demo_slice):
+    """Indirect-object prompts, by head: the strongest stored edge from the answer name's
+    embedding into the last position runs mostly through one layer-0 head, and that head is
+    the one that, in the real model's forward pass, attends most from the last position to the
+    name (the demo model's name movers)."""
+    model = load_model(WEIGHTS / "model")
+    agree = 0
+    ioi = [r for r in demo_slice if r["task"] == "ioi"]
+    for row in ioi:
+        found = demo_store.cypher(
+            "MATCH (p:Prompt {key: $key}) "
+            "MATCH (e:Embedding {prompt: p.id})-[a:ATTR]->(n:GraphNode {prompt: p.id}) "
+            "WHERE e.token = p.answer AND n.pos = p.nTokens - 1 AND a.heads IS NOT NULL "
+            "RETURN e.pos AS pos, a.weight AS w, a.heads AS heads, a.headWeights AS hw "
+            "ORDER BY abs(a.weight) DESC LIMIT 1",
+            {"key": row["id"]},
+        )
+        assert found, row["id"]
+        top = found[0]
+        layer, head = divmod(top["heads"][0], model.n_heads)
+        assert layer == 0
+        assert top["hw"][0] / top["w"] > 0.5
+        cache = run_forward(model, tokenize(model, row["text"]))
+        attention = cache.pattern[0][:, -1, top["pos"]]  # each head, last position -> the name
+        agree += int(attention.argmax()) == head
+    assert agree >= 0.8 * len(ioi)
 
 
 def test_year_answers_are_reached_from_the_start_year(demo_store, demo_slice):
