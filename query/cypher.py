@@ -85,22 +85,17 @@ ORDER BY o.pos
 
 
 # The attention heads named on one prompt's stored edges (each edge names its strongest few),
-# with the weight they carry there; and all the head-carried weight stored for the prompt (the
-# named heads' absolute weights plus each edge's absolute sum of its other heads).
+# with the weight they carry there, and the edges' absolute sums of their other heads, in one
+# pass over the edges.
 PROMPT_HEADS = f"""
 MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
 WHERE a.heads IS NOT NULL
+WITH collect(a) AS split, sum(abs(a.otherHeads)) AS other
+UNWIND split AS a
 UNWIND range(0, size(a.heads) - 1) AS i
-WITH a.heads[i] AS head, a.headWeights[i] AS w
-RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs
+WITH other, a.heads[i] AS head, a.headWeights[i] AS w
+RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs, other
 ORDER BY sumAbs DESC, head
-"""
-
-PROMPT_HEAD_WEIGHT = f"""
-MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
-WHERE a.heads IS NOT NULL
-RETURN sum(reduce(s = abs(a.otherHeads), w IN a.headWeights | s + abs(w))) AS carried,
-       count(a) AS edges
 """
 
 # Where a feature fires most, with a window of tokens around the position.

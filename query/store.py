@@ -362,11 +362,12 @@ class CircuitStore:
         _check_top(top)
         info = self.prompt(prompt)
         rows = self._rows(cq.PROMPT_HEADS, prompt=info.id)
-        carried = self._rows(cq.PROMPT_HEAD_WEIGHT, prompt=info.id)[0]["carried"] or 0.0
         if not rows:
             raise QueryError(
                 f"prompt {info.key} has no edges split by head (ingested with --heads-per-edge 0)"
             )
+        # All head-carried weight: the named heads' absolute weights and the rest's sums.
+        carried = math.fsum(r["sumAbs"] for r in rows) + rows[0]["other"]
         tset = self.tset(info.transcoder_set)
         loads = []
         for r in rows[:top]:

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuitstore.ingest.attribution.engine import _chunk, iter_chunks
+from circuitstore.ingest.attribution.engine import iter_chunks
 from circuitstore.ingest.attribution.graph import AttributionGraph, Code
 from circuitstore.ingest.attribution.slabs import Slab
 from circuitstore.ingest.attribution.state import PromptState, Targets
@@ -104,7 +104,7 @@ def graph_by_head(state: PromptState, graph: AttributionGraph) -> list[EdgeBreak
     a constant, into a remainder)."""
     sources, targets = _state_edges(graph)
     parts = head_parts(state, sources, targets)
-    totals = _exact_totals(state, sources, targets, parts.valid)
+    totals, _ = _exact_totals(state, sources, targets, parts.valid)
     return [
         parts.breakdown(i, total) if ok else None
         for i, (ok, total) in enumerate(zip(parts.valid.tolist(), totals.tolist(), strict=True))
@@ -140,18 +140,12 @@ def edges_by_head(
     """The edges from `sources` into one target (rows of the full table), each broken down by
     path; sources that are not the target's (or have no residual-stream vector: constants,
     remainders) are left out."""
-    layer, rank = _target_row(state, target)
-    targets = state.targets[layer]
-    chunk = _chunk(dataclasses.replace(state, mode="exact"), targets, slice(rank, rank + 1))
-    col = {int(c): i for i, c in enumerate(chunk.sources.tolist())}
-    mine = [s for s in sources if s in col]
-    sources_t = torch.tensor(mine, dtype=torch.long)
-    parts = head_parts(state, sources_t, torch.full_like(sources_t, target))
-    return {
-        s: parts.breakdown(i, float(chunk.dense[0, col[s]]))
-        for i, s in enumerate(mine)
-        if bool(parts.valid[i])
-    }
+    src = torch.tensor(list(sources), dtype=torch.long)
+    tgt = torch.full_like(src, target)
+    parts = head_parts(state, src, tgt)
+    totals, found = _exact_totals(state, src, tgt, parts.valid)
+    rows = zip(src.tolist(), totals.tolist(), found.tolist(), strict=True)
+    return {s: parts.breakdown(i, total) for i, (s, total, ok) in enumerate(rows) if ok}
 
 
 def head_parts(
@@ -265,11 +259,12 @@ def _exact_totals(
     sources: Int[Tensor, " e"],
     targets: Int[Tensor, " e"],
     valid: Bool[Tensor, " e"],
-) -> Float[Tensor, " e"]:
+) -> tuple[Float[Tensor, " e"], Bool[Tensor, " e"]]:
     """The exact (all-paths) weight of each valid edge, from one exact pass over the targets
-    they reach."""
+    they reach, and whether the edge is one (its source among its target's)."""
     n = len(state.nodes)
     totals = torch.zeros(sources.shape[0], dtype=state.model.dtype)
+    found = torch.zeros(sources.shape[0], dtype=torch.bool)
     wanted = torch.unique(targets[valid])
     key = targets * n + sources
     order = torch.argsort(key)
@@ -283,12 +278,5 @@ def _exact_totals(
         at = torch.searchsorted(sorted_key, tgt * n + src).clamp_max(max(0, key.shape[0] - 1))
         hit = sorted_key[at] == tgt * n + src
         totals[order[at[hit]]] = weight[hit]
-    return totals
-
-
-def _target_row(state: PromptState, target: int) -> tuple[int, int]:
-    for layer, targets in enumerate(state.targets):
-        hit = (targets.nodes == target).nonzero(as_tuple=True)[0]
-        if hit.numel():
-            return layer, int(hit[0])
-    raise InputError(f"node {state.nodes.node_id(target)} is not a feature or logit target")
+        found[order[at[hit]]] = True
+    return totals, found & valid
