@@ -80,7 +80,7 @@ class DrivesSink:
         return self.nodes.layer[rows] * self.d_tc + self.nodes.index[rows]
 
     def _compact(self) -> None:
-        if len(self._parts) <= 1:
+        if not self._pending:  # nothing added since the last reduction
             return
         key, n, s, a, m = (torch.cat(t) for t in zip(*self._parts, strict=True))
         uniq, inv = torch.unique(key, return_inverse=True)

@@ -60,9 +60,9 @@ class StoreWriter:
             return
         stored = json.loads(state[0]["graphConfig"] or "{}")
         changed = [
-            f"{_option(k)} {stored.get(k)!r} there, {info.graph_config.get(k)!r} here"
+            _difference(k, stored, info.graph_config)
             for k in sorted(stored.keys() | info.graph_config.keys())
-            if k in stored and stored.get(k) != info.graph_config.get(k)
+            if stored.get(k, _MISSING) != info.graph_config.get(k, _MISSING)
         ]
         detail = "; ".join(changed) or "pruning, mode or aggregation settings"
         raise ConfigError(
@@ -167,6 +167,19 @@ class StoreWriter:
     def _session(self, read: bool = False) -> neo4j.Session:
         mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
         return self.driver.session(database=self.database, default_access_mode=mode)
+
+
+_MISSING = object()
+
+
+def _difference(key: str, stored: dict[str, Any], here: dict[str, Any]) -> str:
+    """One setting that differs, in option words; a store written by an older version lacks
+    settings added since (a newer one, settings removed since)."""
+    if key not in stored:
+        return f"{_option(key)} not recorded there (an older version), {here[key]!r} here"
+    if key not in here:
+        return f"{_option(key)} {stored[key]!r} there, not a setting of this version"
+    return f"{_option(key)} {stored[key]!r} there, {here[key]!r} here"
 
 
 def _option(field_name: str) -> str:

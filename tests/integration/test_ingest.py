@@ -341,6 +341,27 @@ def test_a_prompt_the_store_refuses_is_recorded_and_the_run_goes_on(
     assert all(path.stat().st_mode & 0o077 == 0 for path in tmp_path.glob("catalog.sqlite*"))
 
 
+def test_a_store_from_an_older_version_names_the_settings_it_lacks(
+    fresh_store, tiny_weights, corpus_file, tmp_path
+):
+    """A store written before a graph setting existed (here --heads-per-edge) lacks it in its
+    recorded settings: the refusal names it rather than a generic "other settings"."""
+    cfg = _config(tiny_weights, corpus_file, tmp_path)
+    IngestRunner(cfg, fresh_store).run()
+    with fresh_store.session() as s:
+        row = s.run("MATCH (t:TranscoderSet) RETURN t.id AS id, t.graphConfig AS c").single()
+        older = json.loads(row["c"])
+        del older["heads_per_edge"]
+        s.run(
+            "MATCH (t:TranscoderSet {id: $id}) SET t.graphConfig = $c, t.graphConfigHash = 'x'",
+            id=row["id"],
+            c=json.dumps(older),
+        ).consume()
+    with pytest.raises(ConfigError) as refused:
+        IngestRunner(cfg, fresh_store).run()
+    assert "(--heads-per-edge not recorded there (an older version), 3 here)" in str(refused.value)
+
+
 def test_a_refused_run_is_not_left_running(fresh_store, tiny_weights, corpus_file, tmp_path):
     from circuitstore.ingest.catalog import Catalog
 

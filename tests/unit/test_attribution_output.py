@@ -16,6 +16,7 @@ from circuitstore.ingest.attribution import (
     AttributionConfig,
     EdgeChunk,
     PruneConfig,
+    export,
     graph_to_json,
 )
 from circuitstore.ingest.attribution.export import count_edges, stream_prompt_json
@@ -158,9 +159,13 @@ def test_edge_count_from_the_node_table(tiny: Tiny, mode: str) -> None:
     assert count_edges(state) == len(graph.edges)
 
 
-def test_streamed_json_equals_the_in_memory_graph(tiny: Tiny) -> None:
-    """`attribute --no-prune --format json` streams edges as the engine computes them; the
-    document is the one `graph_to_json` builds in memory."""
+@pytest.mark.parametrize("edge_slice", [7, export.EDGE_SLICE])
+def test_streamed_json_equals_the_in_memory_graph(
+    tiny: Tiny, edge_slice: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`attribute --no-prune --format json` streams edges as the engine computes them, a slice
+    at a time; the document is the one `graph_to_json` builds in memory."""
+    monkeypatch.setattr(export, "EDGE_SLICE", edge_slice)
     config = AttributionConfig(mode="lumped", prune=None, logit_top_k=2)
     whole = json.loads(json.dumps(graph_to_json(tiny.engine.attribute(PROMPT, config))))
     out = io.StringIO()
@@ -171,9 +176,11 @@ def test_streamed_json_equals_the_in_memory_graph(tiny: Tiny) -> None:
     assert streamed["nodes"] == whole["nodes"]
     key = lambda e: (e["source"], e["target"])  # noqa: E731
     assert sorted(map(key, streamed["edges"])) == sorted(map(key, whole["edges"]))
-    weights = {key(e): e["weight"] for e in whole["edges"]}
+    by_key = {key(e): e for e in whole["edges"]}
     for e in streamed["edges"]:
-        assert e["weight"] == pytest.approx(weights[key(e)], rel=1e-6, abs=1e-9)
+        assert e["weight"] == pytest.approx(by_key[key(e)]["weight"], rel=1e-6, abs=1e-9)
+        assert e["kind"] == by_key[key(e)]["kind"]
+    assert {e["kind"] for e in streamed["edges"]} == {"residual", "attention"}
     scores = {"replacement_score", "completeness_score"}
     assert {k: v for k, v in streamed["metadata"].items() if k not in scores} == {
         k: v for k, v in whole["metadata"].items() if k not in scores

@@ -11,7 +11,8 @@ import torch
 
 from circuitstore.ingest import cypher as ci
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
-from circuitstore.ingest.attribution import AttributionConfig
+from circuitstore.ingest.attribution import AttributionConfig, EdgeChunk, NodeTable
+from circuitstore.ingest.attribution.graph import Code
 from circuitstore.ingest.attribution.heads import strongest_heads
 from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.ingest.payload import PromptPayload, build_payload
@@ -146,3 +147,58 @@ def test_aggregate_rows(payload: PromptPayload) -> None:
     for row in payload.features:
         assert row["n"] >= 1
         assert row["max"] > 0
+
+
+@pytest.mark.parametrize("min_fraction", [0.0, 0.01, 0.05])
+def test_drives_sums_every_feature_edge_over_the_floor(tiny: Tiny, min_fraction: float) -> None:
+    """The DRIVES sink against the full edge list: per pair of global features, the count, sum,
+    |sum| and max |weight| of the feature-to-feature edges carrying at least `min_fraction` of
+    their target's |input| (all non-zero ones at 0)."""
+    d_tc, n_layers = tiny.transcoders.d_tc, tiny.model.n_layers
+    config = AttributionConfig(mode="lumped", prune=None)
+    with torch.no_grad():
+        state = tiny.engine.prepare("When Mary and John went to the store, John gave", config)
+        drives = DrivesSink(state.nodes, state.n_features, d_tc, n_layers, min_fraction)
+        edges = tiny.engine.graph(state, config, sinks=[drives]).edges
+    nodes, w = state.nodes, edges.weight.double()
+    total = torch.zeros(len(nodes), dtype=torch.float64).index_add_(0, edges.target, w.abs())
+    keep = (edges.source < state.n_features) & (edges.target < state.n_features) & (w != 0)
+    keep &= w.abs() >= min_fraction * total[edges.target]
+    expected: dict[tuple[int, int], list[float]] = {}
+    kept = (edges.source[keep].tolist(), edges.target[keep].tolist(), w[keep].tolist())
+    for s, t, x in zip(*kept, strict=True):
+        key = (nodes.layer[s] * d_tc + nodes.index[s], nodes.layer[t] * d_tc + nodes.index[t])
+        expected.setdefault((int(key[0]), int(key[1])), []).append(x)
+    got = drives.result()
+    assert 0 < len(got) == len(expected)
+    for i, (s, t) in enumerate(zip(got.source.tolist(), got.target.tolist(), strict=True)):
+        xs = expected[(s, t)]
+        assert int(got.n[i]) == len(xs)
+        assert float(got.sum[i]) == pytest.approx(sum(xs), rel=1e-9, abs=1e-12)
+        assert float(got.sum_abs[i]) == pytest.approx(sum(map(abs, xs)), rel=1e-9)
+        assert float(got.max_abs[i]) == pytest.approx(max(map(abs, xs)), rel=1e-9)
+    if min_fraction:
+        assert len(got) < int(((edges.source < state.n_features) & (w != 0)).sum())
+
+
+def test_drives_reduces_a_single_chunk() -> None:
+    """Two occurrences of one feature (positions 0 and 1) driving another in one chunk: one
+    DRIVES row for the pair, even when nothing else streams in."""
+    nodes = NodeTable(
+        kind=torch.tensor([Code.FEATURE] * 3),
+        layer=torch.tensor([0, 0, 1]),
+        pos=torch.tensor([0, 1, 1]),
+        index=torch.tensor([5, 5, 7]),
+        activation=torch.ones(3),
+        value=torch.ones(3),
+    )
+    none, zero = torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    chunk = EdgeChunk(
+        torch.tensor([2]), torch.tensor([1]), torch.tensor([0, 1]), torch.tensor([0, 1]),
+        torch.tensor([[0.5, -0.25]]), none, none, zero,
+    )  # fmt: skip
+    sink = DrivesSink(nodes, n_features=3, d_tc=10, n_layers=2)
+    sink.consume(chunk)
+    got = sink.result()
+    assert (got.source.tolist(), got.target.tolist(), got.n.tolist()) == ([5], [17], [2])
+    assert (got.sum.tolist(), got.sum_abs.tolist(), got.max_abs.tolist()) == ([0.25], [0.75], [0.5])
