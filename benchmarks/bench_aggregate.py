@@ -1,9 +1,9 @@
 """What the corpus aggregate (DRIVES) adds to a prompt's engine pass, at GPT-2-small scale.
 
-The engine benchmark's model and prompt; per round, in alternation: the bare chunk loop, the loop
-with the DRIVES sink (`EdgeChunk.feature_edges`, which scans each block source-major, the engine's
-layout), and the loop with the same reduction scanning across the block (target-major masks),
-the layout it used before. Medians over rounds.
+The engine benchmark's model and prompt; per round, in alternation: the bare chunk loop, the
+loop with the DRIVES sink (`EdgeChunk.feature_edges`, which scans each block source-major, the
+engine's layout), and the loop with the same reduction scanning across the block (target-major
+masks), the baseline. Medians over rounds.
 
     python benchmarks/bench_aggregate.py --rounds 3 --threads 1
 """

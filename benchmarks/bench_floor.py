@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -56,10 +57,11 @@ def views_flop() -> float:
     return float(lens + deembed + virtual)
 
 
-def engine_flop(folder: Path, n_tokens: int) -> tuple[float, float, int]:
-    """(profiled GEMM FLOP, seconds, edges) of one full lumped graph, DRIVES sink attached."""
-    from torch.profiler import ProfilerActivity, profile
-
+def engine_flop(folder: Path, n_tokens: int) -> dict[str, tuple[float, float]]:
+    """(profiled GEMM FLOP, seconds) of one prompt's graph: the full lumped graph with the
+    DRIVES sink attached (what ingest computes), and the pruned one alone (the pruner skips the
+    targets holding 1% of each layer's influence: what a store whose DRIVES came from pruned
+    graphs would compute)."""
     from circuitstore.ingest.aggregate import DrivesSink
     from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
     from circuitstore.ingest.model import load_model
@@ -69,19 +71,24 @@ def engine_flop(folder: Path, n_tokens: int) -> tuple[float, float, int]:
     engine = AttributionEngine(model, load_transcoders(folder / "transcoders"))
     prompt = token_stream(model.bridge.tokenizer.bos_token_id)
     prompt(128)  # the calibration prompt, as in bench_attribution
-    config = AttributionConfig(mode="lumped", prune=None)
-    with torch.no_grad(), engine.on_device():
+    config = AttributionConfig(mode="lumped")
+    with torch.no_grad():
         state = engine.prepare_tokens(prompt(n_tokens), config)
         drives = DrivesSink(state.nodes, state.n_features, D_TC, N_LAYERS, 0.01)
-        edges = 0
-        start = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            for chunk in engine.chunks(state, config):
-                drives.consume(chunk)
-                edges += chunk.n_edges()
-        seconds = time.perf_counter() - start
-    flop = sum(gemm_flop(e) for e in prof.key_averages(group_by_input_shape=True))
-    return flop, seconds, edges
+        return {
+            "full": profiled(lambda: engine.graph(state, config, sinks=[drives])),
+            "pruned": profiled(lambda: engine.graph(state, config)),
+        }
+
+
+def profiled(work: Callable[[], object]) -> tuple[float, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        work()
+    seconds = time.perf_counter() - start
+    return sum(gemm_flop(e) for e in prof.key_averages(group_by_input_shape=True)), seconds
 
 
 def gemm_flop(event: object) -> float:
@@ -107,17 +114,18 @@ def main() -> None:
         folder = Path(tmp) / "gpt2-random"
         build = [sys.executable, str(here), "--model-dir", str(folder)]
         subprocess.run(build, check=True, capture_output=True)
-        flop, seconds, edges = engine_flop(folder, args.tokens)
+        graphs = engine_flop(folder, args.tokens)
     rates = {shape: gemm_rate(*shape, args.repeats) for shape in SHAPES}
     for (m, k, n), rate in rates.items():
         print(f"float32 ({m} x {k}) @ ({k} x {n}): {rate:.0f} GFLOP/s (median of {args.repeats})")
     best = max(rates.values()) * 1e9
-    floor = flop / best
-    print(
-        f"full lumped graph, {args.tokens} tokens: {edges:,} edges, {flop / 1e12:.2f} TFLOP of "
-        f"matrix products, {seconds:.1f} s under the profiler; floor {floor:.1f} s, so at most "
-        f"{args.tokens / floor:.2f} tokens/s"
-    )
+    for name, (flop, seconds) in graphs.items():
+        floor = flop / best
+        print(
+            f"{name} lumped graph, {args.tokens} tokens: {flop / 1e12:.2f} TFLOP of matrix "
+            f"products, {seconds:.1f} s under the profiler; floor {floor:.1f} s, so at most "
+            f"{args.tokens / floor:.2f} tokens/s"
+        )
     print(
         f"views of the set: {views_flop() / 1e12:.1f} TFLOP of matrix products; floor "
         f"{views_flop() / best:.0f} s"

@@ -127,11 +127,12 @@ def graph_to_table(
 
 
 # Dense entries formatted at once when streaming: their COO tensors and Python objects stay a
-# few MB whatever the chunk's size. A whole CPU chunk's (2^23 entries) took 4.3 GiB of peak RSS
-# at GPT-2 scale instead of under 4 (README, "One prompt's graph").
+# few MB whatever the chunk's size. Formatting a whole CPU chunk (2^23 entries) at once took
+# the process past 4.3 GiB at GPT-2 scale, against 3.7 GiB (README, "One prompt's graph").
 EDGE_SLICE = 1 << 16
-# A streamed edge's JSON is ~90 bytes ({"source": "mlp3tc[1234]@12", "target": ..., ...}).
-EDGE_BYTES = 90
+# A streamed edge's JSON is ~115 bytes ({"source": "mlp3tc[1234]@12", "target": ..., ...}):
+# 67.4 GB for the 583 M edges of a 64-token graph at GPT-2 scale.
+EDGE_BYTES = 115
 
 
 def count_edges(state: PromptState) -> int:
