@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import networkx as nx
 
 from circuitstore.schema.errors import ConfigError, QueryError
-from circuitstore.schema.names import NodeKind, numbered_head
+from circuitstore.schema.names import NodeKind, head_name, numbered_head
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,11 +103,15 @@ class TranscoderSetInfo(Tabular):
     transcoders_hash: str | None = None
     n_heads: int | None = None  # stored edges number their heads layer * n_heads + head
 
-    def head_name(self, number: int) -> str:
-        """`attn2[3]` for a head number stored on an ATTR edge."""
+    def head(self, number: int) -> tuple[int, int]:
+        """(layer, head) of a head number stored on an ATTR edge."""
         if not self.n_heads:
             raise QueryError(f"transcoder set {self.id} does not record its heads per layer")
         return numbered_head(number, self.n_heads)
+
+    def head_name(self, number: int) -> str:
+        """`attn2[3]` for a head number stored on an ATTR edge."""
+        return head_name(*self.head(number))
 
 
 @dataclass(frozen=True)

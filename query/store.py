@@ -53,6 +53,7 @@ from circuitstore.schema.names import (
     NodeRef,
     check_range,
     feature_name,
+    head_name,
     parse_feature,
     parse_node,
     shown,
@@ -371,9 +372,9 @@ class CircuitStore:
         tset = self.tset(info.transcoder_set)
         loads = []
         for r in rows[:top]:
-            layer, index = divmod(r["head"], tset.n_heads or 1)
+            layer, index = tset.head(r["head"])
             share = r["sumAbs"] / carried if carried else 0.0
-            name = tset.head_name(r["head"])
+            name = head_name(layer, index)
             loads.append(HeadLoad(name, layer, index, r["edges"], r["total"], r["sumAbs"], share))
         return Records(loads, ("head", "layer", "index", "edges", "total", "sum_abs", "share"))
 
@@ -661,7 +662,7 @@ def _node(r: dict[str, Any]) -> Node:
 
 
 def _prompt_edges(
-    direction: str, rows: list[dict[str, Any]], ref: FeatureRef, head_name: Callable[[int], str]
+    direction: str, rows: list[dict[str, Any]], ref: FeatureRef, name_of: Callable[[int], str]
 ) -> tuple[list[Edge], dict[str, Node]]:
     edges: list[Edge] = []
     nodes: dict[str, Node] = {}
@@ -686,19 +687,19 @@ def _prompt_edges(
             )
             nodes.setdefault(other, node)
             pair = (other, r["id"]) if direction == "drivers" else (r["id"], other)
-            edges.append(Edge(*pair, weight, ekind, _stored_split(weight, heads, head_name)))
+            edges.append(Edge(*pair, weight, ekind, _stored_split(weight, heads, name_of)))
     return edges, nodes
 
 
 def _stored_split(
-    weight: float, stored: list[Any], head_name: Callable[[int], str]
+    weight: float, stored: list[Any], name_of: Callable[[int], str]
 ) -> HeadSplit | None:
     """An ATTR edge's stored split by head from its [heads, headWeights, otherHeads, residual]
     (None where it has none: a constant's edge, a store ingested with --heads-per-edge 0)."""
     numbers, weights, other, residual = stored
     if numbers is None or weights is None or other is None:
         return None
-    heads = tuple((head_name(h), w) for h, w in zip(numbers, weights, strict=True))
+    heads = tuple((name_of(h), w) for h, w in zip(numbers, weights, strict=True))
     residual = residual or 0.0
     return HeadSplit(residual, heads, other, weight - residual - math.fsum(weights) - other)
 

@@ -156,9 +156,10 @@ def head_name(layer: int, head: int) -> str:
     return f"attn{layer}[{head}]"
 
 
-def numbered_head(number: int, n_heads: int) -> str:
-    """The name of a head as ATTR edges store it, by number: layer * n_heads + head."""
-    return head_name(*divmod(number, n_heads))
+def numbered_head(number: int, n_heads: int) -> tuple[int, int]:
+    """(layer, head) of a head as ATTR edges store it, by number: layer * n_heads + head."""
+    layer, head = divmod(number, n_heads)
+    return layer, head
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,8 @@ class EdgeChunk:
         """Each target's total input (conservation: equals its value)."""
         return self.dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight)
 
-    def row_abs_sums(self, abs_dense: Tensor | None = None) -> Float[Tensor, " b"]:
-        abs_dense = self.dense.abs() if abs_dense is None else abs_dense
-        return abs_dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight.abs())
+    def row_abs_sums(self) -> Float[Tensor, " b"]:
+        return self.dense.abs().sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight.abs())
 
     def coo(self) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
         """(source, target, weight) of every edge in the chunk."""

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.engine import iter_chunks
 from circuitstore.ingest.attribution.graph import AttributionGraph, Code
-from circuitstore.ingest.attribution.slabs import Slab
 from circuitstore.ingest.attribution.state import PromptState, Targets
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import head_name
@@ -212,7 +211,7 @@ def _source_vectors(
     found = torch.zeros(rows.shape[0], dtype=torch.bool)
     where = torch.full((len(state.nodes),), -1, dtype=torch.long)
     slabs = [*state.layer_slabs, *state.attn_bias_slabs, state.embed_slab]
-    for slab in _with_spills(slabs):
+    for slab in (part for whole in slabs for part in whole.parts()):
         real = (slab.idx >= 0).nonzero(as_tuple=True)[0]
         where[slab.idx[real]] = real
         at = where[rows]
@@ -221,15 +220,6 @@ def _source_vectors(
         found |= hit
         where[slab.idx[real]] = -1
     return out, found
-
-
-def _with_spills(slabs: Sequence[Slab]) -> list[Slab]:
-    out = []
-    for slab in slabs:
-        while slab is not None:
-            out.append(slab)
-            slab = slab.spill  # type: ignore[assignment]
-    return out
 
 
 def _target_vectors(

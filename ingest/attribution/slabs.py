@@ -47,11 +47,9 @@ class Slab:
             return main
         return torch.cat([main, self.spill.source_ids(self.spilled(width))])
 
-    def find(self, node: int) -> Float[Tensor, " d_model"] | None:
-        hit = (self.idx == node).nonzero(as_tuple=True)[0]
-        if hit.numel():
-            return self.vectors[int(hit[0])]
-        return self.spill.find(node) if self.spill is not None else None
+    def parts(self) -> list[Slab]:
+        """This slab and its spills: every row it holds, in blocks."""
+        return [self, *(self.spill.parts() if self.spill is not None else [])]
 
 
 def per_pos_slab(vectors: Float[Tensor, "pos d_model"], first_row: int) -> Slab:
