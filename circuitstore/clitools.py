@@ -132,6 +132,8 @@ INGEST_DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
 
 # Row counts the store is ever asked for; beyond 64-bit integers the driver could not even send.
 MAX_ROWS = 100_000
+# Rows skipped before the answer: past any store's prompt count, inside what the driver can send.
+MAX_SKIP = 10**12
 
 
 def top_option(default: int, help: str = "At most this many rows.") -> Callable[[F], F]:

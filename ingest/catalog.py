@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from circuitstore.schema.errors import CatalogError, InputError
+from circuitstore.schema.inputs import url_port_problem
 
 PENDING, DONE, SKIPPED, FAILED = "pending", "done", "skipped", "failed"
 
@@ -118,10 +119,11 @@ class Catalog:
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
             with _creation_lock(engine):
                 _create_tables(engine)
-        except sa.exc.ArgumentError:  # not shown: an unparseable URL may still hold a password
+        except (sa.exc.ArgumentError, ValueError):  # not shown: it may hold a password
+            problem = url_port_problem(url)
             raise CatalogError(
-                "--catalog is not a database URL; expected e.g. sqlite:///path/catalog.sqlite "
-                "or postgresql://user@host/db"
+                f"--catalog is not a database URL{f' ({problem})' if problem else ''}; expected "
+                "e.g. sqlite:///path/catalog.sqlite or postgresql://user@host/db"
             ) from None
         except ImportError as exc:
             name = exc.name or "?"

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args
 
 from circuitstore.schema.errors import ConfigError
 from circuitstore.schema.home import data_home
+from circuitstore.schema.inputs import url_port_problem
 
 Mode = Literal["exact", "lumped"]
 LogitPositions = Literal["last", "all"]
@@ -198,6 +199,9 @@ class IngestConfig:
         _check_int(self.views_top_k, "views_top_k", 1)
         shard = f"{self.shard_index}/{self.shard_count}"
         _check(0 <= self.shard_index < self.shard_count, "shard", shard, "I/N with 0 <= I < N")
+        problem = url_port_problem(self.catalog) if self.catalog else None
+        if problem:  # the URL itself is not shown: it may hold a password
+            raise ConfigError(f"--catalog is not a database URL ({problem})")
 
     @classmethod
     def from_flat(cls, **settings: Any) -> IngestConfig:

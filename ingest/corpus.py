@@ -8,13 +8,13 @@ the file and line. Blank lines and repeated lines of a text file are skipped and
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from circuitstore.schema.errors import InputError
+from circuitstore.schema.inputs import strict_json, text_lines
 
 TEXT_FORMATS = ("txt", "jsonl")
 
@@ -72,30 +72,12 @@ def read_corpus(source: str, fmt: str | None = None) -> Corpus:
         return _read_hf(source)
     path = Path(source)
     fmt = fmt or ("jsonl" if path.suffix in (".jsonl", ".ndjson") else "txt")
-    lines = list(_decoded_lines(path))
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    lines = list(text_lines(path))
     if not any(text.strip() for _, text in lines):
         raise InputError(f"{path}: no prompts (the file is empty or blank)")
     return _from_jsonl(path, lines) if fmt == "jsonl" else _from_text(path, lines)
-
-
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not text
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise InputError(f"{path}: binary file (NUL byte at offset {nul}); expected UTF-8 text")
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}:{number}: invalid UTF-8 at byte {exc.start} of the line"
-            ) from None
 
 
 def _from_text(path: Path, lines: Iterable[tuple[int, str]]) -> Corpus:
@@ -133,11 +115,9 @@ def _from_jsonl(path: Path, lines: Iterable[tuple[int, str]]) -> Corpus:
 
 def _parse_json_line(path: Path, number: int, raw: str) -> PromptRecord:
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})"
-        ) from None
+        obj = strict_json(raw)
+    except ValueError as exc:
+        raise InputError(f"{path}:{number}: {exc}") from None
     if not isinstance(obj, dict):
         raise InputError(f'{path}:{number}: expected an object like {{"id": ..., "text": ...}}')
     text = obj.get("text")

@@ -33,20 +33,27 @@ ON CREATE SET f += r.props, f.nActive = 0, f.nPrompts = 0, f.sumActivation = 0.0
               f.maxActivation = 0.0, f.topCount = 0, f.topMin = 0.0
 """
 
-# The views are written a layer at a time, each layer in one transaction that also records it
-# in the set's `viewLayers`: a layer is either wholly there or absent, and never written twice.
+# The views are written a layer at a time, each layer in chunks of features; each chunk's
+# transaction records it in the set's `viewChunks`, and the layer goes into `viewLayers` after
+# its last chunk: every chunk is written exactly once, and a reader knows a layer is complete.
 VIEW_LAYERS = f"""
 MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
 RETURN coalesce(s.viewLayers, []) AS layers
 """
 
-# The same, in a write transaction, after taking the set's write lock (a write, undone at once):
-# a second writer of the same layer waits here until the first commits, then sees its layer.
-LOCK_VIEW_LAYERS = f"""
+# The same and the chunks written so far, in a write transaction, after taking the set's write
+# lock (a write, undone at once): a second writer of the same chunk waits here until the first
+# commits, then sees its chunk.
+LOCK_VIEWS = f"""
 MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
 SET s.viewsLock = true
 REMOVE s.viewsLock
-RETURN coalesce(s.viewLayers, []) AS layers
+RETURN coalesce(s.viewLayers, []) AS layers, coalesce(s.viewChunks, []) AS chunks
+"""
+
+MARK_VIEW_CHUNK = f"""
+MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+SET s.viewChunks = coalesce(s.viewChunks, []) + $chunk
 """
 
 SET_FEATURE_VIEWS = f"""
@@ -64,9 +71,11 @@ MATCH (f:{L.FEATURE} {{id: s[0]}})
 CREATE (f)-[:{R.VIRTUAL_WEIGHT} {{weight: s[1]}}]->(t)
 """
 
+# A layer is complete: recorded in viewLayers, its chunk markers dropped.
 MARK_VIEW_LAYER = f"""
 MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
-SET s.viewLayers = coalesce(s.viewLayers, []) + $layer
+SET s.viewLayers = coalesce(s.viewLayers, []) + $layer,
+    s.viewChunks = [c IN coalesce(s.viewChunks, []) WHERE NOT c STARTS WITH $prefix]
 """
 
 EXISTING_PROMPTS = f"""
@@ -137,4 +146,13 @@ CALL (f) {{
   WITH f, count(t) AS c, min(t.activation) AS m
   SET f.topCount = c, f.topMin = m
 }}
+"""
+
+# What the server lets one transaction hold: the smallest non-zero of these (0B: no limit).
+# `dbms.memory.transaction.total.max` defaults to 70% of the heap.
+TRANSACTION_LIMITS = """
+SHOW SETTINGS YIELD name, value
+WHERE name IN ['dbms.memory.transaction.total.max', 'db.memory.transaction.total.max',
+               'db.memory.transaction.max']
+RETURN name, value
 """

@@ -57,7 +57,7 @@ def run_on_ray(
     read_corpus(cfg.prompts)  # a bad corpus fails here, once, before any worker starts
     if not ray.is_initialized():
         if plan.address:
-            ray.init(address=plan.address, log_to_driver=False)
+            _connect(ray, plan.address)
         else:
             cpus = max(1, int(plan.workers * max(plan.cpus_per_worker, 1)))
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -74,6 +74,23 @@ def run_on_ray(
         if progress is not None:
             progress(*ray.get(tally.read.remote()))
     return _combine(done)
+
+
+def _connect(ray: Any, address: str) -> None:
+    """Join the cluster at `address`; Ray's refusals of the address become one line."""
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ValueError as exc:  # a malformed address, or ray:// without the client extra
+        reason = (str(exc).strip().splitlines() or ["not usable"])[0]
+        if "ray[client]" in reason:
+            reason = "ray:// addresses need Ray's client: pip install 'ray[client]'"
+        raise ConfigError(
+            f"--ray {address[:100]!r}: {reason} (expected auto, HOST:PORT or ray://HOST:PORT)"
+        ) from None
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"--ray {address[:100]!r}: no Ray cluster answers there ({exc})"
+        ) from None
 
 
 def _ray() -> Any:

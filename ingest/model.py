@@ -26,7 +26,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitstore.ingest.config import DtypeName
-from circuitstore.ingest.safeload import first_non_finite, load_failure, weights_digest
+from circuitstore.ingest.safeload import (
+    first_degenerate,
+    load_failure,
+    magnitude_problem,
+    weights_digest,
+)
 from circuitstore.schema.errors import InputError, ModelLoadError
 from circuitstore.schema.model import content_hash
 
@@ -113,9 +118,9 @@ def load_model(
         ) from None
     _copy_file_backed(bridge)
     named = list(bridge.state_dict().items())
-    bad = first_non_finite(named)
+    bad = first_degenerate(named)
     if bad is not None:
-        raise ModelLoadError(f"{name_or_path}: weight {bad} contains NaN or infinite values")
+        raise ModelLoadError(f"{name_or_path}: weight {bad[0]} {bad[1]}")
     cfg = bridge.cfg
     if getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"):
         raise ModelLoadError(
@@ -244,7 +249,7 @@ def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache
             [cache[f"blocks.{layer}.{hook}"][0] for layer in range(model.n_layers)]
         ).to(model.dtype)
 
-    return ForwardCache(
+    out = ForwardCache(
         tokens=tokens.to(model.device),
         str_tokens=tuple(model.bridge.to_str_tokens(tokens)),
         ln1_scale=stack("ln1.hook_scale")[..., 0],
@@ -255,3 +260,25 @@ def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache
         final_scale=cache["ln_final.hook_scale"][0, :, 0].to(model.dtype),
         logits=logits[0].to(model.dtype),
     )
+    _check_forward(model, out)
+    return out
+
+
+def _check_forward(model: LoadedModel, cache: ForwardCache) -> None:
+    """Refuse a forward pass whose values float32 attribution cannot use, naming the first
+    place it goes wrong: weights that are finite but huge overflow here, not at load."""
+    for layer in range(model.n_layers):
+        for what, values in (
+            ("the residual stream's scale before attention", cache.ln1_scale[layer]),
+            ("the residual stream's scale before the MLP", cache.ln2_scale[layer]),
+            ("the MLP output", cache.mlp_out[layer]),
+        ):
+            problem = magnitude_problem(values)
+            if problem is not None:
+                raise ModelLoadError(
+                    f"{model.name}: {what} of layer {layer} {problem} on this prompt; the "
+                    f"weights of blocks.{layer} are degenerate"
+                )
+    problem = magnitude_problem(cache.logits)
+    if problem is not None:
+        raise ModelLoadError(f"{model.name}: the logits {problem} on this prompt")

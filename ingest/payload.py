@@ -20,6 +20,8 @@ from circuitstore.schema.names import FeatureKey, NodeId
 
 @dataclass(frozen=True)
 class PromptPayload:
+    """One prompt's rows for the store, written in one transaction (`StoreWriter.write_prompt`)."""
+
     prompt_id: str
     prompt: dict[str, Any]
     nodes: list[list[Any]]  # [label, props]
@@ -31,6 +33,20 @@ class PromptPayload:
     @property
     def n_edges(self) -> int:
         return len(self.edges)
+
+    def write_bytes(self) -> int:
+        """About how much transaction memory Neo4j needs to write this prompt in one
+        transaction: per row, what a GPT-2-scale prompt took on Neo4j 5.26 (measured with
+        `benchmarks/bench_write_memory.py`: graph nodes 7.2 KiB, ATTR edges 2.8, feature
+        statistics 5.3, top examples 3.8, DRIVES 4.9), rounded up."""
+        kib = (
+            7.5 * len(self.nodes)
+            + 3.0 * len(self.edges)
+            + 5.5 * len(self.features)
+            + 4.0 * len(self.top)
+            + 5.0 * len(self.drives)
+        )
+        return int(kib * 1024)
 
 
 def build_payload(

@@ -34,9 +34,9 @@ from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
 from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
 from circuitstore.ingest.writebehind import Done, write_behind
-from circuitstore.ingest.writer import PromptWriteError, StoreWriter
+from circuitstore.ingest.writer import PromptWriteError, StoreWriter, TranscoderSetInfo
 from circuitstore.schema.apply import require_current_schema
-from circuitstore.schema.errors import InputError
+from circuitstore.schema.errors import InputError, StoreUnavailableError
 from circuitstore.schema.names import NodeId
 
 
@@ -141,14 +141,13 @@ class IngestRunner:
         writer.check_transcoder_set(info)  # before the catalog records a run it would refuse
         name = cfg.run_name(graph_hash, full.digest())
         record = catalog.open_run(name, cfg.public_dict(), graph_hash, provenance)
+        setup = _SetSetup(writer, info, tcs)
         try:
-            start = time.perf_counter()
-            created = writer.ensure_transcoder_set(info, feature_rows(tcs, info.id))
-            setup = time.perf_counter() - start
             job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
             job.on_prompt = self.on_prompt
+            job.before_first_write = setup
             summary = job.run(corpus)
-            if self.views:
+            if self.views and (setup.seconds is not None or writer.has_features(info.id)):
                 summary.views_seconds = _views(engine, writer, info.id, cfg.views_top_k)
         except BaseException as exc:
             # A run stopped by an error or Ctrl-C is not left "running" in the catalog.
@@ -157,9 +156,25 @@ class IngestRunner:
                     name, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 )
             raise
-        summary.setup_seconds = setup if created else None
+        summary.setup_seconds = setup.seconds
         catalog.finish(name, "complete" if not summary.failed else "incomplete")
         return summary
+
+
+@dataclass
+class _SetSetup:
+    """The transcoder set and its Feature nodes, written once a first prompt has been computed:
+    weights the engine cannot use (overflowing activations, say) then leave no set behind."""
+
+    writer: StoreWriter
+    info: TranscoderSetInfo
+    tcs: TranscoderSet
+    seconds: float | None = None  # set when this run wrote the set's features
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        if self.writer.ensure_transcoder_set(self.info, feature_rows(self.tcs, self.info.id)):
+            self.seconds = time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,7 @@ class _Job:
     d_tc: int
     n_layers: int
     on_prompt: Callable[[int], None] | None = None
+    before_first_write: Callable[[], None] | None = None
 
     def run(self, corpus: Corpus) -> IngestSummary:
         run = self.record.name
@@ -193,7 +209,9 @@ class _Job:
         start = time.perf_counter()
         updates: list[dict[str, Any]] = []
         bar = tqdm(total=len(pending), unit="prompt", disable=_quiet(self.cfg))
-        with bar, write_behind(self._write, depth=2) as behind:
+        # An outage stops the run once: the engine's lookups and the write in flight retry
+        # over the same window (the driver's), and nothing queued is tried after it.
+        with bar, write_behind(self._write, depth=2, fatal=(StoreUnavailableError,)) as behind:
             for record in pending:
                 item = self._compute(record, summary)
                 if isinstance(item, _Computed):
@@ -266,6 +284,10 @@ class _Job:
     def _write(self, item: _Computed) -> tuple[bool, float]:
         """In the writer thread: whether the prompt was written (not already there), and how
         long it took."""
+        if self.before_first_write is not None:
+            # In the writer thread: the set's nodes go in while the engine computes prompt 2.
+            self.before_first_write()
+            self.before_first_write = None
         began = time.perf_counter()
         return self.writer.write_prompt(item.payload), time.perf_counter() - began
 

@@ -22,9 +22,23 @@ import torch
 _REFUSED = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 
 
+# How torch.save's formats begin: a zip archive, or (before torch 1.6) a pickle whose first
+# object is torch's magic number, 0x1950a86a20f9469cfc6c, as protocol 2 writes it.
+_ZIP = b"PK\x03\x04"
+_LEGACY = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def load_weights_only(path: Path, allowed: Sequence[tuple[type, str]] = ()) -> Any:
     """`torch.load` onto the CPU with the weights-only unpickler; `allowed` adds (class, the
-    dotted name the file uses for it) pairs, scoped to this call."""
+    dotted name the file uses for it) pairs, scoped to this call. A bare pickle stream (not
+    written by torch.save) is refused before torch reads it: that is how code ships as data."""
+    with path.open("rb") as stream:
+        head = stream.read(len(_LEGACY))
+    if head[:1] == b"\x80" and not head.startswith((_ZIP, _LEGACY)):
+        raise ValueError(
+            "refused: a bare pickle stream, not a file torch.save wrote (a pickle can run code "
+            "when read; weights are read from torch.save's formats or safetensors)"
+        )
     with warnings.catch_warnings(), torch.serialization.safe_globals(list(allowed)):
         # Old pickle protocols draw a warning from torch's unpickler; the file is still read.
         warnings.simplefilter("ignore")
@@ -57,11 +71,30 @@ def weights_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()
 
 
-def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
-    """The name of the first floating tensor holding NaN or infinity, else None. A float64 sum is
-    non-finite exactly when some entry is (no float32 sum overflows it), and it is ~10x faster
-    than an elementwise test."""
+USEFUL_MAX = 1e18
+"""The largest magnitude attribution can work with in float32: its square (LayerNorm's variance,
+the pruner's norms) must stay below float32's 3.4e38. Real weights and activations are many
+orders below it (GPT-2's largest residual entries are in the thousands)."""
+
+
+def magnitude_problem(tensor: torch.Tensor) -> str | None:
+    """What makes a floating tensor unusable for attribution (NaN, infinity, or values beyond
+    ±:data:`USEFUL_MAX`), else None. A float64 sum is non-finite exactly when some entry is (no
+    float32 sum overflows it), and it is ~10x faster than an elementwise test."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return None
+    if not bool(torch.isfinite(tensor.sum(dtype=torch.float64))):
+        return "contains NaN or infinite values"
+    peak = float(tensor.detach().abs().max())
+    if peak > USEFUL_MAX:
+        return f"reaches {peak:.3g}, beyond ±{USEFUL_MAX:.0e} (float32 attribution squares it)"
+    return None
+
+
+def first_degenerate(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[str, str] | None:
+    """(name, what is wrong) of the first tensor with a :func:`magnitude_problem`, else None."""
     for name, tensor in named:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum(dtype=torch.float64))):
-            return name
+        problem = magnitude_problem(tensor)
+        if problem is not None:
+            return name, problem
     return None

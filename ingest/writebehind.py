@@ -35,8 +35,15 @@ class WriteBehind(Generic[Item, Result]):
     """`put` hands an item to the writer thread (blocking while `depth` items wait); `done`
     returns the writes finished since the last call, in order."""
 
-    def __init__(self, write: Callable[[Item], Result], depth: int = 2) -> None:
+    def __init__(
+        self,
+        write: Callable[[Item], Result],
+        depth: int = 2,
+        fatal: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._write = write
+        self._fatal = fatal
+        self._stopped_by: BaseException | None = None
         self._todo: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._done: queue.Queue[Done[Item, Result]] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="circuitstore-writer", daemon=True)
@@ -44,10 +51,21 @@ class WriteBehind(Generic[Item, Result]):
 
     def _loop(self) -> None:
         while (item := self._todo.get()) is not _STOP:
+            if self._stopped_by is not None:  # after a fatal error nothing more is tried
+                self._done.put(Done(item, None, self._stopped_by))  # type: ignore[arg-type]
+                continue
             try:
                 self._done.put(Done(item, self._write(item), None))  # type: ignore[arg-type]
             except BaseException as exc:  # handed to the caller's thread, which decides
+                if isinstance(exc, self._fatal):
+                    self._stopped_by = exc
                 self._done.put(Done(item, None, exc))  # type: ignore[arg-type]
+
+    def abandon(self, why: BaseException) -> None:
+        """Skip the queued writes (the one in flight finishes): they are computed again on
+        resume. Used when the store is gone, so that waits do not add up one per queued item."""
+        self._stopped_by = why
+        self.close()
 
     def put(self, item: Item) -> None:
         self._todo.put(item)
@@ -69,11 +87,19 @@ class WriteBehind(Generic[Item, Result]):
 
 @contextmanager
 def write_behind(
-    write: Callable[[Item], Result], depth: int = 2
+    write: Callable[[Item], Result],
+    depth: int = 2,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> Iterator[WriteBehind[Item, Result]]:
-    behind: WriteBehind[Item, Result] = WriteBehind(write, depth)
+    """A :class:`WriteBehind` that is closed on the way out. After an error of a `fatal` type,
+    in the caller or in a write, queued writes are skipped; after any other error in the caller
+    they are finished first."""
+    behind: WriteBehind[Item, Result] = WriteBehind(write, depth, fatal)
     try:
         yield behind
+    except fatal as exc:
+        behind.abandon(exc)
+        raise
     finally:
-        if behind._thread.is_alive():  # an error in the caller: let queued writes finish
+        if behind._thread.is_alive():
             behind.close()

@@ -8,8 +8,9 @@ The driver's managed transactions retry deadlocks and a restarting server.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -18,15 +19,18 @@ import neo4j
 
 from circuitstore.ingest import cypher
 from circuitstore.ingest.payload import PromptPayload
-from circuitstore.schema.connection import translate_errors
+from circuitstore.schema.connection import display_uri, translate_errors
 from circuitstore.schema.errors import (
     CircuitStoreError,
     ConfigError,
     ConstraintViolationError,
     SchemaError,
+    TransactionMemoryError,
 )
 
 BATCH_ROWS = 10_000
+# Features per view transaction: at GPT-2 scale 2,048 of them took 180 MiB of transaction memory.
+VIEW_CHUNK = 1024
 
 
 class PromptWriteError(CircuitStoreError):
@@ -49,6 +53,7 @@ class StoreWriter:
         self.database = database
         self.top_k = top_k
         self.where = where  # the store's URI, for messages
+        self._limit: object = _MISSING
 
     def check_transcoder_set(self, info: TranscoderSetInfo) -> None:
         """Refuse a store whose prompts for this set were written under another graph
@@ -91,6 +96,12 @@ class StoreWriter:
             session.execute_write(_run, cypher.MARK_FEATURES_COMPLETE, id=info.id)
         return True
 
+    def has_features(self, set_id: str) -> bool:
+        """Whether the set and all its Feature nodes are in the store."""
+        with self._translate(), self._session(read=True) as session:
+            rows = session.execute_read(_rows, cypher.TRANSCODER_SET_STATE, id=set_id)
+        return bool(rows and rows[0]["featuresComplete"])
+
     def view_layers(self, set_id: str) -> set[int]:
         """The layers whose views are in the store."""
         with self._translate(), self._session(read=True) as session:
@@ -104,22 +115,43 @@ class StoreWriter:
         tokens: list[dict[str, Any]],
         virtual: list[dict[str, Any]],
     ) -> bool:
-        """One layer's views in one transaction, recorded in the set's `viewLayers`; False if
-        that layer was already there."""
+        """One layer's views, in chunks of at most :data:`VIEW_CHUNK` features, each in one
+        transaction that records it in the set's `viewChunks`, so that every chunk lands exactly
+        once and a killed write resumes where it stopped; the layer goes into `viewLayers` when
+        its last chunk is in. False if that layer was already there.
 
-        def work(tx: neo4j.ManagedTransaction) -> bool:
-            done = tx.run(cypher.LOCK_VIEW_LAYERS, id=set_id).single()
-            if done is not None and layer in done["layers"]:
+        Why chunks: one GPT-2 layer (24,576 features, 245,760 virtual weights) took over 716.8
+        MiB of transaction memory, the whole budget of a server with a 1 GiB heap
+        (`benchmarks/bench_write_memory.py`)."""
+        n_chunks = max(1, -(-max(len(tokens), len(virtual)) // VIEW_CHUNK))
+
+        def chunk(tx: neo4j.ManagedTransaction, i: int) -> bool:
+            with _no_retry_on_memory(self.where):
+                return write_chunk(tx, i)
+
+        def write_chunk(tx: neo4j.ManagedTransaction, i: int) -> bool:
+            marker = f"{layer}:{i}"
+            state = tx.run(cypher.LOCK_VIEWS, id=set_id).single()
+            if state is None or layer in state["layers"] or marker in state["chunks"]:
                 return False
-            for batch in _batches(tokens):
-                tx.run(cypher.SET_FEATURE_VIEWS, rows=batch).consume()
-            for batch in _batches(virtual, size=BATCH_ROWS // 10):  # ~10 sources a row
+            rows = slice(i * VIEW_CHUNK, (i + 1) * VIEW_CHUNK)
+            tx.run(cypher.SET_FEATURE_VIEWS, rows=tokens[rows]).consume()
+            for batch in _batches(virtual[rows], size=BATCH_ROWS // 10):  # ~10 sources a row
                 tx.run(cypher.CREATE_VIRTUAL_WEIGHTS, rows=batch).consume()
-            tx.run(cypher.MARK_VIEW_LAYER, id=set_id, layer=layer).consume()
+            tx.run(cypher.MARK_VIEW_CHUNK, id=set_id, chunk=marker).consume()
+            return True
+
+        def finish(tx: neo4j.ManagedTransaction) -> bool:
+            state = tx.run(cypher.LOCK_VIEWS, id=set_id).single()
+            if state is None or layer in state["layers"]:
+                return False
+            tx.run(cypher.MARK_VIEW_LAYER, id=set_id, layer=layer, prefix=f"{layer}:").consume()
             return True
 
         with self._translate(), self._session() as session:
-            return bool(session.execute_write(work))
+            for i in range(n_chunks):
+                session.execute_write(chunk, i)
+            return bool(session.execute_write(finish))
 
     def existing_prompts(self, ids: Sequence[str]) -> dict[str, str]:
         """Which of `ids` are already in the store, and from which run."""
@@ -130,10 +162,40 @@ class StoreWriter:
                 found.update({r["id"]: r["run"] for r in rows})
         return found
 
+    def transaction_limit(self) -> tuple[int, str] | None:
+        """The most bytes the server lets one transaction hold, and the setting that says so;
+        None when no limit is set (read once)."""
+        if self._limit is _MISSING:
+            with self._translate(), self._session(read=True) as session:
+                rows = session.execute_read(_rows, cypher.TRANSACTION_LIMITS)
+            limits = [(_bytes(r["value"]), r["name"]) for r in rows]
+            self._limit = min(((b, n) for b, n in limits if b), default=None)
+        return self._limit  # type: ignore[return-value]
+
+    def check_fits(self, payload: PromptPayload) -> None:
+        """Refuse, before it is tried, a prompt whose write needs more transaction memory than
+        the server allows, with the way to raise that limit."""
+        limit = self.transaction_limit()
+        need = payload.write_bytes()
+        if limit is None or need <= limit[0]:
+            return
+        heap = max(2, math.ceil(need / 0.7 / 2**30) + 1)  # the default limit is 70% of the heap
+        raise TransactionMemoryError(
+            f"prompt {payload.prompt.get('key', payload.prompt_id)!r}: its write needs about "
+            f"{need / 2**20:,.0f} MiB of transaction memory, but {self._shown()} "
+            f"allows {limit[0] / 2**20:,.0f} MiB ({limit[1]}): restart that server with a "
+            f"larger heap (`circuitstore server start --heap {heap}g`, or "
+            f"NEO4J_server_memory_heap_max__size={heap}g for the Docker image), or store less "
+            "per prompt (--max-edges, --max-tokens)"
+        )
+
     def write_prompt(self, payload: PromptPayload) -> bool:
         """Write one prompt and its aggregate increments atomically. False if already there
         (written before, or by a concurrent writer whose commit won the race). Raises
-        :class:`PromptWriteError` when the store refuses this prompt's data."""
+        :class:`PromptWriteError` when the store refuses this prompt's data, and
+        :class:`TransactionMemoryError` when it would not fit the server's transaction memory
+        (nothing is written then)."""
+        self.check_fits(payload)
         try:
             with self._translate(), self._session() as session:
                 return bool(session.execute_write(self._write_tx, payload))
@@ -144,10 +206,17 @@ class StoreWriter:
         except SchemaError as exc:  # a statement the server rejected for this prompt's data
             raise PromptWriteError(f"prompt {payload.prompt_id}: {exc}") from exc
 
+    def _shown(self) -> str:
+        return display_uri(self.where or "the store")
+
     def _translate(self) -> AbstractContextManager[None]:
         return translate_errors(where=self.where)
 
     def _write_tx(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
+        with _no_retry_on_memory(self.where):
+            return self._write_rows(tx, p)
+
+    def _write_rows(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
         if tx.run(cypher.EXISTING_PROMPTS, ids=[p.prompt_id]).single() is not None:
             return False
         tx.run(cypher.CREATE_PROMPT, props=p.prompt).consume()
@@ -170,6 +239,32 @@ class StoreWriter:
 
 
 _MISSING = object()
+_MEMORY_CODE = "Neo.TransientError.General.MemoryPoolOutOfMemoryError"
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+@contextmanager
+def _no_retry_on_memory(where: str | None) -> Iterator[None]:
+    """Inside a transaction function: the server's "out of transaction memory" is a transient
+    error that the driver would retry for its whole window, each time failing the same way.
+    Raised as ours it ends the transaction (rolled back, nothing written) at once."""
+    try:
+        yield
+    except neo4j.exceptions.TransientError as exc:
+        if exc.code != _MEMORY_CODE:
+            raise
+        shown = display_uri(where or "the store")
+        raise TransactionMemoryError(
+            f"{shown} refused a write that needs more transaction memory than it allows "
+            f"({exc.message}): restart it with a larger heap "
+            "(`circuitstore server start --heap 4g`), or store less per prompt (--max-edges)"
+        ) from None
+
+
+def _bytes(value: str) -> int:
+    """Neo4j's rendering of a memory setting ("716.80MiB", "0B") in bytes."""
+    number = value.rstrip("KMGTiB")
+    return int(float(number) * _UNITS.get(value[len(number) :], 1))
 
 
 def _difference(key: str, stored: dict[str, Any], here: dict[str, Any]) -> str:

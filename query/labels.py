@@ -22,8 +22,6 @@ import is finished by running it again and an import run twice leaves the same s
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -38,6 +36,13 @@ from circuitstore.query.results import Tabular
 from circuitstore.query.store import CircuitStore
 from circuitstore.schema.connection import translate_errors
 from circuitstore.schema.errors import InputError
+from circuitstore.schema.inputs import (
+    MalformedJSONError,
+    byte_lines,
+    read_document,
+    starts_with,
+    strict_json,
+)
 from circuitstore.schema.names import FeatureKey
 
 BATCH = 5000
@@ -45,7 +50,6 @@ MAX_LABEL_CHARS = 10_000
 SCORE_FIELDS = ("score", "scoreV2", "scoreV1")
 _SOURCE = re.compile(r"(?P<layer>\d{1,9})-(?P<set>[A-Za-z0-9_.-]+?)(?:__.*)?")
 _INDEX = re.compile(r"\d{1,9}")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -96,36 +100,39 @@ def read_labels(path: Path, source_set: str | None = None) -> tuple[list[LabelRo
 
 
 def _entries(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == _GZIP_MAGIC:
+    if starts_with(path, b"[", gunzip=True):
+        raw = read_document(path, gunzip=True)
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: not a readable gzip file ({exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        at = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path} line {at}: not UTF-8 text") from None
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
+            items = strict_json(_text(path, raw))
+        except MalformedJSONError as exc:
             raise InputError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        if not isinstance(items, list):
+            raise InputError(f"{path}: expected one JSON array of explanations")
         for i, obj in enumerate(items, 1):
             yield f"{path} entry {i}", obj
         return
-    for number, line in enumerate(text.splitlines(), 1):
+    # The whole file is read and decoded before any row is checked.
+    lines = [(number, _text(path, raw, number)) for number, raw in byte_lines(path, gunzip=True)]
+    for number, line in lines:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
+            obj = strict_json(line)
+        except MalformedJSONError as exc:
             raise InputError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise InputError(f"{path} line {number}: {exc}") from None
         yield f"{path} line {number}", obj
+
+
+def _text(path: Path, raw: bytes, first_line: int = 1) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = first_line + raw[: exc.start].count(b"\n")
+        raise InputError(f"{path} line {at}: not UTF-8 text") from None
 
 
 def _row(where: str, obj: Any, wanted_set: str | None) -> LabelRow | None:

@@ -3,7 +3,6 @@ transaction, so the server refuses any write in it."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -11,6 +10,7 @@ import neo4j
 
 from circuitstore.query import cypher as cq
 from circuitstore.schema.errors import QueryError
+from circuitstore.schema.inputs import MalformedJSONError, strict_json
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -20,11 +20,20 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         name, sep, raw = pair.partition("=")
         if not sep or not name.isidentifier():
             raise QueryError(f"parameter {pair!r}: expected name=value, e.g. layer=8")
-        try:
-            params[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[name] = raw
+        params[name] = _value(pair, raw)
     return params
+
+
+def _value(pair: str, raw: str) -> Any:
+    """JSON where the text is JSON, else the text itself; JSON that could not be sent (nested
+    too deep, an integer of thousands of digits, NaN) is refused."""
+    try:
+        return strict_json(raw)
+    except MalformedJSONError:
+        return raw
+    except ValueError as exc:
+        name = pair.partition("=")[0]
+        raise QueryError(f"parameter {name!r}: {exc}") from None
 
 
 # Clauses a read transaction still allows but that reach beyond reading the store: LOAD CSV

@@ -23,6 +23,7 @@ from circuitstore.schema.errors import (
     SchemaError,
     StoreUnavailableError,
 )
+from circuitstore.schema.inputs import url_port_problem
 
 DEFAULT_URI = "bolt://127.0.0.1:7687"
 
@@ -88,6 +89,9 @@ def check_uri(uri: str) -> None:
     host = rest.split("/")[0].split("?")[0]
     if not host or host.startswith(":"):
         raise ConfigError(f"NEO4J_URI {shown!r}: no host; expected e.g. {DEFAULT_URI}")
+    problem = url_port_problem(uri)
+    if problem:
+        raise ConfigError(f"NEO4J_URI {shown!r}: {problem}; expected e.g. {DEFAULT_URI}")
 
 
 def display_uri(uri: str) -> str:
@@ -97,14 +101,24 @@ def display_uri(uri: str) -> str:
     return shown if len(shown) <= 100 else shown[:97] + "..."
 
 
+MAX_ENV_FILE_BYTES = 1 << 20  # a dotenv file of a few settings is well under a kilobyte
+
+
 def check_env_file(path: Path) -> None:
-    """A dotenv file that exists and is UTF-8 text; the message never shows its contents."""
+    """A dotenv file that exists, is UTF-8 text and at most 1 MiB (read no further, so a
+    device such as /dev/zero stops at once); the message never shows its contents."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_ENV_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"--env-file {path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"--env-file {path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_ENV_FILE_BYTES:
+        raise ConfigError(
+            f"--env-file {path}: larger than {MAX_ENV_FILE_BYTES:,} bytes; expected a dotenv "
+            "file of NAME=value lines"
+        )
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:

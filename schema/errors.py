@@ -18,6 +18,11 @@ class ConfigError(CircuitStoreError):
     exit_code = 2
 
 
+class TransactionMemoryError(ConfigError):
+    """A write needs more transaction memory than the Neo4j server allows; the fix is a larger
+    heap there (or a smaller graph budget here)."""
+
+
 class InputError(CircuitStoreError):
     """A user-supplied file, prompt or name cannot be used as given."""
 

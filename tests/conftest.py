@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from circuitstore.server.config import DEMO_HEAP, DEMO_PAGECACHE
+
 DEFAULT_IMAGE = "localhost/circuitstore-neo4j:5.26.30"
 
 
@@ -32,17 +34,28 @@ def _runtime_problem() -> str | None:
     return None
 
 
-def _start_container(image: str, password: str):  # type: ignore[no-untyped-def]
+def _start_container(image: str, password: str, **settings: str):  # type: ignore[no-untyped-def]
     from testcontainers.community.neo4j import Neo4jContainer
 
     container = Neo4jContainer(image=image, password=password)
+    for name, value in settings.items():  # more NEO4J_* settings, as the official image maps them
+        container.with_env(name, value)
     # Publish Bolt on loopback only (docker-py's (host ip, host port) form; None picks a free
-    # port), and size the server for a 2-core, 24 GiB machine.
+    # port). The memory is `circuitstore demo`'s, so that what the tests write fits the server a
+    # user gets from the README (tests/integration/test_write_memory.py writes GPT-2-scale rows).
     container.ports["7687"] = ("127.0.0.1", None)  # type: ignore[assignment]
-    container.with_env("NEO4J_server_memory_heap_max__size", "1G")
-    container.with_env("NEO4J_server_memory_heap_initial__size", "1G")
-    container.with_env("NEO4J_server_memory_pagecache_size", "512M")
+    for setting, value in memory_settings(DEMO_HEAP, DEMO_PAGECACHE).items():
+        container.with_env(setting, value)
     return container.start()
+
+
+def memory_settings(heap: str, pagecache: str) -> dict[str, str]:
+    """The official image's variables for a server's heap and page cache."""
+    return {
+        "NEO4J_server_memory_heap_max__size": heap,
+        "NEO4J_server_memory_heap_initial__size": heap,
+        "NEO4J_server_memory_pagecache_size": pagecache,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +70,29 @@ def neo4j_container() -> Iterator[object]:
     try:
         yield container
     finally:
+        container.stop()
+
+
+@pytest.fixture
+def start_neo4j(neo4j_container):  # type: ignore[no-untyped-def]
+    """Starts another server with more NEO4J_* settings (`start_neo4j(NEO4J_x="...")`) and
+    returns its connection settings; each is stopped when the test ends."""
+    from circuitstore.schema.connection import Neo4jSettings
+
+    started = []
+
+    def start(**settings: str) -> Neo4jSettings:
+        image = os.environ.get("CIRCUITSTORE_NEO4J_IMAGE", DEFAULT_IMAGE)
+        container = _start_container(image, secrets.token_urlsafe(16), **settings)
+        started.append(container)
+        return Neo4jSettings(
+            uri=container.get_connection_url(),
+            username=container.username,
+            password=container.password,
+        )
+
+    yield start
+    for container in started:
         container.stop()
 
 

@@ -31,6 +31,8 @@ from circuitstore.schema.errors import ConfigError, QueryError
 from circuitstore.schema.names import NodeKind, parse_feature
 from circuitstore.server import process
 from circuitstore.server.config import (
+    DEMO_HEAP,
+    DEMO_PAGECACHE,
     PASSWORD_ENV,
     ServerSettings,
     default_home,
@@ -48,7 +50,7 @@ CIRCUIT_ROWS = 12
 
 @click.command("demo", cls=CircuitStoreCommand, context_settings=HELP)
 # A smaller server than `server start`'s: the demo's store is a few hundred MB.
-@start_options("1g", "512m", when="When the local server must be started")
+@start_options(DEMO_HEAP, DEMO_PAGECACHE, when="When the local server must be started")
 @click.option(
     "--no-server",
     is_flag=True,

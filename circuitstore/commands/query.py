@@ -13,6 +13,7 @@ import click
 from circuitstore.clitools import (
     HELP,
     MAX_ROWS,
+    MAX_SKIP,
     CircuitStoreGroup,
     connection_options,
     format_option,
@@ -500,7 +501,9 @@ SCORES = {s.option: s for s in PromptScore}
 
 @query.command("prompts")
 @top_option(100)
-@click.option("--skip", default=0, show_default=True, type=click.IntRange(0), help="Skip rows.")
+@click.option(
+    "--skip", default=0, show_default=True, type=click.IntRange(0, MAX_SKIP), help="Skip rows."
+)
 @click.option(
     "--order",
     type=click.Choice(["key", *SCORES]),

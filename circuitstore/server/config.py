@@ -17,6 +17,11 @@ from circuitstore.schema.home import data_home
 # the rest of the memory.
 DEFAULT_HEAP = "2g"
 DEFAULT_PAGECACHE = "2g"
+# `circuitstore demo`'s server, also the one the README's next step (GPT-2) writes into: its
+# transactions may hold 70% of the heap, 1.4 GiB, and a 64-token GPT-2-scale prompt's write took
+# about 430 MiB (benchmarks/bench_write_memory.py), twice that at 128 tokens.
+DEMO_HEAP = "2g"
+DEMO_PAGECACHE = "1g"
 DEFAULT_BOLT_PORT = 7687
 DEFAULT_HTTP_PORT = 7474
 MIN_PASSWORD_LENGTH = 8  # Neo4j refuses shorter initial passwords.

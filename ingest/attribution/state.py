@@ -16,7 +16,9 @@ from circuitstore.ingest.attribution.layout import LAYERED_BIASES, BiasKind, Row
 from circuitstore.ingest.attribution.slabs import Slab, layer_slab, per_pos_slab
 from circuitstore.ingest.config import Mode
 from circuitstore.ingest.model import ForwardCache, LoadedModel
+from circuitstore.ingest.safeload import magnitude_problem
 from circuitstore.ingest.transcoder.types import TranscoderSet
+from circuitstore.schema.errors import TranscoderLoadError
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ def build_state(
     active, acts = [], []
     for layer, tc in enumerate(tcs.transcoders):
         pre = tc.preactivation(cache.ln2_normalized[layer])
+        problem = magnitude_problem(pre)
+        if problem is not None:  # finite but huge W_enc or b_enc: caught here, before any write
+            raise TranscoderLoadError(
+                f"{tc.source}: the pre-activations of layer {layer} {problem} on this prompt; "
+                "its W_enc or b_enc is degenerate"
+            )
         rows = (pre > 0).nonzero()
         active.append(rows)
         acts.append(pre[rows[:, 0], rows[:, 1]])

@@ -13,7 +13,6 @@ and two things are compared (see `effects`):
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,11 @@ MAX_TOP = 1000
 RANKS = ("support", "effect", "influence")
 
 
+# Past a thousandfold, an activation times its decoder row leaves float32's useful range in the
+# real forward pass (1e308 overflowed to inf, then NaN logits): no first-order reading survives.
+MAX_SCALE = 1000.0
+
+
 @dataclass(frozen=True)
 class VerifyConfig:
     """What to check. `model` and `transcoders` default to the ones the transcoder set was
@@ -60,10 +64,10 @@ class VerifyConfig:
             raise ConfigError(f"rank {self.rank!r}: expected one of {', '.join(RANKS)}")
         if not 1 <= self.top <= MAX_TOP:
             raise ConfigError(f"top {self.top}: expected 1..{MAX_TOP}")
-        if not math.isfinite(self.scale) or self.scale == 1.0:
+        if not (-MAX_SCALE <= self.scale <= MAX_SCALE) or self.scale == 1.0:
             raise ConfigError(
-                f"scale {self.scale}: expected a finite number other than 1 "
-                "(0 removes the feature, 2 doubles it)"
+                f"scale {self.scale:g}: expected a number from {-MAX_SCALE:g} to {MAX_SCALE:g} "
+                "other than 1 (0 removes the feature, 2 doubles it)"
             )
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
+from circuitstore.ingest.safeload import first_degenerate
 from circuitstore.ingest.transcoder.files import RawTranscoderFile
 from circuitstore.ingest.transcoder.types import PARAM_NAMES, TranscoderSet, expected_hook_point
 from circuitstore.schema.errors import TranscoderLoadError
@@ -27,8 +26,9 @@ def check_file(raw: RawTranscoderFile, layer: int, hook: str) -> None:
         t = raw.tensors[p]
         if not t.is_floating_point():
             raise TranscoderLoadError(f"{name}: {p} has dtype {t.dtype}, expected a floating dtype")
-        if not bool(torch.isfinite(t).all()):
-            raise TranscoderLoadError(f"{name}: {p} contains NaN or infinite values")
+    bad = first_degenerate((p, raw.tensors[p]) for p in PARAM_NAMES)
+    if bad is not None:
+        raise TranscoderLoadError(f"{name}: {bad[0]} {bad[1]}")
     _check_shapes(raw)
 
 

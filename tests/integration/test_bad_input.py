@@ -135,6 +135,49 @@ def _file(name: str, data: bytes) -> Callable[[Path, dict[str, str]], None]:
     return prepare
 
 
+def _scaled_model(factor: float) -> Callable[[Path, dict[str, str]], None]:
+    """The model with every MLP weight multiplied: finite, but its activations overflow."""
+
+    def prepare(d: Path, p: dict[str, str]) -> None:
+        folder = _copy(Path(p["model"]), d / "huge-model")
+        weights = load_file(folder / "model.safetensors")
+        for key in weights:
+            if ".mlp." in key and key.endswith("weight"):
+                weights[key] = weights[key] * factor
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        p["model"] = str(folder)
+
+    return prepare
+
+
+def _huge_w_enc(folder: Path) -> None:
+    from circuitstore.ingest.transcoder.files import read_published
+
+    path = next(folder.glob("*blocks.1.ln2*[0-9].pt"))
+    raw = read_published(path)
+    _rewrite(path, raw.cfg, {**raw.tensors, "W_enc": raw.tensors["W_enc"] * 1e30})
+
+
+def _bare_pickle(folder: Path) -> None:
+    """Layer 0 as a bare pickle stream (protocol 4), not a file torch.save wrote."""
+    import pickle
+
+    path = next(folder.glob("*blocks.0.ln2*[0-9].pt"))
+    path.write_bytes(pickle.dumps({"cfg": {}, "state_dict": {}}, protocol=4))
+
+
+def _damaged_gzip(d: Path, p: dict[str, str]) -> None:
+    import gzip
+
+    lines = b"".join(
+        b'{"layer": "1-x", "index": "%d", "description": "d"}\n' % i for i in range(4000)
+    )
+    data = bytearray(gzip.compress(lines))
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\xff" * 8
+    (d / "labels.jsonl.gz").write_bytes(bytes(data))
+    p["file"] = str(d / "labels.jsonl.gz")
+
+
 def _home_below_a_file(d: Path, p: dict[str, str]) -> None:
     (d / "plain").write_text("not a folder")
     p["home"] = str(d / "plain" / "home")
@@ -184,6 +227,13 @@ CASES = [
          prepare=_edited_transcoder(_drop_layer)),
     Case("model folder missing", ("ingest", "--model", "{dir}/none", "--transcoders", "{tcs}",
          "--prompts", "{corpus}"), 2, "none: cannot load model"),
+    Case("finite but huge MLP weights", INGEST, 2,
+         "the MLP output of layer 0 reaches", prepare=_scaled_model(1e10)),
+    Case("MLP weights beyond float32 attribution", INGEST, 2,
+         "weight blocks.0.mlp.in.weight reaches", prepare=_scaled_model(1e20)),
+    Case("W_enc times 1e30", INGEST, 2, "W_enc reaches", prepare=_edited_transcoder(_huge_w_enc)),
+    Case("bare pickle as a layer file", INGEST, 2, "refused: a bare pickle stream, not a file torch.save",
+         prepare=_edited_transcoder(_bare_pickle)),
     # Corpora: problems found before any work, naming file and line.
     Case("empty corpus", ("ingest", *W, "--prompts", "{file}"), 2, "empty.txt: no prompts",
          prepare=_file("empty.txt", b"")),
@@ -208,6 +258,35 @@ CASES = [
          "o.jsonl:1: field 'meta' holds an object as its value",
          prepare=_file("o.jsonl", b'{"id": "a", "text": "x", "meta": {"k": 1}}\n')),
     Case("corpus missing", ("ingest", *W, "--prompts", "{dir}/nope.txt"), 2, "nope.txt: no such file"),
+    Case("JSON nested 5,000 deep", ("ingest", *W, "--prompts", "{file}"), 2,
+         "deep.jsonl:1: JSON nested too deeply",
+         prepare=_file("deep.jsonl", b'{"id": "a", "text": "x", "m": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")),
+    Case("5,000-digit integer in a field", ("ingest", *W, "--prompts", "{file}"), 2,
+         "digits.jsonl:1: an integer of 5000 digits; at most 40",
+         prepare=_file("digits.jsonl", b'{"id": "a", "text": "x", "n": ' + b"7" * 5000 + b"}\n")),
+    Case("NaN in a field", ("ingest", *W, "--prompts", "{file}"), 2,
+         "nan.jsonl:1: NaN is not a JSON number", prepare=_file("nan.jsonl", b'{"id": "a", "text": "x", "n": NaN}\n')),
+    Case("Infinity in a field", ("ingest", *W, "--prompts", "{file}"), 2,
+         "inf.jsonl:1: Infinity is not a JSON number",
+         prepare=_file("inf.jsonl", b'{"id": "a", "text": "x", "n": [1, Infinity]}\n')),
+    Case("1e999 in a field", ("ingest", *W, "--prompts", "{file}"), 2,
+         "big.jsonl:1: the number 1e999 is beyond a 64-bit float's range",
+         prepare=_file("big.jsonl", b'{"id": "a", "text": "x", "n": 1e999}\n')),
+    Case("corpus /dev/zero", ("ingest", *W, "--prompts", "/dev/zero"), 2,
+         "/dev/zero: binary file (NUL byte at offset 0)"),
+    Case("a 2 MB corpus line", ("ingest", *W, "--prompts", "{file}"), 2,
+         "long.txt:2: a line longer than 1,048,576 bytes",
+         prepare=_file("long.txt", b"fine\n" + b"word " * 400_000 + b"\n")),
+    # Labels files.
+    Case("labels /dev/zero", ("labels", "import", "/dev/zero"), 2, "/dev/zero: binary file"),
+    Case("labels nested 5,000 deep", ("labels", "import", "{file}"), 2,
+         "deep.jsonl line 1: JSON nested too deeply",
+         prepare=_file("deep.jsonl", b'{"layer": 1, "index": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")),
+    Case("labels 5,000-digit index", ("labels", "import", "{file}"), 2,
+         "digits.jsonl line 1: an integer of 5000 digits",
+         prepare=_file("digits.jsonl", b'{"layer": 1, "index": ' + b"7" * 5000 + b', "description": "d"}\n')),
+    Case("labels gzip damaged mid-stream", ("labels", "import", "{file}"), 2,
+         "labels.jsonl.gz: not a readable gzip file", prepare=_damaged_gzip),
     Case("shard out of range", (*INGEST, "--shard", "3/2"), 2, "--shard '3/2': expected I/N"),
     Case("threshold out of range", (*INGEST, "--node-threshold", "0"), 2,
          "Invalid value for '--node-threshold'"),
@@ -235,6 +314,15 @@ CASES = [
          env={"NEO4J_URI": "bolt://127.0.0.1:{port}"}),
     Case("TLS against a plain server", DRIVERS, 1, "TLS with bolt+s://",
          env={"NEO4J_URI": "bolt+s://{host}"}),
+    Case("NEO4J_URI port not a number", DRIVERS, 2,
+         "NEO4J_URI 'bolt://127.0.0.1:37687x': port '37687x' is not a port number (1 to 65535)",
+         env={"NEO4J_URI": "bolt://127.0.0.1:37687x"}),
+    Case("--uri port not a number", (*DRIVERS, "--uri", "bolt://127.0.0.1:37687x"), 2,
+         "port '37687x' is not a port number"),
+    Case("NEO4J_URI unclosed IPv6 bracket", DRIVERS, 2, "an IPv6 address needs its closing ']'",
+         env={"NEO4J_URI": "bolt://[::1:7687"}),
+    Case("env file /dev/zero", (*DRIVERS, "--env-file", "/dev/zero"), 2,
+         "--env-file /dev/zero: larger than 1,048,576 bytes"),
     Case("env file missing", (*DRIVERS, "--env-file", "{dir}/none.env"), 2, "none.env"),
     Case("env file binary", (*DRIVERS, "--env-file", "{file}"), 2, "b.env: not UTF-8 text",
          prepare=_file("b.env", b"\xff\xfe\x00\x01 NEO4J_PASSWORD")),
@@ -277,12 +365,31 @@ CASES = [
          "Neo4j refused the statement"),
     Case("cypher malformed parameter", ("query", "cypher", "RETURN 1", "-p", "1x=2"), 2,
          "parameter '1x=2': expected name=value"),
+    Case("cypher parameter nested 50,000 deep", ("query", "cypher", "RETURN $p", "-p",
+         "p=" + "[" * 50_000 + "]" * 50_000), 2, "parameter 'p': JSON nested too deeply"),
+    Case("cypher 5,000-digit parameter", ("query", "cypher", "RETURN $p", "-p", "p=" + "7" * 5000),
+         2, "parameter 'p': an integer of 5000 digits"),
+    Case("--skip beyond 64 bits", ("query", "prompts", "--skip", "99999999999999999999"), 2,
+         "Invalid value for '--skip'"),
+    # Interventions and Ray.
+    Case("verify --scale 1e308", ("verify", "--prompt", "{prompt}", "--scale", "1e308"), 2,
+         "scale 1e+308: expected a number from -1000 to 1000 other than 1"),
+    Case("verify --scale -1e308", ("verify", "--prompt", "{prompt}", "--scale", "-1e308"), 2,
+         "scale -1e+308: expected a number from -1000 to 1000"),
+    Case("--ray not an address", (*INGEST, "--ray", "not-an-address"), 2,
+         "--ray 'not-an-address': Invalid address format"),
+    Case("--ray ray:// without Ray's client", (*INGEST, "--ray", "ray://127.0.0.1:1"), 2,
+         "--ray 'ray://127.0.0.1:1': "),
     # Where state lives, and the run catalog.
     Case("CIRCUITSTORE_HOME below a file", INGEST, 2, "lies below", env={"CIRCUITSTORE_HOME": "{home}"},
          prepare=_home_below_a_file),
     Case("catalog driver not installed", (*INGEST, "--catalog", _missing_driver()), 1,
          "is not installed (pip install ", secret="s3cret-pw"),
     Case("catalog URL unreadable", (*INGEST, "--catalog", "not a url"), 1, "--catalog is not a database URL"),
+    Case("catalog port not a number", (*INGEST, "--catalog", "postgresql://u:s3cret-pw@127.0.0.1:x5432/db"),
+         2, "--catalog is not a database URL (port 'x5432' is not a port number", secret="s3cret-pw"),
+    Case("catalog unclosed IPv6 bracket", (*INGEST, "--catalog", "postgresql://u:s3cret-pw@[::1:5432/db"),
+         2, "an IPv6 address needs its closing ']'", secret="s3cret-pw"),
     # Graph settings that differ from those the store's set was ingested with.
     Case("--max-tokens on an existing store", (*INGEST, "--max-tokens", "8"), 2,
          "(--max-tokens None there, 8 here)"),

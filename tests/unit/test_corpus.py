@@ -8,6 +8,7 @@ import pytest
 
 from circuitstore.ingest.corpus import parse_shard, read_corpus, shard_of, text_key
 from circuitstore.schema.errors import InputError
+from circuitstore.schema.inputs import MAX_LINE_BYTES
 
 
 def _write(tmp_path, name, data):
@@ -110,6 +111,37 @@ def test_a_corpus_digest_follows_its_contents(tmp_path):
             '{"id": "a", "text": "x", "m": ["a", 1]}\n',
             "mixed.jsonl:1: field 'm' is a list of mixed kinds (number, str)",
         ),
+        (
+            "deep.jsonl",
+            '{"id": "a", "text": "x", "m": ' + "[" * 5000 + "]" * 5000 + "}\n",
+            "deep.jsonl:1: JSON nested too deeply",
+        ),
+        (
+            "digits.jsonl",
+            '{"id": "a", "text": "x", "n": ' + "7" * 5000 + "}\n",
+            "digits.jsonl:1: an integer of 5000 digits; at most 40",
+        ),
+        (
+            "nan.jsonl",
+            '{"id": "a", "text": "x", "n": NaN}\n',
+            "nan.jsonl:1: NaN is not a JSON number",
+        ),
+        (
+            "inf.jsonl",
+            '{"id": "a", "text": "x", "n": [1, -Infinity]}\n',
+            "inf.jsonl:1: -Infinity is not a JSON number",
+        ),
+        (
+            "huge.jsonl",
+            '{"id": "a", "text": "x", "n": 1e999}\n',
+            "huge.jsonl:1: the number 1e999 is beyond a 64-bit float's range",
+        ),
+        (
+            "longline.txt",
+            b"fine\n" + b"x" * (MAX_LINE_BYTES + 1) + b"\n",
+            "longline.txt:2: a line longer than 1,048,576 bytes",
+        ),
+        ("endless.txt", b"x" * (MAX_LINE_BYTES + 5), "endless.txt:1: a line longer than"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_line(tmp_path, name, data, message):
@@ -119,6 +151,12 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path, name, data, messag
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_dev_zero_stops_at_once():
+    """A file that never ends, and never ends a line, is refused after one bounded read."""
+    with pytest.raises(InputError, match=r"/dev/zero: binary file \(NUL byte at offset 0\)"):
+        read_corpus("/dev/zero")
 
 
 def test_missing_file(tmp_path):
