@@ -5,7 +5,10 @@ loop with the DRIVES sink (`EdgeChunk.feature_edges`, which scans each block sou
 engine's layout), and the loop with the same reduction scanning across the block (target-major
 masks), the baseline. Medians over rounds.
 
-    python benchmarks/bench_aggregate.py --rounds 3 --threads 1
+    python benchmarks/bench_aggregate.py --rounds 3 --threads 1 [--write-docs]
+
+`--write-docs` also writes the table to docs/performance/bench_aggregate.md, which the results
+page includes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 from bench_attribution import load_average, token_stream
+from results import Results
 
 D_TC, N_LAYERS, FLOOR = 24576, 12, 0.01
 
@@ -40,6 +44,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,10 +90,22 @@ def main() -> None:
             print(f"{name}: {seconds:.1f} s", flush=True)
     assert rows["DRIVES"] == rows["DRIVES across"], rows
     bare = statistics.median(times["bare"])
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:14} median {med:6.1f} s  (+{med - bare:.1f} s over the bare loop)")
-    print(f"{rows['DRIVES']:,} DRIVES rows; load {load_average()}")
+    names = {
+        "bare": "bare",
+        "DRIVES": "with `DRIVES`",
+        "DRIVES across": "with `DRIVES` scanning across the block (target-major masks)",
+    }
+    with Results("bench_aggregate", enabled=args.write_docs) as out:
+        out.print(
+            f"GPT-2 scale, {args.tokens} tokens, {torch.get_num_threads()} threads, medians of "
+            f"{args.rounds} alternating rounds; both reductions give the same "
+            f"{rows['DRIVES']:,} rows.\n"
+        )
+        out.table("chunk loop", "full lumped graph", "over the bare loop")
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            out.row(names[name], f"{med:.1f} s", "" if name == "bare" else f"+{med - bare:.1f} s")
+    print(f"load {load_average()}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     nice python benchmarks/bench_attribution.py [--lengths 64 128] [--repeats 3 1]
         [--exact-repeats 1] [--skip-exact] [--threads N] [--device auto|cpu|cuda] [--tf32]
+        [--write-docs]
 
 12 layers, d_model 768, 12 heads, d_vocab 50257, transcoders d_tc 24576 with encoder biases
 calibrated so about 64 features fire per token per layer. Reports medians of seconds per prompt:
@@ -14,6 +15,8 @@ to a temporary folder in a child process and loaded through the real loaders. On
 machine `--threads 1` avoids OpenMP threads waiting on each other. With `--device cuda` the
 engine runs on the GPU (timings synchronise it; peak GPU memory is reported); `--tf32` adds, for
 each length, the pruned and full lumped graphs with TF32 products and their conservation error.
+`--write-docs` also writes the table to docs/performance/bench_attribution.md (on a GPU,
+bench_attribution-cuda.md), which the results page includes.
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ def main() -> None:
         default=[],
         help="log2 of chunk sizes to time full lumped graphs of the first length with",
     )
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' table")
     parser.add_argument("--model-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model_dir is not None:  # child process: only writes the model and transcoders
@@ -183,7 +187,12 @@ def main() -> None:
         loads.append(load_average())
     for log2 in args.chunk_sweep:
         chunk_size(engine, prompt(args.lengths[0]), 1 << log2, args.repeats[0])
-    print_table(rows, args, loads)
+    from results import Results
+
+    gpu = device_name() if DEVICE.type == "cuda" else None
+    name = "bench_attribution" + ("-cuda" if gpu else "")
+    with Results(name, enabled=args.write_docs, accelerator=gpu) as out:
+        print_table(out, rows, args, loads)
 
 
 def chunk_size(engine, tokens: torch.Tensor, elements: int, reps: int) -> None:
@@ -308,22 +317,22 @@ def measure(engine, tokens: torch.Tensor, reps: int, exact_reps: int) -> dict[st
     return row
 
 
-def print_table(rows, args, loads: list[str]) -> None:
+def print_table(out, rows, args, loads: list[str]) -> None:  # type: ignore[no-untyped-def]
     from circuitstore.ingest.attribution import PruneConfig
 
     reps = ", ".join(f"{r['tokens']} tokens: {r['reps']}" for r in rows)
-    print(
+    out.print(
         f"\nGPT-2-small-scale random model, d_tc 24576, ~{FEATURES_PER_TOKEN} features/token/layer,"
         f" on {DEVICE} ({device_name()}); medians of runs ({reps}; exact: {args.exact_repeats})\n"
     )
-    print(
+    out.print(
         "| tokens | active features | forward + encoders (s) | full lumped (s) | edges (lumped) "
         "| pruned lumped (s) | kept nodes / edges (lumped) | heads of the kept edges (s) "
         "| full exact (s) | pruned exact (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    out.print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
+        out.print(
             f"| {r['tokens']} | {r['features']} | {_f(r, 'forward')} | {_f(r, 'full_lumped')} "
             f"| {r['edges_lumped']:.3g} | {_f(r, 'pruned_lumped')} "
             f"| {r['pruned_nodes_lumped']} / {r['pruned_edges_lumped']} | {_f(r, 'heads_lumped')} "
@@ -336,12 +345,12 @@ def print_table(rows, args, loads: list[str]) -> None:
         for k in r
         if str(k).startswith("unexpanded")
     )
-    print(
+    out.print(
         f"\npruned graphs skip the targets holding the smallest {PruneConfig().skip_fraction:.0%}"
         f" of each layer's influence; share of the influence left unexpanded: {skipped}"
     )
     worst = max(float(r[k]) for r in rows for k in r if str(k).startswith("conservation"))
-    print(
+    out.print(
         f"\npeak RSS of the whole process (model + transcoders + engine): {peak_rss_gib():.2f} GiB;"
         f" peak GPU memory {gpu_peak_gib():.2f} GiB;"
         f" worst relative conservation error {worst:.1e}; load average (1/5/15 min) at start and"

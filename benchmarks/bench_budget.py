@@ -1,6 +1,7 @@
 """What the per-prompt storage budget keeps, on a trained model and at GPT-2 scale.
 
     python benchmarks/bench_budget.py [--demo-prompts 40] [--gpt2-prompts 2] [--device cpu]
+                                      [--write-docs]
 
 For each prompt, the pruned graph is computed once without a budget and once per budget
 (`--max-feature-nodes` / `--max-edges`), from the same prepared state, and compared:
@@ -10,7 +11,8 @@ overlap (Jaccard) of the stored features with the unbudgeted graph's. Medians ov
 
 The demo model (circuitstore/demo: trained, 3 layers, 384 features a layer) runs on its shipped
 held-out corpus; the GPT-2-scale model is the random one of bench_attribution.py (built in a
-child process, loaded through the real loaders), on random 64-token prompts.
+child process, loaded through the real loaders), on random 64-token prompts. `--write-docs`
+also writes the tables to docs/performance/bench_budget.md, which the results page includes.
 """
 
 from __future__ import annotations
@@ -60,20 +62,26 @@ def graphs(engine, states, budgets):  # type: ignore[no-untyped-def]
     return rows
 
 
-def table(name: str, rows) -> None:  # type: ignore[no-untyped-def]
-    print(f"\n{name}: medians over {len(next(iter(rows.values())))} prompts\n")
-    header = (
-        "| budget (features / edges) | stored edges | stored features | influence kept "
-        "| logit input kept | same features as unbudgeted (Jaccard) |"
+def table(out, name: str, rows) -> None:  # type: ignore[no-untyped-def]
+    out.print(f"\n{name}: medians over {len(next(iter(rows.values())))} prompts\n")
+    out.table(
+        "budget (features / edges)",
+        "stored edges",
+        "stored features",
+        "influence kept",
+        "logit input kept",
+        "same features as unbudgeted (Jaccard)",
     )
-    print(header)
-    print("|---|---|---|---|---|---|")
     for budget, rs in rows.items():
         label = "none" if budget == (None, None) else f"{budget[0]:,} / {budget[1]:,}"
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        print(
-            f"| {label} | {med['edges']:,.0f} | {med['features']:,.0f} | {med['kept']:.3f} "
-            f"| {med['logit_input']:.3f} | {med['jaccard']:.3f} |"
+        out.row(
+            label,
+            f"{med['edges']:,.0f}",
+            f"{med['features']:,.0f}",
+            f"{med['kept']:.3f}",
+            f"{med['logit_input']:.3f}",
+            f"{med['jaccard']:.3f}",
         )
 
 
@@ -119,15 +127,23 @@ def main() -> None:
     parser.add_argument("--demo-prompts", type=int, default=40)
     parser.add_argument("--gpt2-prompts", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' tables")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import Results
+
     from circuitstore.ingest.device import resolve_device
 
     device = resolve_device(args.device)
-    table("demo model (trained; 3 layers x 384 features)", demo(args.demo_prompts, device))
-    if args.gpt2_prompts:
-        rows = gpt2(args.gpt2_prompts, device)
-        table("GPT-2-scale random model (12 x 24,576 features), 64-token prompts", rows)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    with Results("bench_budget", enabled=args.write_docs, accelerator=gpu) as out:
+        rows = demo(args.demo_prompts, device)
+        table(out, "The demo model (trained; 3 layers x 384 features)", rows)
+        if args.gpt2_prompts:
+            rows = gpt2(args.gpt2_prompts, device)
+            table(
+                out, "The GPT-2-scale random model (12 x 24,576 features), 64-token prompts", rows
+            )
 
 
 if __name__ == "__main__":

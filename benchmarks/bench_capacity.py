@@ -1,6 +1,6 @@
 """Capacity: how big a store a corpus makes and how fast one Neo4j server takes it.
 
-    python benchmarks/bench_capacity.py [--steps 100 200 400 800] [--workers 1 2 4]
+    python benchmarks/bench_capacity.py [--steps 100 200 400 800] [--workers 1 2 4] [--write-docs]
 
 On the shipped demo model and corpus (default settings), against a server it starts
 (`circuitstore server start` in a temporary home, free loopback ports, 2g heap and page cache):
@@ -14,7 +14,8 @@ On the shipped demo model and corpus (default settings), against a server it sta
    last exit.
 
 Prints a table for each. Bytes per relationship are the store's size over all relationships;
-DRIVES growth is what makes a corpus's aggregate sublinear in its size.
+DRIVES growth is what makes a corpus's aggregate sublinear in its size. `--write-docs` also
+writes them to docs/performance/bench_capacity.md, which the results page includes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from local_server import LocalServer  # noqa: E402  (a sibling script)
+from results import Results  # noqa: E402
 
 from circuitstore.demo import CORPUS, MODEL, TRANSCODERS  # noqa: E402
 
@@ -69,10 +71,12 @@ def ingest(env: dict[str, str], corpus: Path, catalog: Path, *extra: str) -> sub
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def growth(server: LocalServer, env: dict[str, str], driver, steps: list[int], tmp: Path) -> None:  # type: ignore[no-untyped-def]
+def growth(
+    out: Results, server: LocalServer, env: dict[str, str], driver, steps: list[int], tmp: Path
+) -> None:  # type: ignore[no-untyped-def]
     lines = interleaved()
-    print("\n| prompts | graph nodes | ATTR | DRIVES | store on disk | bytes / relationship |")
-    print("|---|---|---|---|---|---|")
+    out.print("\nGrowth: the corpus in growing prefixes, into one store.\n")
+    out.table("prompts", "graph nodes", "ATTR", "DRIVES", "store on disk", "bytes / relationship")
     for n in steps:
         corpus = tmp / f"corpus-{n}.jsonl"
         corpus.write_text("\n".join(lines[:n]) + "\n")
@@ -87,22 +91,29 @@ def growth(server: LocalServer, env: dict[str, str], driver, steps: list[int], t
         size = disk_bytes(server.home)
         server.start()
         rels = c["attr"] + c["drives"] + c["other"]
-        print(
-            f"| {c['prompts']} | {c['nodes']:,} | {c['attr']:,} | {c['drives']:,} "
-            f"| {size / 2**20:.1f} MiB | {size / max(rels, 1):.0f} |",
-            flush=True,
+        out.row(
+            c["prompts"],
+            f"{c['nodes']:,}",
+            f"{c['attr']:,}",
+            f"{c['drives']:,}",
+            f"{size / 2**20:.1f} MiB",
+            f"{size / max(rels, 1):.0f}",
         )
 
 
-def concurrency(env: dict[str, str], driver, workers: list[int], n: int, tmp: Path) -> None:  # type: ignore[no-untyped-def]
+def concurrency(
+    out: Results, env: dict[str, str], driver, workers: list[int], n: int, tmp: Path
+) -> None:  # type: ignore[no-untyped-def]
     from cypher import WIPE_ALL
 
     from circuitstore.schema.apply import apply_schema
 
     corpus = tmp / f"concurrency-{n}.jsonl"
     corpus.write_text("\n".join(interleaved()[:n]) + "\n")
-    print("\n| workers | prompts | tokens | seconds | tokens / s | ATTR relationships / s |")
-    print("|---|---|---|---|---|---|")
+    out.print(
+        f"\nConcurrency: the first {n} prompts into an emptied store, as concurrent shards.\n"
+    )
+    out.table("workers", "prompts", "tokens", "seconds", "tokens / s", "ATTR relationships / s")
     for k in workers:
         with driver.session() as s:
             s.run(WIPE_ALL).consume()
@@ -117,10 +128,13 @@ def concurrency(env: dict[str, str], driver, workers: list[int], n: int, tmp: Pa
             sys.exit("\n".join(e.decode()[-1000:] for _, e in outs))
         c = counts(driver)
         tokens = c["tokens"]
-        print(
-            f"| {k} | {c['prompts']} | {tokens:,} | {seconds:.1f} | {tokens / seconds:.1f} "
-            f"| {c['attr'] / seconds:,.0f} |",
-            flush=True,
+        out.row(
+            k,
+            c["prompts"],
+            f"{tokens:,}",
+            f"{seconds:.1f}",
+            f"{tokens / seconds:.1f}",
+            f"{c['attr'] / seconds:,.0f}",
         )
 
 
@@ -129,6 +143,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 200, 400, 800])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--concurrency-prompts", type=int, default=200)
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' tables")
     args = parser.parse_args()
     from circuitstore.schema.apply import apply_schema
     from circuitstore.schema.connection import Neo4jSettings, open_driver
@@ -142,10 +157,13 @@ def main() -> None:
             settings = Neo4jSettings.load(uri=server.uri, password=server.password)
             with open_driver(settings) as driver:
                 apply_schema(driver, "neo4j")
-                print(json.dumps({"load average": os.getloadavg()}))
-                growth(server, env, driver, args.steps, tmp)
-                concurrency(env, driver, args.workers, args.concurrency_prompts, tmp)
-                print(json.dumps({"load average": os.getloadavg()}))
+                with Results("bench_capacity", enabled=args.write_docs) as out:
+                    out.print(
+                        "The demo model and corpus (its tasks interleaved), default settings, "
+                        "one local Neo4j 5.26 server (2g heap, 2g page cache)."
+                    )
+                    growth(out, server, env, driver, args.steps, tmp)
+                    concurrency(out, env, driver, args.workers, args.concurrency_prompts, tmp)
         finally:
             server.stop()
 

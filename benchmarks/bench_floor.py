@@ -10,6 +10,7 @@ have), they give the fewest seconds each can take, so the most tokens/s end to e
 
     python benchmarks/bench_floor.py            # 64-token prompt, default threads
     python benchmarks/bench_floor.py --tokens 32 --repeats 7
+    python benchmarks/bench_floor.py --write-docs   # also rewrite docs/performance/bench_floor.md
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 from bench_attribution import load_average, token_stream
+from results import Results
 
 # The profiler's own FLOP counts skip the in-place batched products (baddbmm_): count from the
 # operands' shapes instead, (m x k) @ (k x n) as 2mkn, times the batch.
@@ -106,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' table")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     print(f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, load {load_average()}")
@@ -116,20 +119,26 @@ def main() -> None:
         subprocess.run(build, check=True, capture_output=True)
         graphs = engine_flop(folder, args.tokens)
     rates = {shape: gemm_rate(*shape, args.repeats) for shape in SHAPES}
-    for (m, k, n), rate in rates.items():
-        print(f"float32 ({m} x {k}) @ ({k} x {n}): {rate:.0f} GFLOP/s (median of {args.repeats})")
-    best = max(rates.values()) * 1e9
-    for name, (flop, seconds) in graphs.items():
-        floor = flop / best
-        print(
-            f"{name} lumped graph, {args.tokens} tokens: {flop / 1e12:.2f} TFLOP of matrix "
-            f"products, {seconds:.1f} s under the profiler; floor {floor:.1f} s, so at most "
-            f"{args.tokens / floor:.2f} tokens/s"
-        )
-    print(
-        f"views of the set: {views_flop() / 1e12:.1f} TFLOP of matrix products; floor "
-        f"{views_flop() / best:.0f} s"
-    )
+    with Results("bench_floor", enabled=args.write_docs) as out:
+        for (m, k, n), rate in rates.items():
+            out.print(
+                f"- float32 ({m} x {k}) @ ({k} x {n}): {rate:.0f} GFLOP/s "
+                f"(median of {args.repeats})"
+            )
+        best = max(rates.values()) * 1e9
+        out.print(f"\nThe floors use the best rate, {best / 1e9:.0f} GFLOP/s.\n")
+        out.table("work", "matrix products", "under the profiler", "floor", "so at most")
+        for name, (flop, seconds) in graphs.items():
+            floor = flop / best
+            out.row(
+                f"one {args.tokens}-token prompt's {name} lumped graph",
+                f"{flop / 1e12:.2f} TFLOP",
+                f"{seconds:.1f} s",
+                f"{floor:.1f} s",
+                f"{args.tokens / floor:.2f} tokens/s",
+            )
+        views = views_flop()
+        out.row("the set's views", f"{views / 1e12:.1f} TFLOP", "", f"{views / best:.0f} s", "")
     print(f"load {load_average()}")
 
 

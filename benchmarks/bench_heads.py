@@ -1,6 +1,7 @@
 """What storing attention heads on the ATTR edges costs: disk, ingest time, `attribute --by-head`.
 
     python benchmarks/bench_heads.py [--prompts 120] [--rounds 3] [--attribute 10] [--edges 100000]
+                                     [--write-docs]
 
 Each part against servers it starts (as bench_capacity.py does: `circuitstore server start` in a
 temporary home, free loopback ports):
@@ -16,6 +17,9 @@ temporary home, free loopback ports):
 3. Without a server, `attribute --by-head` against a plain `attribute` on the first
    `--attribute` indirect-object prompts (pruned lumped graphs; each edge's split has the exact
    edge as its total, so this also computes those): medians of 3 alternating rounds per prompt.
+
+`--write-docs` also writes the results to docs/performance/bench_heads.md, which the results
+page includes.
 """
 
 from __future__ import annotations
@@ -82,11 +86,10 @@ def encoding_rows(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def encoding_figures(tmp: Path, n: int) -> None:
+def encoding_figures(out, tmp: Path, n: int) -> None:  # type: ignore[no-untyped-def]
     rows = encoding_rows(n)
-    print(f"\n{n:,} relationships between 1,000 nodes, each encoding in a fresh store\n")
-    print("| encoding of the split | bytes per relationship | added by the split |")
-    print("|---|---|---|")
+    out.print(f"\n{n:,} relationships between 1,000 nodes, each encoding in a fresh store\n")
+    out.table("encoding of the split", "bytes per relationship", "added by the split")
     base = None
     from cypher import ENCODING_NODES, ENCODINGS
 
@@ -105,7 +108,7 @@ def encoding_figures(tmp: Path, n: int) -> None:
                     s.run(statement, rows=rows[start : start + 10_000]).consume()
         per = (disk_bytes(server.home) - before) / n
         base = per if base is None else base
-        print(f"| {name} | {per:.0f} | {per - base:.0f} |", flush=True)
+        out.row(name, f"{per:.0f}", f"{per - base:.0f}")
 
 
 # -- 2. ingest --------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def one_run(env: dict[str, str], driver, corpus: Path, catalog: Path, k: int) ->
     return {"wall": wall, **{key: float(v) for key, v in found.groupdict().items()}}
 
 
-def ingest_figures(tmp: Path, n_prompts: int, rounds: int) -> None:
+def ingest_figures(out, tmp: Path, n_prompts: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
     corpus = tmp / "corpus.jsonl"
     corpus.write_text("\n".join(interleaved()[:n_prompts]) + "\n")
     sizes: dict[int, tuple[int, int]] = {}
@@ -149,25 +152,36 @@ def ingest_figures(tmp: Path, n_prompts: int, rounds: int) -> None:
             for k in (0, 3) if round_ % 2 == 0 else (3, 0):
                 runs[k].append(one_run(env, driver, corpus, tmp / "timing.sqlite", k))
                 print(json.dumps({"heads_per_edge": k, **runs[k][-1]}), flush=True)
-    print(f"\nDemo model, {n_prompts} prompts, medians of {rounds} runs each (alternating)\n")
-    print(
-        "| heads per edge | wall (s) | engine (s) | of which heads (s) | writes (s) "
-        "| store on disk | ATTR | store bytes / ATTR |"
+    out.print(f"\nDemo model, {n_prompts} prompts, medians of {rounds} runs each (alternating)\n")
+    out.table(
+        "heads per edge",
+        "wall (s)",
+        "engine (s)",
+        "of which heads (s)",
+        "writes (s)",
+        "store on disk",
+        "ATTR",
+        "store bytes / ATTR",
     )
-    print("|---|---|---|---|---|---|---|---|")
     for k, rows in runs.items():
         med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         size, attr = sizes[k]
-        print(
-            f"| {k} | {med['wall']:.1f} | {med['engine']:.1f} | {med['heads']:.2f} "
-            f"| {med['writes']:.1f} | {size / 2**20:.1f} MiB | {attr:,} | {size / attr:.0f} |"
+        out.row(
+            k,
+            f"{med['wall']:.1f}",
+            f"{med['engine']:.1f}",
+            f"{med['heads']:.2f}",
+            f"{med['writes']:.1f}",
+            f"{size / 2**20:.1f} MiB",
+            f"{attr:,}",
+            f"{size / attr:.0f}",
         )
 
 
 # -- 3. attribute -----------------------------------------------------------------------------
 
 
-def attribute_figures(n: int) -> None:
+def attribute_figures(out, n: int) -> None:  # type: ignore[no-untyped-def]
     import torch
 
     from circuitstore.demo import CORPUS, MODEL, TRANSCODERS
@@ -196,8 +210,8 @@ def attribute_figures(n: int) -> None:
         plain.append(statistics.median(times["plain"]))
         split.append(statistics.median(times["split"]))
         edges.append(len(engine.attribute(prompt, config).edges))
-    print(
-        f"\nattribute on {len(prompts)} indirect-object prompts (pruned lumped graphs, "
+    out.print(
+        f"\n`attribute` on {len(prompts)} indirect-object prompts (pruned lumped graphs, "
         f"{min(edges)}-{max(edges)} edges): median per prompt {statistics.median(plain):.3f} s, "
         f"with --by-head {statistics.median(split):.3f} s (range {min(split):.3f}-"
         f"{max(split):.3f} s)"
@@ -210,15 +224,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--attribute", type=int, default=10, help="prompts (0: skip)")
     parser.add_argument("--edges", type=int, default=100_000, help="encodings part (0: skip)")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' tables")
     args = parser.parse_args()
+    from results import Results
+
     print(json.dumps({"load average": os.getloadavg()}))
-    with tempfile.TemporaryDirectory(prefix="bench-heads-") as name:
-        if args.edges:
-            encoding_figures(Path(name), args.edges)
-        if args.prompts:
-            ingest_figures(Path(name), args.prompts, args.rounds)
-    if args.attribute:
-        attribute_figures(args.attribute)
+    with Results("bench_heads", enabled=args.write_docs) as out:
+        with tempfile.TemporaryDirectory(prefix="bench-heads-") as name:
+            if args.edges:
+                encoding_figures(out, Path(name), args.edges)
+            if args.prompts:
+                ingest_figures(out, Path(name), args.prompts, args.rounds)
+        if args.attribute:
+            attribute_figures(out, args.attribute)
     print(json.dumps({"load average": os.getloadavg()}))
 
 

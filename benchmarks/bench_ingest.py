@@ -3,11 +3,13 @@
 tokens per second of the ingest job at GPT-2-small scale (random weights).
 
     python benchmarks/bench_ingest.py [--prompts 40] [--edges 20000] [--repeats 5] [--e2e 3]
+                                      [--write-docs]
 
 Starts its own server (`circuitstore server start` in a temporary home, free loopback ports,
 4g heap, 4g page cache) unless --use-env is given (then NEO4J_* name an existing server whose
 database it WIPES). Prints medians; the write-path figures alternate bare and ingest batches so
-both see the same machine load.
+both see the same machine load. `--write-docs` also writes the figures to
+docs/performance/bench_ingest.md, which the results page includes.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from local_server import LocalServer  # noqa: E402  (a sibling script, found via sys.path)
+from results import Results  # noqa: E402
 
 N_LAYERS, D_TC = 12, 4096  # features in the synthetic set (hubs come from a Zipf popularity)
+PATHS = {
+    "bare": "bare `UNWIND ... CREATE` (id lookups)",
+    "ingest (graph)": "ingest, per-prompt graph only",
+    "ingest (full)": "ingest, with feature statistics, DRIVES increments and top examples",
+}
 
 
 def zipf_feature(rng: random.Random) -> tuple[int, int]:
@@ -108,7 +116,7 @@ def reset(driver: Any) -> None:
             s.run(statement).consume()
 
 
-def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
+def write_path_figures(out: Results, driver: Any, args: argparse.Namespace) -> None:
     from circuitstore.ingest.writer import StoreWriter, TranscoderSetInfo
     from circuitstore.schema.apply import apply_schema
     from circuitstore.schema.names import FeatureKey
@@ -138,18 +146,17 @@ def write_path_figures(driver: Any, args: argparse.Namespace) -> None:
                 fn(p)
             rates[name].append(sum(len(p.edges) for p in batch) / (time.perf_counter() - start))
     bare = statistics.median(rates["bare"])
-    print(
-        f"\nWrite path: {per_rep} prompts x {args.edges} ATTR edges per batch, "
-        f"{args.drives} DRIVES rows per prompt (full), medians of {args.repeats} batches"
+    out.print(
+        f"\nWrite path: {per_rep} prompts x {args.edges:,} ATTR edges per batch, "
+        f"{args.drives:,} DRIVES rows per prompt (full), medians of {args.repeats} batches\n"
     )
-    print("| path | ATTR relationships / s | vs. bare loop |")
-    print("|---|---|---|")
+    out.table("path", "ATTR relationships / s", "vs. bare loop")
     for name, values in rates.items():
         med = statistics.median(values)
-        print(f"| {name} | {med:,.0f} | {med / bare:.2f} |")
+        out.row(PATHS[name], f"{med:,.0f}", f"{med / bare:.2f}")
 
 
-def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
+def end_to_end(out: Results, env: dict[str, str], args: argparse.Namespace) -> None:
     """`circuitstore ingest` with its default settings over 64-token prompts on a
     GPT-2-small-scale random model: per prompt, engine and write seconds, stored edges and
     DRIVES rows; tokens/s end to end; the one-time setup; peak RSS of the ingest process."""
@@ -184,13 +191,17 @@ def end_to_end(env: dict[str, str], args: argparse.Namespace) -> None:
             f"sqlite:///{folder / 'catalog.sqlite'}",
             *args.ingest_args,
         ]
-        out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"ingest failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+        done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"ingest failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-        print("\nEnd to end (GPT-2-small scale, random weights, default settings):")
-        print(out.stdout.strip())
-        print(f"peak RSS of the ingest process: {peak:.2f} GiB")
+        out.print(
+            f"\nEnd to end: `circuitstore ingest` of {args.e2e} 64-token prompts, GPT-2-small "
+            "scale (random weights), default settings; its summary:\n"
+        )
+        for line in done.stdout.strip().splitlines():
+            out.print(f"- {line.strip()}")
+        out.print(f"- peak RSS of the ingest process: {peak:.2f} GiB")
 
 
 def main() -> None:
@@ -206,6 +217,7 @@ def main() -> None:
         "--ingest-args", nargs="*", default=[], help="more `circuitstore ingest` options"
     )
     parser.add_argument("--use-env", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' figures")
     args = parser.parse_args()
 
     from circuitstore.schema.apply import apply_schema
@@ -216,17 +228,20 @@ def main() -> None:
         server.start()
     env = {} if args.use_env else {"NEO4J_URI": server.uri, "NEO4J_PASSWORD": server.password}
     try:
-        settings = Neo4jSettings.load(uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD"))
-        with open_driver(settings) as driver:
-            if args.prompts:
-                write_path_figures(driver, args)
-            from cypher import WIPE_ALL
+        with Results("bench_ingest", enabled=args.write_docs) as out:
+            settings = Neo4jSettings.load(
+                uri=env.get("NEO4J_URI"), password=env.get("NEO4J_PASSWORD")
+            )
+            with open_driver(settings) as driver:
+                if args.prompts:
+                    write_path_figures(out, driver, args)
+                from cypher import WIPE_ALL
 
-            with driver.session() as s:
-                s.run(WIPE_ALL).consume()
-            apply_schema(driver, "neo4j")  # the wipe took the version record with it
-        if args.e2e:
-            end_to_end(env, args)
+                with driver.session() as s:
+                    s.run(WIPE_ALL).consume()
+                apply_schema(driver, "neo4j")  # the wipe took the version record with it
+            if args.e2e:
+                end_to_end(out, env, args)
     finally:
         if not args.use_env:
             server.stop()

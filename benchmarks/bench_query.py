@@ -19,6 +19,9 @@ of the median over the passes is printed with the load average (timings on a sha
 move with it). `--uri` measures an existing, already filled store instead (NEO4J_* settings):
 
     NEO4J_PASSWORD=... python benchmarks/bench_query.py --uri bolt://127.0.0.1:7687 --runs 3
+
+`--write-docs` also writes the table to docs/performance/bench_query.md, which the results page
+includes.
 """
 
 from __future__ import annotations
@@ -477,7 +480,12 @@ def main() -> None:
     ap.add_argument("--home", type=Path, help="server home (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="leave the server running")
     ap.add_argument("--uri", help="measure an existing store (NEO4J_* settings) instead")
+    ap.add_argument("--write-docs", action="store_true", help="rewrite the docs' table")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import Results
+
+    out = Results("bench_query", enabled=args.write_docs)
 
     from circuitstore.query import CircuitStore
     from circuitstore.schema.apply import apply_schema
@@ -487,7 +495,8 @@ def main() -> None:
         settings = Neo4jSettings.load(uri=args.uri)
         with open_driver(settings) as driver:
             store = CircuitStore(driver, settings.database)
-            print(report(measure_runs(store, args), store_sizes(store)))
+            with out:
+                out.print(report(measure_runs(store, args), store_sizes(store)))
         return
     home = args.home or Path(tempfile.mkdtemp(prefix="cs-bench-"))
     password = os.environ.get("NEO4J_PASSWORD") or secrets.token_urlsafe(12)
@@ -510,8 +519,9 @@ def main() -> None:
             t0 = time.perf_counter()
             apply_schema(driver, settings.database, await_seconds=3600)
             print(f"schema apply (index population): {time.perf_counter() - t0:.0f} s", flush=True)
-            results = measure_runs(CircuitStore(driver, settings.database), args)
-        print(report(results, sizes))
+            with out:
+                results = measure_runs(CircuitStore(driver, settings.database), args)
+                out.print(report(results, sizes))
     finally:
         if not args.keep:
             server.stop()

@@ -1,6 +1,6 @@
 """Trust figures on the demo's indirect-object prompts: `verify` and the two path searches.
 
-    python benchmarks/bench_verify.py [--prompts 40] [--top 10]
+    python benchmarks/bench_verify.py [--prompts 40] [--top 10] [--write-docs]
 
 Against a server it starts (`circuitstore server start` in a temporary home, free loopback
 ports), ingests the first N indirect-object prompts of the shipped demo corpus (default
@@ -16,6 +16,9 @@ corpus's answer:
    whether the first path, or any of the 10, starts at the deciding name (the corpus's `source`
    token, the earlier mention of the answer), the overlap of the two top-10 sets, and the time
    per query.
+
+`--write-docs` also writes the figures to docs/performance/bench_verify.md, which the results
+page and the verification page include.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from local_server import LocalServer  # noqa: E402  (a sibling script)
+from results import Results  # noqa: E402
 
 from circuitstore.demo import CORPUS, MODEL, TRANSCODERS  # noqa: E402
 
@@ -64,7 +68,7 @@ def answered(store, rows: list[dict]) -> list[dict]:  # type: ignore[no-untyped-
     return out
 
 
-def verify_figures(store, rows: list[dict], top: int) -> None:  # type: ignore[no-untyped-def]
+def verify_figures(out, store, rows: list[dict], top: int) -> None:  # type: ignore[no-untyped-def]
     from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig, agreement
 
     checks, lowered, frozen, seconds = [], [], [], []
@@ -76,18 +80,30 @@ def verify_figures(store, rows: list[dict], top: int) -> None:  # type: ignore[n
         lowered.append(report.circuit.observed_diff < 0)
         frozen += [c.frozen_error for c in (*report.checks, report.circuit)]
     pooled = agreement(checks)
-    print(f"\nverify, {len(rows)} prompts, {len(checks)} single-feature checks")
-    print(f"- frozen model, largest relative deviation from a stored edge: {max(frozen):.2g}")
-    print(
-        "- real model vs the graph, logit difference: correlation "
-        f"{pooled['correlation']:.3f}, median relative error "
-        f"{pooled['median_relative_error']:.3f}, sign agreement {pooled['sign_agreement']:.3f}"
+    out.print(
+        f"\n`verify` on {len(rows)} prompts ({top} features by support, each removed, then "
+        f"together): {len(checks)} single-feature checks\n"
     )
-    print(f"- removing the {top} together lowers it in {sum(lowered)}/{len(lowered)} prompts")
-    print(f"- seconds per prompt (model load included): median {statistics.median(seconds):.2f}")
+    out.print(
+        f"- frozen replacement model, largest deviation of a stored edge's target from the edge, "
+        f"relative to the target's stored input: {max(frozen):.2g}"
+    )
+    out.print(
+        "- real model against the graph's prediction of the logit-difference change: correlation "
+        f"{pooled['correlation']:.2f}, median relative error "
+        f"{pooled['median_relative_error']:.2f}, same sign in "
+        f"{pooled['sign_agreement']:.0%}"
+    )
+    out.print(
+        f"- removing the {top} together lowers the answer's logit difference to the runner-up "
+        f"in {sum(lowered)} of {len(lowered)} prompts"
+    )
+    out.print(
+        f"- {statistics.median(seconds):.1f} s per prompt (median), loading the model included"
+    )
 
 
-def path_figures(store, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
+def path_figures(out, store, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
     found = {"exact": 0, "beam": 0}
     anywhere = {"exact": 0, "beam": 0}
     overlap, times = [], {"exact": [], "beam": []}
@@ -106,21 +122,35 @@ def path_figures(store, rows: list[dict]) -> None:  # type: ignore[no-untyped-de
         exact = {p.nodes for p in runs["exact"].paths}
         beam = {p.nodes for p in runs["beam"].paths}
         overlap.append(len(exact & beam) / max(len(exact), 1))
-    print(f"\npaths into the answer's logit, {len(rows)} prompts")
+    n = len(rows)
+    out.print(
+        f"\n`query paths` into the answer's logit on the same {n} prompts (top 10; the beam: "
+        "width 5, depth 3)\n"
+    )
+    out.table(
+        "method",
+        "first path starts at the deciding name",
+        "one of the 10 does",
+        "median ms per query",
+    )
+    labels = {
+        "exact": "exact (by size of the product of weights)",
+        "beam": "beam (by contribution)",
+    }
     for method in ("exact", "beam"):
-        print(
-            f"- {method}: the first path starts at the deciding name in {found[method]}/{len(rows)}"
-            f", one of the 10 in {anywhere[method]}/{len(rows)}; "
-            f"median {1000 * statistics.median(times[method]):.0f} ms per query"
-        )
-    print(f"- top-10 overlap (share of exact's paths the beam also finds): median "
-          f"{statistics.median(overlap):.2f}")  # fmt: skip
+        ms = 1000 * statistics.median(times[method])
+        out.row(labels[method], f"{found[method]} / {n}", f"{anywhere[method]} / {n}", f"{ms:.0f}")
+    out.print(
+        "\nThe two top-10 sets overlap little: a median "
+        f"{statistics.median(overlap):.0%} of the exact top 10 is in the beam's."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' figures")
     args = parser.parse_args()
     from circuitstore.query import CircuitStore
 
@@ -134,10 +164,18 @@ def main() -> None:
             print(json.dumps({"load average": os.getloadavg()}))
             ingest(server.env, rows, tmp)
             os.environ["NEO4J_PASSWORD"] = server.password  # what CircuitStore.connect reads
-            with CircuitStore.connect(uri=server.uri) as store:
+            with (
+                CircuitStore.connect(uri=server.uri) as store,
+                Results("bench_verify", enabled=args.write_docs) as out,
+            ):
                 kept = answered(store, rows)
-                path_figures(store, kept)
-                verify_figures(store, kept, args.top)
+                out.print(
+                    f"The demo model: the first {len(rows)} indirect-object prompts of its corpus "
+                    f"ingested with the defaults (lumped mode); the {len(kept)} whose stored top "
+                    "logit is the corpus's answer."
+                )
+                path_figures(out, store, kept)
+                verify_figures(out, store, kept, args.top)
             print(json.dumps({"load average": os.getloadavg()}))
         finally:
             server.stop()

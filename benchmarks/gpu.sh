@@ -2,6 +2,8 @@
 # The GPU checks, on a CUDA machine that has PyTorch but not this project's other packages:
 # the wheels in .whl (this project's, TransformerLens and what it imports that such a machine
 # lacks) go into a private folder, the device tests run on the GPU, then the engine benchmark.
+# Its results file (docs/performance/bench_attribution-cuda.md) is copied to OUT_FOLDER too:
+# copy it back into the checkout's docs/performance/.
 #   bash benchmarks/gpu.sh OUT_FOLDER
 set -uo pipefail
 out=${1:?usage: gpu.sh OUT_FOLDER}
@@ -16,5 +18,6 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
 CIRCUITSTORE_TEST_DEVICE=cuda timeout 150 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/test_devices.py tests/unit/test_attribution_output.py 2>&1 | tee "$out/tests.log" | tail -15
 timeout "${BENCH_SECONDS:-380}" python3 benchmarks/bench_attribution.py --device cuda \
-  --lengths 64 128 --repeats 3 --exact-repeats 1 --tf32 \
+  --lengths 64 128 --repeats 3 --exact-repeats 1 --tf32 --write-docs \
   2>&1 | tee "$out/bench.log" | tail -30
+cp docs/performance/bench_attribution-cuda.md "$out/" 2>/dev/null

@@ -263,7 +263,7 @@ def attribution_options(attribution: AttributionConfig) -> Callable[[F], F]:
         click.option(
             "--tf32",
             is_flag=True,
-            help="On a CUDA GPU, TF32 matrix products: faster, less exact (see the README).",
+            help="On a CUDA GPU, TF32 matrix products: faster, less exact (docs: Performance).",
         ),
     )
 

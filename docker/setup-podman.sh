@@ -6,7 +6,9 @@
 #   2. merges three settings into /etc/containers/containers.conf: the runc runtime and the
 #      cgroupfs cgroup manager (crun and the systemd manager are refused by sandboxed
 #      machines), and no default ulimits (raising them is refused there too);
-#   3. starts `podman system service` on a Docker-compatible socket unless one already answers;
+#   3. starts `podman system service` on a Docker-compatible socket unless one already answers,
+#      and records its process id in /run/podman/service.pid (scripts/test.sh stops what it
+#      started);
 #   4. prints the environment testcontainers needs.
 #
 # Usage: docker/setup-podman.sh            (as root, or as a user with sudo)
@@ -131,6 +133,7 @@ start_service() {
     cd / || exit 1
     $SUDO setsid nohup podman system service --time=0 "unix://$SOCKET" \
       >"$SOCKET_DIR/service.log" 2>&1 </dev/null &
+    echo $! | $SUDO tee "$SOCKET_DIR/service.pid" >/dev/null
   )
   for _ in $(seq 1 50); do
     socket_answers && { log "podman service is up"; return; }

@@ -1,4 +1,4 @@
-// Screenshots of the Neo4j Browser for README-section.md, taken in headless Chromium.
+// Screenshots of the Neo4j Browser for docs/browser/index.md, taken in headless Chromium.
 //
 //   npm install playwright-core            (in any scratch folder; use NODE_PATH to point here)
 //   node docs/browser/shoot.js HTTP_PORT BOLT_PORT OUT_DIR    (password from NEO4J_PASSWORD)
