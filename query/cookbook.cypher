@@ -6,7 +6,10 @@
 // editor auto-closes each `{`, and the stray `}` crashes every graph view (`:style reset` undoes
 // it). Paste blocks here the same way. Features are looked up per transcoder set (`ts`) so that
 // the Feature(transcoderSet, layer, index) and Occurrence(transcoderSet, layer, feature) indexes
-// serve them; without `transcoderSet` a large store would be scanned label-wide.
+// serve them; without `transcoderSet` a large store would be scanned label-wide. The defaults
+// name what `circuitstore demo` stores: the prompt eval-ioi-000010 and two features on its way
+// to the answer, mlp0tc[70] and mlp2tc[298]; a block that reads what another command writes says
+// which.
 
 // 1. What is in the store: transcoder sets, prompts, features that fired.
 MATCH (s:TranscoderSet)
@@ -22,8 +25,8 @@ RETURN f.name AS feature, f.nPrompts AS prompts, f.nActive AS activations,
 ORDER BY prompts DESC, feature LIMIT $top;
 
 // 3. Which features drive a feature across the whole corpus (DRIVES), by total weight.
-:param layer => 1;
-:param index => 31;
+:param layer => 2;
+:param index => 298;
 :param top => 10;
 MATCH (ts:TranscoderSet)
 MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})<-[d:DRIVES]-(s:Feature)
@@ -31,8 +34,8 @@ RETURN s.name AS driver, d.n AS n, d.sum AS total, d.sum / d.n AS mean, d.maxAbs
 ORDER BY total DESC LIMIT $top;
 
 // 4. The same drivers as a graph (strongest |total| first; each DRIVES edge captioned by its sum).
-:param layer => 1;
-:param index => 31;
+:param layer => 2;
+:param index => 298;
 :param top => 12;
 MATCH (ts:TranscoderSet)
 MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})<-[d:DRIVES]-(s:Feature)
@@ -41,7 +44,7 @@ RETURN f, d, s;
 
 // 5. What a feature drives across the corpus, as a graph (strongest |total| first).
 :param layer => 0;
-:param index => 40;
+:param index => 70;
 :param top => 15;
 MATCH (ts:TranscoderSet)
 MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})-[d:DRIVES]->(t:Feature)
@@ -50,7 +53,7 @@ RETURN f, d, t;
 
 // 6. Where a feature fires most: top examples with the token in context.
 :param layer => 0;
-:param index => 40;
+:param index => 70;
 :param window => 6;
 MATCH (ts:TranscoderSet)
 MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})-[t:TOP_EXAMPLE]->(p:Prompt)
@@ -60,8 +63,8 @@ RETURN p.key AS prompt, t.activation AS activation, t.pos AS pos, p.tokens[t.pos
 ORDER BY activation DESC;
 
 // 7. What a feature is: statistics, views and virtual-weight neighbours.
-:param layer => 1;
-:param index => 31;
+:param layer => 2;
+:param index => 298;
 MATCH (ts:TranscoderSet)
 MATCH (f:Feature {transcoderSet: ts.id, layer: $layer, index: $index})
 RETURN f.name AS feature, f.nPrompts AS prompts, f.nActive AS activations,
@@ -72,9 +75,9 @@ RETURN f.name AS feature, f.nPrompts AS prompts, f.nActive AS activations,
                  RETURN o.name + ' ' + toString(round(v.weight, 3)) } AS virtualIn;
 
 // 8. Which nodes drive a feature inside one prompt (ATTR), as a graph.
-:param prompt => 't60caa14d766409d0';
-:param layer => 1;
-:param index => 31;
+:param prompt => 'eval-ioi-000010';
+:param layer => 2;
+:param index => 298;
 :param top => 20;
 MATCH (p:Prompt {key: $prompt})
 MATCH (o:Occurrence {prompt: p.id, layer: $layer, feature: $index})<-[a:ATTR]-(s:GraphNode)
@@ -82,7 +85,7 @@ WITH o, a, s ORDER BY abs(a.weight) DESC LIMIT $top
 RETURN o, a, s;
 
 // 9. How a prompt reaches its answer: two-hop paths into its top logit, strongest first.
-:param prompt => 't60caa14d766409d0';
+:param prompt => 'eval-ioi-000010';
 :param top => 10;
 MATCH (p:Prompt {key: $prompt})
 MATCH (l:GraphNode {prompt: p.id}) WHERE l:Logit
@@ -93,7 +96,7 @@ RETURN a.localId AS source, b.localId AS via, l.localId AS logit,
 ORDER BY abs(product) DESC LIMIT $top;
 
 // 10. The same, as a graph: the strongest edges into the top logit and into their sources.
-:param prompt => 't60caa14d766409d0';
+:param prompt => 'eval-ioi-000010';
 :param top => 8;
 MATCH (p:Prompt {key: $prompt})
 MATCH (l:GraphNode {prompt: p.id}) WHERE l:Logit
@@ -105,9 +108,9 @@ RETURN l, r2, b, r1, a;
 
 // 11. Prompts in which two features co-occur (Occurrence index), with their positions.
 :param layer => 0;
-:param index => 40;
-:param layer2 => 1;
-:param index2 => 31;
+:param index => 70;
+:param layer2 => 2;
+:param index2 => 298;
 MATCH (ts:TranscoderSet)
 MATCH (o:Occurrence {transcoderSet: ts.id, layer: $layer, feature: $index})
 WITH DISTINCT o.prompt AS pid
@@ -118,7 +121,8 @@ ORDER BY prompt LIMIT 25;
 
 // 12. Interventions (`circuitstore verify`): the features whose removal flips the answer most
 // often across the corpus, with how often the stored graph predicted the logit difference's
-// sign.
+// sign. Returns no rows until `circuitstore verify --prompt eval-ioi-000010` has run (it
+// stores its checks; run it for more prompts to fill the corpus view).
 :param top => 10;
 MATCH (i:Intervention {kind: 'single', scale: 0.0})-[:ON_FEATURE]->(f:Feature)
 RETURN f.name AS feature, count(*) AS checked,

@@ -216,3 +216,35 @@ def rounds_to(real: str, shown: str) -> bool:
     """Whether `real` rounds to `shown` at the last digit `shown` writes."""
     quantum = Decimal(1).scaleb(Decimal(shown).as_tuple().exponent)  # type: ignore[arg-type]
     return abs(Decimal(real) - Decimal(shown)) <= quantum / 2
+
+
+COOKBOOK = ROOT / "query" / "cookbook.cypher"
+FILLED_BY = re.compile(r"returns no rows until `(circuitstore [^`]+)` has run", re.I)
+
+
+@dataclass(frozen=True)
+class CookbookBlock:
+    """One block of query/cookbook.cypher: its number, its `:param` values (Cypher
+    expressions), its statement, and the command its comment says must run first, if any."""
+
+    number: int
+    params: dict[str, str]
+    statement: str
+    needs: str | None
+
+
+def cookbook_blocks() -> list[CookbookBlock]:
+    out = []
+    for chunk in COOKBOOK.read_text().split("\n\n"):
+        lines = [x for x in chunk.splitlines() if x.strip()]
+        comment = " ".join(x.lstrip("/ ") for x in lines if x.startswith("//"))
+        number = re.match(r"(\d+)\.", comment)
+        code = [x for x in lines if not x.startswith("//")]
+        params = dict(re.findall(r"^:param (\w+) => (.+);$", "\n".join(code), re.M))
+        statement = "\n".join(x for x in code if not x.startswith(":param")).rstrip(";")
+        if number and statement:
+            needs = FILLED_BY.search(comment)
+            out.append(
+                CookbookBlock(int(number[1]), params, statement, needs[1] if needs else None)
+            )
+    return out

@@ -18,7 +18,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from circuitstore.cli import cli
-from tests.docs_examples import Example, all_examples, demo_commands, mismatch
+from tests.docs_examples import (
+    CookbookBlock,
+    Example,
+    all_examples,
+    cookbook_blocks,
+    demo_commands,
+    mismatch,
+)
 
 EXAMPLES = all_examples()
 DEMOS = [e for e in EXAMPLES if e.is_demo and e.shown is not None]
@@ -98,3 +105,23 @@ def test_each_cypher_statement_runs_read_only(
 ) -> None:
     done = invoke(["circuitstore", "query", "cypher", example.source], store_env)
     assert done.exit_code == 0, f"{example.id}: exit {done.exit_code}\n{done.output}"
+
+
+BLOCKS = cookbook_blocks()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"cookbook {b.number}" for b in BLOCKS])
+def test_each_cookbook_block_as_pasted_answers_on_the_demo_store(
+    block: CookbookBlock, demo_output: str, store_env: dict[str, str], driver
+) -> None:
+    """Pasted as written after `circuitstore demo`, a block returns rows, or its comment names
+    the command that fills what it reads (and then it returns rows once that has run)."""
+    with driver.session() as s:
+        params = {k: s.run(f"RETURN {v} AS v").single()["v"] for k, v in block.params.items()}
+        rows = s.execute_read(lambda tx: tx.run(block.statement, params).data())
+    if block.needs is not None and not rows:
+        done = invoke(block.needs.split(), store_env)
+        assert done.exit_code == 0, f"`{block.needs}`: exit {done.exit_code}\n{done.output}"
+        with driver.session() as s:
+            rows = s.execute_read(lambda tx: tx.run(block.statement, params).data())
+    assert rows, f"cookbook block {block.number} returns no rows with its defaults {params}"
