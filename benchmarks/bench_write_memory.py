@@ -1,6 +1,6 @@
 """Transaction memory of the ingest writes at GPT-2 scale: how much of a Neo4j server's
 transaction memory one prompt's write takes, part by part (the per-row figures behind
-`PromptPayload.write_bytes`), and one layer of views written as one transaction against the
+`PromptPayload.write_bytes`), and the last layer's views written as one transaction against the
 chunks `StoreWriter.write_views` writes now.
 
     python benchmarks/bench_write_memory.py [--tokens 64] [--heap 1g] [--write-docs]
@@ -145,8 +145,9 @@ def views_table(out: Results, driver: Any, weights: tuple[Path, Path], limit: in
     with driver.session() as s:
         set_id = s.run("MATCH (t:TranscoderSet) RETURN t.id AS id").single()["id"]
     model, tcs = load_model(weights[0]), load_transcoders(str(weights[1]))
+    last = tcs.n_layers - 1  # the layer whose virtual weights come from every earlier one
     with torch.no_grad():
-        tokens, virtual = layer_views(model, tcs, set_id, 1, 10)
+        tokens, virtual = layer_views(model, tcs, set_id, last, 10)
     out.print(
         f"\nOne layer's views: {len(tokens):,} features, {len(virtual) * 10:,} virtual weights"
     )
@@ -160,7 +161,7 @@ def views_table(out: Results, driver: Any, weights: tuple[Path, Path], limit: in
         outcome = "written"
         with PeakMemory(driver) as peak:
             try:
-                w.StoreWriter(driver, "neo4j", 20).write_views(set_id, 1, tokens, virtual)
+                w.StoreWriter(driver, "neo4j", 20).write_views(set_id, last, tokens, virtual)
             except Exception as exc:  # the server's refusal is the figure here
                 outcome = f"refused: {str(exc)[:70]}"
         count = -(-len(tokens) // size)
