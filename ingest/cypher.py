@@ -148,11 +148,9 @@ CALL (f) {{
 }}
 """
 
-# What the server lets one transaction hold: the smallest non-zero of these (0B: no limit).
-# `dbms.memory.transaction.total.max` defaults to 70% of the heap.
-TRANSACTION_LIMITS = """
+# Server settings by name ($names), e.g. what the server lets one transaction hold.
+SETTINGS = """
 SHOW SETTINGS YIELD name, value
-WHERE name IN ['dbms.memory.transaction.total.max', 'db.memory.transaction.total.max',
-               'db.memory.transaction.max']
+WHERE name IN $names
 RETURN name, value
 """

@@ -167,7 +167,7 @@ class StoreWriter:
         None when no limit is set (read once)."""
         if self._limit is _MISSING:
             with self._translate(), self._session(read=True) as session:
-                rows = session.execute_read(_rows, cypher.TRANSACTION_LIMITS)
+                rows = session.execute_read(_rows, cypher.SETTINGS, names=TRANSACTION_LIMITS)
             limits = [(_bytes(r["value"]), r["name"]) for r in rows]
             self._limit = min(((b, n) for b, n in limits if b), default=None)
         return self._limit  # type: ignore[return-value]
@@ -239,6 +239,14 @@ class StoreWriter:
 
 
 _MISSING = object()
+# What the server lets one transaction hold: the smallest non-zero of these ("0B": no limit).
+# `dbms.memory.transaction.total.max` (all open transactions together) is 70% of the heap
+# unless set.
+TRANSACTION_LIMITS = (
+    "dbms.memory.transaction.total.max",
+    "db.memory.transaction.total.max",
+    "db.memory.transaction.max",
+)
 _MEMORY_CODE = "Neo.TransientError.General.MemoryPoolOutOfMemoryError"
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
