@@ -11,7 +11,7 @@ predicts; for every other node, the prompt's token at its position. Features car
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -323,6 +323,26 @@ class Subgraph(Tabular):
     def rows(self) -> list[dict[str, Any]]:
         """One row per node."""
         return [n.as_row() for n in self.nodes]
+
+    # The graph's predictions (`query.graphs`, which imports this module: imported on use).
+
+    def influence(self, targets: Mapping[str, float]) -> dict[str, float]:
+        """Each node's influence on the weighted targets (`graphs.influence`)."""
+        from circuitstore.query import graphs
+
+        return graphs.influence(self, targets)
+
+    def sensitivity(self, targets: Mapping[str, float]) -> dict[str, float]:
+        """Each node's first-order effect on the weighted targets (`graphs.sensitivity`)."""
+        from circuitstore.query import graphs
+
+        return graphs.sensitivity(self, targets)
+
+    def propagated(self, changes: Mapping[str, float]) -> dict[str, float]:
+        """Every node's change when `changes` change (`graphs.propagated`)."""
+        from circuitstore.query import graphs
+
+        return graphs.propagated(self, changes)
 
     def to_pandas(self, part: str = "nodes") -> pd.DataFrame:
         """The nodes (default) or the edges (`part="edges"`) as a DataFrame."""

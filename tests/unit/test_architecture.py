@@ -3,10 +3,11 @@
 1. click only in the application layer, circuitstore/;
 2. torch (and the other packages of the ingest extra) only in ingest/;
 3. Cypher only in */cypher.py and schema/ddl.py;
-4. schema/ imports nothing of ours but itself.
+4. schema/ imports nothing of ours but itself;
+5. one way down: ingest/ imports nothing from query/ (schema < ingest < query).
 
-ruff enforces 1 and 2 for module-level imports as you type; this test also sees the imports that
-functions make lazily, and checks 3 and 4, which no linter knows.
+ruff enforces 1, 2 and 5 for module-level imports as you type (5 through ingest/ruff.toml); this
+test also sees the imports that functions make lazily, and checks 3 and 4, which no linter knows.
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ def test_schema_imports_nothing_of_ours() -> None:
         if top(name) == "circuitstore" and not name.startswith("circuitstore.schema")
     ]
     assert found == []
+
+
+def test_ingest_imports_nothing_from_query() -> None:
+    found = [
+        f"{where(p)} imports {name}"
+        for p in modules("ingest")
+        for name in sorted(imported(p))
+        if name == "circuitstore.query" or name.startswith("circuitstore.query.")
+    ]
+    assert found == [], "ingest/ sits below query/: the caller hands down what it needs"
 
 
 def cypher_homes(path: Path) -> bool:
