@@ -34,7 +34,10 @@ class PromptWriteError(CircuitStoreError):
 
 
 @dataclass(frozen=True)
-class TranscoderSetInfo:
+class TranscoderSetNode:
+    """The TranscoderSet node to write: its id, properties and graph configuration (read back
+    as `query.reader.TranscoderSetInfo`)."""
+
     id: str
     props: dict[str, Any]
     graph_config_hash: str
@@ -50,7 +53,7 @@ class StoreWriter:
         self.top_k = top_k
         self.where = where  # the store's URI, for messages
 
-    def check_transcoder_set(self, info: TranscoderSetInfo) -> None:
+    def check_transcoder_set(self, info: TranscoderSetNode) -> None:
         """Refuse a store whose prompts for this set were written under another graph
         configuration: per-prompt graphs and aggregates of two configurations must not mix. The
         message names the options that differ where the store recorded them."""
@@ -71,7 +74,7 @@ class StoreWriter:
         )
 
     def ensure_transcoder_set(
-        self, info: TranscoderSetInfo, features: Iterable[dict[str, Any]]
+        self, info: TranscoderSetNode, features: Iterable[dict[str, Any]]
     ) -> bool:
         """Create the set and its features once (their views come per layer, `write_views`).
         True if created now. MERGE: a creation killed half-way is finished, not doubled."""

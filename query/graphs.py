@@ -18,7 +18,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from circuitstore.query.results import Edge, Node, Path, Subgraph
+from circuitstore.query.paths.records import Path
+from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import QueryError
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from circuitstore.clitools import HELP, CircuitStoreCommand, device_option, top_option
-from circuitstore.commands.query import emit, open_store, store_options
+from circuitstore.commands.query_io import emit, open_store, store_options
 from circuitstore.query.store import CircuitStore
 from circuitstore.schema.connection import Neo4jSettings
 from circuitstore.schema.errors import QueryError

@@ -1,6 +1,6 @@
-"""Subgraph answers as files: GraphML or node-link JSON through networkx, and one prompt's graph
-in the attribution-graph JSON that Neuronpedia's graph page and circuit-tracer's local viewer
-load.
+"""One prompt's graph in the attribution-graph JSON that Neuronpedia's graph page and
+circuit-tracer's local viewer load (`files.write_viewer_graph` writes it where the viewer finds
+it).
 
 That format (Neuronpedia's published JSON schema, `graph-schema.json`, and circuit-tracer's
 `frontend/graph_models.py`): `metadata` (slug, scan, prompt, prompt_tokens, schema_version,
@@ -31,53 +31,24 @@ and a target are summed. `metadata.info.folded` counts what was folded.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from circuitstore.query import graphs
-from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
+from circuitstore.query.prompts.records import PromptInfo
+from circuitstore.query.reader import TranscoderSetInfo
+from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.names import NodeId, NodeKind, feature_name
-
-EXPORT_FORMATS = ("graphml", "json")
 
 # The version of the feature-id convention the viewers decode (1: Cantor pairing).
 GRAPH_SCHEMA_VERSION = 1
 
-# What circuit-tracer's local viewer lists (`<folder>/graph-metadata.json`).
-VIEWER_INDEX = "graph-metadata.json"
-
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def write_subgraph(graph: nx.DiGraph, fmt: str, path: Path) -> None:
-    """GraphML or networkx node-link JSON (`nodes`, `links`)."""
-    if fmt not in EXPORT_FORMATS:
-        raise QueryError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
-    try:
-        if fmt == "graphml":
-            nx.write_graphml(graph, path)
-        else:
-            data = nx.node_link_data(graph, edges="links")
-            path.write_text(json.dumps(data, indent=1, default=str))
-    except OSError as exc:
-        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
-
-
-def write_json(data: Any, path: Path) -> None:
-    """`data` as JSON in `path`; a file that cannot be written is one line naming it."""
-    try:
-        path.write_text(json.dumps(data))
-    except OSError as exc:
-        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -247,25 +218,6 @@ def _remainder_target(n: Node, graph: Subgraph, by_id: dict[str, Node]) -> Node 
         return by_id[inner]
     targets = [by_id[e.target] for e in graph.edges if e.source == n.id and e.target in by_id]
     return targets[0] if targets else None
-
-
-def write_viewer_graph(data: dict[str, Any], folder: Path) -> Path:
-    """Write `data` where circuit-tracer's local viewer finds it: `<folder>/<slug>.json`, listed
-    in `<folder>/graph-metadata.json` (replacing an entry of the same slug). The viewer serves
-    the folder with `circuit_tracer.frontend.local_server.serve(data_dir=folder)`."""
-    slug = data["metadata"]["slug"]
-    path = folder / f"{slug}.json"
-    index = folder / VIEWER_INDEX
-    try:
-        listed = json.loads(index.read_text()) if index.exists() else {"graphs": []}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QueryError(f"cannot read {index} ({exc})") from None
-    if not isinstance(listed, dict) or not isinstance(listed.get("graphs"), list):
-        raise QueryError(f"{index} is not a viewer index (expected an object with `graphs`)")
-    graphs_ = [g for g in listed["graphs"] if not (isinstance(g, dict) and g.get("slug") == slug)]
-    write_json(data, path)
-    write_json({"graphs": [*graphs_, data["metadata"]]}, index)
-    return path
 
 
 def _version() -> str:
