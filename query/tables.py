@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from circuitstore.schema.errors import ConfigError
+from circuitstore.schema.names import NodeKind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,11 +21,11 @@ NOTEBOOK_EXTRA = "pip install 'circuitstore[notebook]'"
 
 
 def clean(value: Any) -> Any:
-    """NaN (stored for 'not a target') as None, so JSON stays valid; enum members as their
-    plain values, which every output format (GraphML among them) can hold."""
+    """NaN (stored for 'not a target') as None, so JSON stays valid; enum members and node
+    kinds as their plain values, which every output format (GraphML among them) can hold."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, Enum):
+    if isinstance(value, Enum | NodeKind):
         return value.value
     return value
 

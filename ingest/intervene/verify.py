@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from circuitstore.ingest.device import resolve_device
+from circuitstore.ingest.attribution.api import load_engine
 from circuitstore.ingest.intervene.effects import Intervener, Readout, Site
 from circuitstore.ingest.intervene.stored import (
     RecordedWeights,
@@ -34,8 +34,8 @@ from circuitstore.ingest.intervene.stored import (
     StoredPrompt,
     StoredPromptInfo,
 )
-from circuitstore.ingest.model import LoadedModel, load_model
-from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
+from circuitstore.ingest.model import LoadedModel
+from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.schema.errors import ConfigError, InputError, QueryError
 from circuitstore.schema.names import NodeId, NodeKind
 
@@ -188,12 +188,11 @@ class Verifier:
         tc_path = self.cfg.transcoders or tset.transcoders
         if not model_path or not tc_path:
             raise ConfigError(f"transcoder set {tset.id} records no model: name it with --model")
-        device = resolve_device(self.cfg.device)
-        model = load_model(model_path, device=device)
+        engine = load_engine(model_path, tc_path, device=self.cfg.device)
+        model, tcs = engine.model, engine.transcoders
         _same(model.weights_hash, tset.model_hash, f"model {model_path}", info)
-        tcs = load_transcoders(tc_path)
         _same(tcs.content_hash, tset.transcoders_hash, f"transcoders {tc_path}", info)
-        return model, tcs.to(model.dtype, device)
+        return model, tcs
 
 
 def _same(found: str, recorded: str | None, what: str, info: StoredPromptInfo) -> None:
