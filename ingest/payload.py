@@ -19,6 +19,8 @@ from circuitstore.schema.names import FeatureKey, NodeId
 
 @dataclass(frozen=True)
 class PromptPayload:
+    """One prompt's write rows: the prompt, its nodes and edges, and its share of the aggregates."""
+
     prompt_id: str
     prompt: dict[str, Any]
     nodes: list[list[Any]]  # [label, props]
@@ -29,6 +31,7 @@ class PromptPayload:
 
     @property
     def n_edges(self) -> int:
+        """How many per-prompt edges the payload writes."""
         return len(self.edges)
 
 
@@ -44,6 +47,7 @@ def build_payload(
     d_tc: int,
     truncated_from: int | None = None,
 ) -> PromptPayload:
+    """One prompt's engine output as the parameter rows of the write statements."""
     prompt_id = NodeId.prompt(transcoder_set, record.key)
     props = _prompt_props(record, graph, prompt_id, transcoder_set, run)
     if truncated_from is not None:

@@ -42,6 +42,8 @@ from circuitstore.schema.names import NodeId
 
 @dataclass
 class IngestSummary:
+    """What one ingest run did: prompts, writes, skips, failures, throughput."""
+
     run: str
     resumed: bool
     prompts: int = 0
@@ -63,6 +65,7 @@ class IngestSummary:
     views_seconds: float | None = None  # set when this run wrote views of some layers
 
     def lines(self) -> list[str]:
+        """The summary as lines for people."""
         rate = self.tokens / self.seconds if self.seconds else 0.0
         out = [
             f"run {self.run} ({'resumed' if self.resumed else 'new'}): {self.prompts} prompts "

@@ -50,9 +50,11 @@ class WriteBehind(Generic[Item, Result]):
                 self._done.put(Done(item, None, exc))  # type: ignore[arg-type]
 
     def put(self, item: Item) -> None:
+        """Queue an item for writing."""
         self._todo.put(item)
 
     def done(self) -> list[Done[Item, Result]]:
+        """The items written since the last call, with their results or errors."""
         out = []
         while True:
             try:
@@ -71,6 +73,7 @@ class WriteBehind(Generic[Item, Result]):
 def write_behind(
     write: Callable[[Item], Result], depth: int = 2
 ) -> Iterator[WriteBehind[Item, Result]]:
+    """A writer thread for `write`, at most `depth` items behind; drained on leaving."""
     behind: WriteBehind[Item, Result] = WriteBehind(write, depth)
     try:
         yield behind

@@ -45,6 +45,8 @@ class TranscoderSetNode:
 
 
 class StoreWriter:
+    """Writes transcoder sets, their features and views, and prompts to one store."""
+
     def __init__(
         self, driver: neo4j.Driver, database: str, top_k: int, where: str | None = None
     ) -> None:

@@ -250,10 +250,12 @@ class FeatureKey:
 
     @property
     def id(self) -> str:
+        """The global Feature id: `<set>/<layer>/<index>`."""
         return f"{self.transcoder_set}/{self.layer}/{self.index}"
 
     @property
     def name(self) -> str:
+        """The feature's name: `mlp8tc[355]`."""
         return feature_name(self.layer, self.index)
 
 
@@ -266,14 +268,17 @@ class NodeId:
 
     @staticmethod
     def feature(layer: int, pos: int, index: int) -> str:
+        """A feature at a position: `mlp8tc[355]@9`."""
         return feature_name(layer, index, pos)
 
     @staticmethod
     def embedding(pos: int) -> str:
+        """The token-plus-position embedding: `embed0@9`."""
         return f"embed0@{pos}"
 
     @staticmethod
     def error(layer: int, pos: int) -> str:
+        """A layer's MLP error term at a position: `mlp8err@9`."""
         return f"mlp{layer}err@{pos}"
 
     @staticmethod
@@ -284,6 +289,7 @@ class NodeId:
 
     @staticmethod
     def logit(pos: int, token_id: int) -> str:
+        """A logit: `logit[250]@31`."""
         return f"logit[{token_id}]@{pos}"
 
     @staticmethod
@@ -293,14 +299,17 @@ class NodeId:
 
     @staticmethod
     def is_remainder(local_id: str) -> bool:
+        """Whether a local id is lumped mode's remainder of a target."""
         return local_id.startswith("rem[")
 
     @staticmethod
     def prompt(transcoder_set: str, key: str) -> str:
+        """A prompt's global id: `<set>/<key>`."""
         return f"{transcoder_set}/{key}"
 
     @staticmethod
     def qualified(prompt_id: str, local_id: str) -> str:
+        """A node's global id: `<prompt id>/<local id>`."""
         return f"{prompt_id}/{local_id}"
 
 
@@ -325,10 +334,12 @@ class FeatureRef:
 
     @property
     def name(self) -> str:
+        """The name as written, with its position where given."""
         return feature_name(self.layer, self.index, self.pos)
 
     @property
     def base_name(self) -> str:
+        """The name without a position."""
         return feature_name(self.layer, self.index)
 
 
@@ -341,6 +352,7 @@ class LogitRef:
 
     @property
     def name(self) -> str:
+        """`logit`, or the logit's local id."""
         return "logit" if self.token_id is None else NodeId.logit(self.pos or 0, self.token_id)
 
 
@@ -352,6 +364,7 @@ class LocalRef:
 
     @property
     def name(self) -> str:
+        """The local id."""
         return self.local_id
 
 

@@ -147,6 +147,7 @@ class EdgeChunk:
     extra_weight: Float[Tensor, " e"]
 
     def allowed(self) -> Bool[Tensor, "b s"]:
+        """Which dense entries are edges: a real source at or before its target's position."""
         return (self.sources >= 0)[None, :] & (self.source_pos[None, :] <= self.target_pos[:, None])
 
     def n_edges(self) -> int:
@@ -158,6 +159,7 @@ class EdgeChunk:
         return int(seen[self.target_pos].sum()) + int(self.extra_weight.shape[0])
 
     def extra_rows(self) -> Int[Tensor, " e"]:
+        """The row of the block each extra edge's target is in."""
         return torch.searchsorted(self.targets, self.extra_target)
 
     def row_blocks(self, max_entries: int) -> Iterator[EdgeChunk]:
@@ -183,6 +185,7 @@ class EdgeChunk:
         return self.dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight)
 
     def row_abs_sums(self) -> Float[Tensor, " b"]:
+        """Each target's total absolute input."""
         return self.dense.abs().sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight.abs())
 
     def coo(self) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
@@ -230,12 +233,14 @@ class CollectSink:
     weight: list[Tensor] = field(default_factory=list)
 
     def consume(self, chunk: EdgeChunk) -> None:
+        """Keep the chunk's edges."""
         src, tgt, w = chunk.coo()
         self.source.append(src)
         self.target.append(tgt)
         self.weight.append(w)
 
     def edges(self) -> Edges:
+        """Every edge kept, as one set."""
         if not self.source:
             empty = torch.zeros(0, dtype=torch.long)
             return Edges(empty, empty, torch.zeros(0))
@@ -254,6 +259,7 @@ class Edges:
         return int(self.source.shape[0])
 
     def kinds(self, nodes: NodeTable) -> list[EdgeKind]:
+        """Each edge's kind: residual (same position) or attention."""
         same = nodes.pos[self.source] == nodes.pos[self.target]
         return [EdgeKind.RESIDUAL if s else EdgeKind.ATTENTION for s in same.tolist()]
 

@@ -89,6 +89,7 @@ class Check:
     flips: bool  # the real model's top token is no longer the answer
 
     def as_row(self) -> dict[str, Any]:
+        """The check as one flat row."""
         return {
             "features": ", ".join(self.features),
             "influence": self.influence,
@@ -116,6 +117,7 @@ class VerifyReport:
     agreement: dict[str, float | None] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
+        """One row per check, the single features first, then all together."""
         return [{"check": "single", **c.as_row()} for c in self.checks] + [
             {"check": "together", **self.circuit.as_row()}
         ]
