@@ -190,11 +190,16 @@ class Verifier:
         tc_path = self.cfg.transcoders or tset.transcoders
         if not model_path or not tc_path:
             raise ConfigError(f"transcoder set {tset.id} records no model: name it with --model")
-        engine = load_engine(model_path, tc_path, device=self.cfg.device)
-        model, tcs = engine.model, engine.transcoders
-        _same(model.weights_hash, tset.model_hash, f"model {model_path}", info)
-        _same(tcs.content_hash, tset.transcoders_hash, f"transcoders {tc_path}", info)
-        return model, tcs
+        model_is = f"model {model_path}"
+        tcs_are = f"transcoders {tc_path}"
+        engine = load_engine(
+            model_path,
+            tc_path,
+            device=self.cfg.device,
+            check_model=lambda m: _same(m.weights_hash, tset.model_hash, model_is, info),
+            check_transcoders=lambda t: _same(t.content_hash, tset.transcoders_hash, tcs_are, info),
+        )
+        return engine.model, engine.transcoders
 
 
 def _same(found: str, recorded: str | None, what: str, info: StoredPromptInfo) -> None:
