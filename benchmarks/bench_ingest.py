@@ -117,7 +117,7 @@ def reset(driver: Any) -> None:
 
 
 def write_path_figures(out: Results, driver: Any, args: argparse.Namespace) -> None:
-    from circuitstore.ingest.writer import StoreWriter, TranscoderSetInfo
+    from circuitstore.ingest.writer import StoreWriter, TranscoderSetNode
     from circuitstore.schema.apply import apply_schema
     from circuitstore.schema.names import FeatureKey
 
@@ -128,7 +128,7 @@ def write_path_figures(out: Results, driver: Any, args: argparse.Namespace) -> N
         for lyr in range(N_LAYERS)
         for i in range(D_TC)
     )
-    writer.ensure_transcoder_set(TranscoderSetInfo("bench", {}, "bench"), features)
+    writer.ensure_transcoder_set(TranscoderSetNode("bench", {}, "bench"), features)
     rng = random.Random(0)
     payloads = [synthetic_payload(i, args.edges, args.drives, rng) for i in range(args.prompts)]
     rates: dict[str, list[float]] = {"bare": [], "ingest (graph)": [], "ingest (full)": []}

@@ -69,12 +69,13 @@ def answered(store, rows: list[dict]) -> list[dict]:  # type: ignore[no-untyped-
 
 
 def verify_figures(out, store, rows: list[dict], top: int) -> None:  # type: ignore[no-untyped-def]
-    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig, agreement
+    from circuitstore.commands.verify import check_prompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig, agreement
 
     checks, lowered, frozen, seconds = [], [], [], []
     for row in rows:
         start = time.perf_counter()
-        report = Verifier(VerifyConfig(row["id"], top=top, device="cpu"), store).run()
+        report = check_prompt(VerifyConfig(row["id"], top=top, device="cpu"), store)
         seconds.append(time.perf_counter() - start)
         checks += report.checks
         lowered.append(report.circuit.observed_diff < 0)

@@ -9,6 +9,7 @@ from typing import Any
 
 from circuitstore.clitools import render_table
 from circuitstore.query.results import Example, FeatureCard, Link
+from circuitstore.query.tables import readable_token
 
 # The examples table: the left context right-aligned against the token, so that the tokens a
 # feature fires on stand in one column whatever the context starts with.
@@ -61,7 +62,7 @@ def card_table(card: FeatureCard) -> str:
         ("logit-lens tokens", card.logit_lens_tokens),
     ):
         if tokens is not None:
-            parts += ["", f"{title}: " + " | ".join(repr(t) for t in tokens)]
+            parts += ["", f"{title}: " + " | ".join(map(readable_token, tokens))]
     for title, pairs in (
         ("virtual weight in", card.virtual_in),
         ("virtual weight out", card.virtual_out),

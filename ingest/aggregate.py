@@ -51,6 +51,7 @@ class DrivesSink:
     _compacted: int = 0
 
     def consume(self, chunk: EdgeChunk) -> None:
+        """Add one chunk's feature-to-feature edges to the sums."""
         src, tgt, w = chunk.feature_edges(self.n_features, self.min_fraction)
         w = w.to(torch.float64)
         if w.numel() == 0:
@@ -64,6 +65,7 @@ class DrivesSink:
             self._compact()
 
     def result(self) -> PairSums:
+        """The summed DRIVES rows of every chunk consumed."""
         self._compact()
         if not self._parts:
             empty = torch.zeros(0, dtype=torch.long)
@@ -110,6 +112,7 @@ class FeatureSummary:
 
 
 def feature_summary(nodes: NodeTable, d_tc: int) -> FeatureSummary:
+    """Per active feature of one prompt: its positions, activation sum and peak."""
     is_feature = (nodes.kind == Code.FEATURE) & (nodes.activation > 0)
     layer, index = nodes.layer[is_feature], nodes.index[is_feature]
     act = nodes.activation[is_feature].to(torch.float64)

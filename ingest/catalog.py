@@ -90,6 +90,8 @@ def _retried(func: F) -> F:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One ingest run as the catalog records it."""
+
     name: str
     config_hash: str
     config: dict[str, Any]
@@ -99,6 +101,7 @@ class RunRecord:
 
 
 def default_url(path: Path) -> str:
+    """The SQLite URL of a catalog file."""
     return f"sqlite:///{path}"
 
 
@@ -112,6 +115,7 @@ class Catalog:
     def open(cls, url: str) -> Catalog:
         # No retries here: a catalog that can't be opened at the start is a setup problem to
         # report at once; retries are for a database that goes away in the middle of a run.
+        """The catalog at `url`, its tables created if missing."""
         try:
             engine = sa.create_engine(url, connect_args=_connect_args(url))
             if engine.dialect.name == "sqlite":
@@ -191,6 +195,7 @@ class Catalog:
 
     @_retried
     def keys_in_state(self, run: str, state: str) -> set[str]:
+        """The keys of a run's prompts in `state`."""
         with self._begin() as conn:
             query = sa.select(prompt_states.c.key).where(
                 prompt_states.c.run == run, prompt_states.c.state == state
@@ -235,6 +240,7 @@ class Catalog:
 
     @_retried
     def finish(self, run: str, status: str) -> None:
+        """Record a run's final status."""
         with self._begin() as conn:
             conn.execute(
                 runs.update().where(runs.c.name == run).values(status=status, updated_at=_now())
@@ -242,6 +248,7 @@ class Catalog:
 
     @_retried
     def counts(self, run: str) -> dict[str, int]:
+        """How many of a run's prompts are in each state."""
         with self._begin() as conn:
             query = (
                 sa.select(prompt_states.c.state, sa.func.count())

@@ -72,6 +72,7 @@ class PruneConfig:
                 _check_int(getattr(self, name), name, 1)
 
     def as_dict(self) -> dict[str, float | int]:
+        """The pruning settings as plain values."""
         return asdict(self)
 
 
@@ -218,6 +219,7 @@ class IngestConfig:
 
     @property
     def prune(self) -> PruneConfig:
+        """The pruning settings (ingest always prunes)."""
         assert self.attribution.prune is not None  # checked at construction
         return self.attribution.prune
 
@@ -239,6 +241,7 @@ class IngestConfig:
         return data
 
     def graph_dict(self) -> dict[str, Any]:
+        """The settings that shape the stored graphs (their hash keys the run)."""
         flat = self.flat_dict()
         return {name: flat[name] for name in GRAPH_FIELDS}
 
@@ -260,6 +263,7 @@ class IngestConfig:
         return f"{stem}-{hashlib.sha256((graph_hash + corpus_digest).encode()).hexdigest()[:8]}"
 
     def catalog_url(self) -> str:
+        """The catalog's URL: the one given, else a SQLite file in the data home."""
         return self.catalog or f"sqlite:///{data_home() / 'catalog.sqlite'}"
 
 

@@ -31,6 +31,8 @@ class PromptRecord:
 
 @dataclass(frozen=True)
 class Corpus:
+    """The prompts of one corpus file, read and checked, with what was left out."""
+
     source: str
     prompts: tuple[PromptRecord, ...]
     blank_lines: int = 0
@@ -51,6 +53,7 @@ class Corpus:
 
 
 def shard_of(key: str, count: int) -> int:
+    """Which of `count` shards a prompt key falls in: the same on every machine."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % count
 
 
@@ -63,6 +66,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def text_key(text: str) -> str:
+    """The key of a prompt given as bare text: a hash of the text."""
     return "t" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -64,6 +64,8 @@ class ModelWeights:
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A loaded model with the sizes and weights the engine reads."""
+
     bridge: Any  # transformer_lens.model_bridge.TransformerBridge (untyped upstream)
     name: str
     n_layers: int

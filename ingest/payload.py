@@ -10,9 +10,8 @@ import torch
 
 from circuitstore.ingest.aggregate import FeatureSummary, PairSums
 from circuitstore.ingest.attribution import AttributionGraph
-from circuitstore.ingest.attribution.graph import NODE_KIND, Code
+from circuitstore.ingest.attribution.graph import Code, Rows
 from circuitstore.ingest.attribution.heads import StrongestHeads
-from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.schema.model import PROMPT_OWN, PromptScore
 from circuitstore.schema.names import FeatureKey, NodeId
@@ -32,6 +31,7 @@ class PromptPayload:
 
     @property
     def n_edges(self) -> int:
+        """How many per-prompt edges the payload writes."""
         return len(self.edges)
 
     def write_bytes(self) -> int:
@@ -61,6 +61,7 @@ def build_payload(
     d_tc: int,
     truncated_from: int | None = None,
 ) -> PromptPayload:
+    """One prompt's engine output as the parameter rows of the write statements."""
     prompt_id = NodeId.prompt(transcoder_set, record.key)
     props = _prompt_props(record, graph, prompt_id, transcoder_set, run)
     if truncated_from is not None:
@@ -126,55 +127,30 @@ def _scores(graph: AttributionGraph) -> dict[str, float]:
 
 
 def _node_rows(graph: AttributionGraph, prompt_id: str, tset: str) -> list[list[Any]]:
-    nodes, acc = graph.nodes, graph.accounting
-    columns = {
-        name: getattr(nodes, name).tolist()
-        for name in ("kind", "layer", "pos", "index", "activation", "value")
-    }
+    """[label, props] per node: the common properties, then those its form adds (the kind
+    table's `Form.props`)."""
+    acc = graph.accounting
+    rows = Rows(graph.nodes, graph.tokens, tset)
     explained = acc.kept_abs_fraction.tolist() if acc is not None else None
     kept = acc.kept_sum.tolist() if acc is not None else None
-    rows = []
-    for i, local in enumerate(nodes.ids()):
-        code = Code(columns["kind"][i])
-        kind = NODE_KIND[code]
+    out = []
+    for i in range(len(graph.nodes)):
+        kind, local = rows.kind(i), rows.local_id(i)
         props: dict[str, Any] = {
             "id": NodeId.qualified(prompt_id, local),
             "localId": local,
             "prompt": prompt_id,
             "kind": kind.value,
-            "pos": columns["pos"][i],
+            "pos": rows.pos[i],
         }
-        layer = columns["layer"][i]
-        if layer >= 0:
-            props["layer"] = layer
-        props.update(_kind_props(code, columns, i, graph, tset))
+        if rows.layer[i] >= 0:
+            props["layer"] = rows.layer[i]
+        props.update(rows.fields(i, rows.form(i).props))
         if explained is not None:
             props["inputExplained"] = explained[i]
             props["keptInput"] = kept[i]  # type: ignore[index]
-        rows.append([kind.label.value, props])
-    return rows
-
-
-def _kind_props(
-    code: Code, columns: dict[str, list[Any]], i: int, graph: AttributionGraph, tset: str
-) -> dict[str, Any]:
-    index, pos = columns["index"][i], columns["pos"][i]
-    if code == Code.FEATURE:
-        return {
-            "transcoderSet": tset,
-            "feature": index,
-            "activation": columns["activation"][i],
-            "preactivation": columns["value"][i],
-        }
-    if code == Code.EMBEDDING:
-        return {"tokenId": graph.token_ids[pos], "token": graph.tokens[pos]}
-    if code == Code.LOGIT:
-        return {"tokenId": index, "value": columns["value"][i]}
-    if code == Code.BIAS:
-        return {"name": BiasKind(index).short}
-    if code == Code.REMAINDER:
-        return {"remainder": True}
-    return {}
+        out.append([kind.label.value, props])
+    return out
 
 
 def _edge_rows(graph: AttributionGraph, heads: StrongestHeads | None) -> list[list[Any]]:

@@ -24,17 +24,17 @@ from tqdm import tqdm
 from circuitstore import __version__
 from circuitstore.ingest.aggregate import DrivesSink, feature_summary
 from circuitstore.ingest.attribution import AttributionEngine
+from circuitstore.ingest.attribution.api import load_engine
 from circuitstore.ingest.attribution.heads import strongest_heads
 from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecord
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
-from circuitstore.ingest.device import resolve_device, use_tf32
-from circuitstore.ingest.model import LoadedModel, all_tokens, load_model, torch_dtype
+from circuitstore.ingest.model import LoadedModel, all_tokens
 from circuitstore.ingest.payload import PromptPayload, build_payload
-from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
+from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
 from circuitstore.ingest.writebehind import Done, write_behind
-from circuitstore.ingest.writer import PromptWriteError, StoreWriter, TranscoderSetInfo
+from circuitstore.ingest.writer import PromptWriteError, StoreWriter, TranscoderSetNode
 from circuitstore.schema.apply import require_current_schema
 from circuitstore.schema.errors import InputError, StoreUnavailableError
 from circuitstore.schema.names import NodeId
@@ -42,6 +42,8 @@ from circuitstore.schema.names import NodeId
 
 @dataclass
 class IngestSummary:
+    """What one ingest run did: prompts, writes, skips, failures, throughput."""
+
     run: str
     resumed: bool
     prompts: int = 0
@@ -63,6 +65,7 @@ class IngestSummary:
     views_seconds: float | None = None  # set when this run wrote views of some layers
 
     def lines(self) -> list[str]:
+        """The summary as lines for people."""
         rate = self.tokens / self.seconds if self.seconds else 0.0
         out = [
             f"run {self.run} ({'resumed' if self.resumed else 'new'}): {self.prompts} prompts "
@@ -128,11 +131,10 @@ class IngestRunner:
         corpus = full.shard(cfg.shard_index, cfg.shard_count)
         require_current_schema(self.driver, self.database)
         catalog = Catalog.open(cfg.catalog_url())
-        device = resolve_device(cfg.device)
-        use_tf32(cfg.tf32)
-        model = load_model(cfg.model, dtype=torch_dtype(cfg.dtype), device=device)
-        tcs = load_transcoders(cfg.transcoders, dtype=torch_dtype(cfg.dtype))
-        engine = AttributionEngine(model, tcs)
+        engine = load_engine(
+            cfg.model, cfg.transcoders, device=cfg.device, dtype=cfg.dtype, tf32=cfg.tf32
+        )
+        model, tcs = engine.model, engine.transcoders
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
         writer = StoreWriter(self.driver, self.database, cfg.top_examples, self.where)
@@ -167,7 +169,7 @@ class _SetSetup:
     weights the engine cannot use (overflowing activations, say) then leave no set behind."""
 
     writer: StoreWriter
-    info: TranscoderSetInfo
+    info: TranscoderSetNode
     tcs: TranscoderSet
     seconds: float | None = None  # set when this run wrote the set's features
 

@@ -27,6 +27,8 @@ _CORPUS = (
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The sizes of a small random GPT-2 built for tests."""
+
     n_layers: int = 2
     d_model: int = 32
     n_heads: int = 4

@@ -11,7 +11,7 @@ import torch
 
 from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder import TranscoderSet
-from circuitstore.ingest.writer import TranscoderSetInfo
+from circuitstore.ingest.writer import TranscoderSetNode
 from circuitstore.schema.model import content_hash
 from circuitstore.schema.names import FeatureKey
 
@@ -26,7 +26,7 @@ def transcoder_set_info(
     provenance: dict[str, Any],
     graph_hash: str,
     graph_config: dict[str, Any],
-) -> TranscoderSetInfo:
+) -> TranscoderSetNode:
     """The set's id is readable and content-addressed: `<model name>-<12 hex>`, the hex a hash of
     the model's and the transcoders' full weight hashes, so that a changed model in a folder of
     the same name is a new set, never an extension of the old one."""
@@ -46,7 +46,7 @@ def transcoder_set_info(
         "nHeads": model.n_heads,  # ATTR edges number their heads layer * nHeads + head
         "dTranscoder": tcs.d_tc,
     }
-    return TranscoderSetInfo(set_id, props, graph_hash, graph_config)
+    return TranscoderSetNode(set_id, props, graph_hash, graph_config)
 
 
 def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:

@@ -68,9 +68,11 @@ class WriteBehind(Generic[Item, Result]):
         self.close()
 
     def put(self, item: Item) -> None:
+        """Queue an item for writing."""
         self._todo.put(item)
 
     def done(self) -> list[Done[Item, Result]]:
+        """The items written since the last call, with their results or errors."""
         out = []
         while True:
             try:

@@ -38,7 +38,10 @@ class PromptWriteError(CircuitStoreError):
 
 
 @dataclass(frozen=True)
-class TranscoderSetInfo:
+class TranscoderSetNode:
+    """The TranscoderSet node to write: its id, properties and graph configuration (read back
+    as `query.reader.TranscoderSetInfo`)."""
+
     id: str
     props: dict[str, Any]
     graph_config_hash: str
@@ -46,6 +49,8 @@ class TranscoderSetInfo:
 
 
 class StoreWriter:
+    """Writes transcoder sets, their features and views, and prompts to one store."""
+
     def __init__(
         self, driver: neo4j.Driver, database: str, top_k: int, where: str | None = None
     ) -> None:
@@ -55,7 +60,7 @@ class StoreWriter:
         self.where = where  # the store's URI, for messages
         self._limit: object = _MISSING
 
-    def check_transcoder_set(self, info: TranscoderSetInfo) -> None:
+    def check_transcoder_set(self, info: TranscoderSetNode) -> None:
         """Refuse a store whose prompts for this set were written under another graph
         configuration: per-prompt graphs and aggregates of two configurations must not mix. The
         message names the options that differ where the store recorded them."""
@@ -76,7 +81,7 @@ class StoreWriter:
         )
 
     def ensure_transcoder_set(
-        self, info: TranscoderSetInfo, features: Iterable[dict[str, Any]]
+        self, info: TranscoderSetNode, features: Iterable[dict[str, Any]]
     ) -> bool:
         """Create the set and its features once (their views come per layer, `write_views`).
         True if created now. MERGE: a creation killed half-way is finished, not doubled."""

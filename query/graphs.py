@@ -18,11 +18,13 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from circuitstore.query.results import Edge, Node, Path, Subgraph
+from circuitstore.query.paths.records import Path
+from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import QueryError
 
 
 def inputs_of(edges: Iterable[Edge]) -> dict[str, list[Edge]]:
+    """Each node's incoming edges."""
     out: dict[str, list[Edge]] = defaultdict(list)
     for edge in edges:
         out[edge.target].append(edge)
@@ -52,6 +54,7 @@ def topological(nodes: Iterable[str], edges: Iterable[Edge]) -> list[str]:
 
 
 def ancestors(target: str, inputs: Mapping[str, list[Edge]]) -> set[str]:
+    """Every node with a path into `target` (and `target`)."""
     seen, stack = {target}, [target]
     while stack:
         for e in inputs.get(stack.pop(), ()):
@@ -213,6 +216,7 @@ def _with_influence(node: Node, scores: Mapping[str, float]) -> Node:
 
 
 def induced(graph: Subgraph, ids: Iterable[str]) -> Subgraph:
+    """The part of `graph` on the nodes `ids`, with the edges among them."""
     keep = set(ids)
     return Subgraph(
         graph.prompt,

@@ -26,6 +26,7 @@ class SchemaRow:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SchemaRow:
+        """From a SHOW CONSTRAINTS / SHOW INDEXES row."""
         return cls(
             name=record["name"],
             kind=record["kind"],
@@ -39,11 +40,14 @@ class SchemaRow:
 
 @dataclass(frozen=True)
 class SchemaState:
+    """What the store holds of the schema: its version and its constraints and indexes."""
+
     version: int | None
     rows: tuple[SchemaRow, ...]
 
     @property
     def missing(self) -> tuple[str, ...]:
+        """The names of the schema's items the store lacks."""
         present = {row.name for row in self.rows}
         return tuple(sorted(ddl.SCHEMA_NAMES - present))
 
@@ -61,6 +65,7 @@ def apply_schema(driver: neo4j.Driver, database: str, await_seconds: int = 300) 
 
 
 def read_schema(driver: neo4j.Driver, database: str) -> SchemaState:
+    """The store's schema version and its constraints and indexes."""
     with (
         translate_errors(),
         driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session,

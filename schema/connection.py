@@ -60,6 +60,7 @@ class Neo4jSettings(BaseSettings):
             raise ConfigError(f"Neo4j setting {first['loc'][0]}: {first['msg']}") from None
 
     def require_password(self) -> str:
+        """The password, or a one-line error saying where to set it."""
         if self.password is None:
             raise ConfigError(
                 "NEO4J_PASSWORD is not set: export it or put it in a file named by --env-file"

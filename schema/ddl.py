@@ -17,6 +17,8 @@ PREFIX = "cs_"
 
 @dataclass(frozen=True)
 class SchemaItem:
+    """One constraint or index of the schema, with its Cypher."""
+
     name: str
     kind: str  # "constraint" or "index"
     cypher: str

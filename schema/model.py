@@ -36,6 +36,8 @@ from enum import StrEnum
 
 
 class Label(StrEnum):
+    """The node labels of the graph model."""
+
     TRANSCODER_SET = "TranscoderSet"
     FEATURE = "Feature"
     PROMPT = "Prompt"
@@ -51,6 +53,8 @@ class Label(StrEnum):
 
 
 class RelType(StrEnum):
+    """The relationship types of the graph model."""
+
     ATTR = "ATTR"
     DRIVES = "DRIVES"
     TOP_EXAMPLE = "TOP_EXAMPLE"
@@ -78,6 +82,7 @@ class PromptScore(StrEnum):
 
     @property
     def option(self) -> str:
+        """The score's name as a command-line choice (`stored-replacement`)."""
         return "stored-" + self.field[7:] if self.field.startswith("stored_") else self.field
 
     @property

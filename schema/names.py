@@ -13,8 +13,9 @@ remainder of one target's input.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.model import Label
@@ -26,59 +27,211 @@ FEATURE_FORMS = "mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos> or <layer>:<
 _N = r"\d{1,9}"
 
 
-class NodeKind(StrEnum):
-    """Kinds of per-prompt graph node, as stored (`kind`) and in the attribution JSON (`type`)."""
+class _KindTable(type):
+    """Iterating `NodeKind` gives the kinds of the table, in its order."""
 
-    FEATURE = "feature"
-    EMBEDDING = "embedding"
-    ERROR = "error"
-    BIAS = "bias"
-    LOGIT = "logit"
+    def __iter__(cls) -> Iterator[NodeKind]:
+        return (NodeKind(name) for name in KINDS)
+
+    def __len__(cls) -> int:
+        return len(KINDS)
+
+
+class NodeKind(str, metaclass=_KindTable):
+    """A kind of per-prompt graph node, by its stored name (`kind`, and `type` in the attribution
+    JSON): a key of the kind table `KINDS`, which says everything else about it.
+    `NodeKind("feature")` refuses a name the table lacks."""
+
+    __slots__ = ()
+
+    FEATURE: ClassVar[NodeKind]
+    EMBEDDING: ClassVar[NodeKind]
+    ERROR: ClassVar[NodeKind]
+    BIAS: ClassVar[NodeKind]
+    LOGIT: ClassVar[NodeKind]
+
+    def __new__(cls, value: str) -> NodeKind:
+        if value not in KINDS:
+            raise ValueError(f"{value!r} is not a node kind (expected one of {', '.join(KINDS)})")
+        return super().__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return f"NodeKind({self.value!r})"
+
+    @property
+    def value(self) -> str:
+        """The stored name, as a plain string."""
+        return str.__str__(self)
 
     @property
     def spec(self) -> KindSpec:
+        """The kind's row of the table."""
         return KINDS[self]
 
     @property
     def label(self) -> Label:
+        """The Neo4j label its stored nodes carry."""
         return KINDS[self].label
 
 
 @dataclass(frozen=True)
+class Form:
+    """How the attribution engine makes nodes of one kind: their number in its node table (the
+    `kind` column), their local id, and what is stored of them and written to the attribution
+    JSON, each read off one row of the node table.
+
+    A row's fields, by name: `layer` (blank where the node has none), `pos`, `index` (what the
+    kind puts there: a feature index, a token id, a bias name's code, a target's row),
+    `activation` and `value` (the node table's columns); `token` (the prompt's token at `pos`),
+    `bias` (the bias name `index` codes), `target` (the local id of row `index`),
+    `transcoderSet` (the set's id) and `true`."""
+
+    name: str
+    code: int
+    id_format: str
+    """The local id, as a format of the row's fields (`mlp{layer}tc[{index}]@{pos}`)."""
+    props: Mapping[str, str] = field(default_factory=dict)
+    """Each stored property the form adds (besides id, localId, prompt, kind, pos, layer and
+    the pruning accounting, inputExplained and keptInput), by the row field it holds."""
+    json: Mapping[str, str] = field(default_factory=dict)
+    """Each attribution-JSON field the form adds (besides id, type, layer, pos), by row field."""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """How circuit-tracer's and Neuronpedia's graph viewers show a kind: its `feature_type`,
+    and its node's `node_id`, `feature` (a number), `layer` and `clerp` as formats of the stored
+    node's fields (`layer`, `pos`, `feature`, `token_id`) and the exporter's (`logit_layer`,
+    one past the last layer; `cantor`, the feature's Cantor-paired layer and index; `name`, its
+    label or else its name; `token`, the node's token as the viewers quote it, `<token ID>`
+    where unknown; `prob`, a logit's probability)."""
+
+    type: str
+    node_id: str
+    feature: str
+    layer: str
+    clerp: str = ""
+
+
+@dataclass(frozen=True)
 class KindSpec:
-    """Everything the store and its readers know of one node kind."""
+    """Everything the store, the engine and the readers know of one node kind."""
 
     label: Label
     local_id: str
     """Regex of the kind's local ids (`embed0@3`), as the node parser accepts them."""
-    props: tuple[str, ...]
-    """Properties a stored node of the kind holds besides id, localId, prompt, kind, pos, layer
-    (and the pruning accounting, inputExplained and keptInput)."""
-    viewer_type: str | None
-    """The circuit-tracer / Neuronpedia `feature_type`, None where the viewers have none."""
+    forms: tuple[Form, ...]
+    """How the engine makes the kind (an error term: an MLP error, or lumped mode's remainder
+    of one target's input)."""
+    viewer: Viewer | None
+    """How the viewers show it; None where they have no node for it: an exported graph folds
+    it into the error node of its layer (else the last layer's) and position."""
+
+    @property
+    def props(self) -> tuple[str, ...]:
+        """Properties a stored node of the kind may hold besides id, localId, prompt, kind,
+        pos, layer (and the pruning accounting, inputExplained and keptInput)."""
+        return tuple(dict.fromkeys(p for f in self.forms for p in f.props))
+
+    @property
+    def viewer_type(self) -> str | None:
+        """The circuit-tracer / Neuronpedia `feature_type`, None where the viewers have none."""
+        return None if self.viewer is None else self.viewer.type
 
 
 # The kind table: adding a node kind is a row here, a place in the engine's row layout and its
-# producer; every reader works from this table.
-KINDS: dict[NodeKind, KindSpec] = {
-    NodeKind.FEATURE: KindSpec(
+# producer; every writer, reader and exporter works from this table.
+KINDS: dict[str, KindSpec] = {
+    "feature": KindSpec(
         Label.OCCURRENCE,
         rf"mlp{_N}tc\[{_N}\]@{_N}",
-        ("transcoderSet", "feature", "activation", "preactivation"),
-        "cross layer transcoder",
+        (
+            Form(
+                "feature",
+                0,
+                "mlp{layer}tc[{index}]@{pos}",
+                {
+                    "transcoderSet": "transcoderSet",
+                    "feature": "index",
+                    "activation": "activation",
+                    "preactivation": "value",
+                },
+                {"feature": "index", "activation": "activation", "preactivation": "value"},
+            ),
+        ),
+        Viewer(
+            "cross layer transcoder", "{layer}_{feature}_{pos}", "{cantor}", "{layer}", "{name}"
+        ),
     ),
-    NodeKind.EMBEDDING: KindSpec(
-        Label.EMBEDDING, rf"embed0@{_N}", ("tokenId", "token"), "embedding"
+    "embedding": KindSpec(
+        Label.EMBEDDING,
+        rf"embed0@{_N}",
+        (
+            Form(
+                "embedding",
+                1,
+                "embed0@{pos}",
+                {"tokenId": "index", "token": "token"},
+                {"token_id": "index"},
+            ),
+        ),
+        Viewer("embedding", "E_{token_id}_{pos}", "{pos}", "E", 'Emb: "{token}"'),
     ),
-    NodeKind.ERROR: KindSpec(
+    "error": KindSpec(
         Label.ERROR_TERM,
         rf"mlp{_N}err@{_N}|rem\[.{{1,200}}\]",
-        ("remainder",),
-        "mlp reconstruction error",
+        (
+            Form("error", 2, "mlp{layer}err@{pos}"),
+            # Lumped mode: the part of one target's input through two or more attention layers,
+            # which the graph does not itemise (what error nodes stand for); its id names it.
+            Form(
+                "remainder", 5, "rem[{target}]", {"remainder": "true"}, {"remainder_of": "target"}
+            ),
+        ),
+        Viewer("mlp reconstruction error", "{layer}_error_mlp_{pos}", "-1", "{layer}"),
     ),
-    NodeKind.BIAS: KindSpec(Label.BIAS, rf"bias\[[a-z]+(?:{_N})?\]@{_N}", ("name",), None),
-    NodeKind.LOGIT: KindSpec(Label.LOGIT, rf"logit\[{_N}\]@{_N}", ("tokenId", "value"), "logit"),
+    "bias": KindSpec(
+        Label.BIAS,
+        rf"bias\[[a-z]+(?:{_N})?\]@{_N}",
+        (Form("bias", 3, "bias[{bias}{layer}]@{pos}", {"name": "bias"}),),
+        None,
+    ),
+    "logit": KindSpec(
+        Label.LOGIT,
+        rf"logit\[{_N}\]@{_N}",
+        (
+            Form(
+                "logit",
+                4,
+                "logit[{index}]@{pos}",
+                {"tokenId": "index", "value": "value"},
+                {"token_id": "index", "preactivation": "value"},
+            ),
+        ),
+        Viewer(
+            "logit",
+            "{logit_layer}_{token_id}_{pos}",
+            "{token_id}",
+            "{logit_layer}",
+            'Output "{token}" (p={prob:.3f})',
+        ),
+    ),
 }
+NodeKind.FEATURE = NodeKind("feature")
+NodeKind.EMBEDDING = NodeKind("embedding")
+NodeKind.ERROR = NodeKind("error")
+NodeKind.BIAS = NodeKind("bias")
+NodeKind.LOGIT = NodeKind("logit")
+
+
+def forms() -> dict[int, tuple[NodeKind, Form]]:
+    """Every form of the table by its number in the engine's node table, with its kind."""
+    return {f.code: (NodeKind(kind), f) for kind, spec in KINDS.items() for f in spec.forms}
+
+
+def form(name: str) -> Form:
+    """The table's form of that name (`remainder`)."""
+    return next(f for spec in KINDS.values() for f in spec.forms if f.name == name)
 
 
 def feature_name(layer: int, index: int, pos: int | None = None) -> str:
@@ -97,10 +250,12 @@ class FeatureKey:
 
     @property
     def id(self) -> str:
+        """The global Feature id: `<set>/<layer>/<index>`."""
         return f"{self.transcoder_set}/{self.layer}/{self.index}"
 
     @property
     def name(self) -> str:
+        """The feature's name: `mlp8tc[355]`."""
         return feature_name(self.layer, self.index)
 
 
@@ -113,14 +268,17 @@ class NodeId:
 
     @staticmethod
     def feature(layer: int, pos: int, index: int) -> str:
+        """A feature at a position: `mlp8tc[355]@9`."""
         return feature_name(layer, index, pos)
 
     @staticmethod
     def embedding(pos: int) -> str:
+        """The token-plus-position embedding: `embed0@9`."""
         return f"embed0@{pos}"
 
     @staticmethod
     def error(layer: int, pos: int) -> str:
+        """A layer's MLP error term at a position: `mlp8err@9`."""
         return f"mlp{layer}err@{pos}"
 
     @staticmethod
@@ -131,6 +289,7 @@ class NodeId:
 
     @staticmethod
     def logit(pos: int, token_id: int) -> str:
+        """A logit: `logit[250]@31`."""
         return f"logit[{token_id}]@{pos}"
 
     @staticmethod
@@ -140,14 +299,17 @@ class NodeId:
 
     @staticmethod
     def is_remainder(local_id: str) -> bool:
+        """Whether a local id is lumped mode's remainder of a target."""
         return local_id.startswith("rem[")
 
     @staticmethod
     def prompt(transcoder_set: str, key: str) -> str:
+        """A prompt's global id: `<set>/<key>`."""
         return f"{transcoder_set}/{key}"
 
     @staticmethod
     def qualified(prompt_id: str, local_id: str) -> str:
+        """A node's global id: `<prompt id>/<local id>`."""
         return f"{prompt_id}/{local_id}"
 
 
@@ -172,10 +334,12 @@ class FeatureRef:
 
     @property
     def name(self) -> str:
+        """The name as written, with its position where given."""
         return feature_name(self.layer, self.index, self.pos)
 
     @property
     def base_name(self) -> str:
+        """The name without a position."""
         return feature_name(self.layer, self.index)
 
 
@@ -188,6 +352,7 @@ class LogitRef:
 
     @property
     def name(self) -> str:
+        """`logit`, or the logit's local id."""
         return "logit" if self.token_id is None else NodeId.logit(self.pos or 0, self.token_id)
 
 
@@ -199,6 +364,7 @@ class LocalRef:
 
     @property
     def name(self) -> str:
+        """The local id."""
         return self.local_id
 
 
@@ -207,13 +373,15 @@ NodeRef = FeatureRef | LogitRef | LocalRef
 _MLP = re.compile(rf"mlp(?P<layer>{_N})tc\[(?P<index>{_N})\](?:@(?P<pos>{_N}))?")
 _SHORT = re.compile(rf"(?P<layer>{_N}):(?P<index>{_N})(?:@(?P<pos>{_N}))?")
 _LOGIT = re.compile(rf"logit(?:\[(?P<token>{_N})\]@(?P<pos>{_N}))?")
-_LOCAL = re.compile(
-    "|".join(
+
+
+def _local_ids() -> str:
+    """Every kind's local ids but features' and logits' (these two have their own refs)."""
+    return "|".join(
         f"(?:{spec.local_id})"
         for kind, spec in KINDS.items()
-        if kind not in (NodeKind.FEATURE, NodeKind.LOGIT)  # these two have their own refs
+        if kind not in (NodeKind.FEATURE, NodeKind.LOGIT)
     )
-)
 
 
 def parse_feature(text: str) -> FeatureRef:
@@ -234,7 +402,7 @@ def parse_node(text: str) -> NodeRef:
         if logit["token"] is None:
             return LogitRef()
         return LogitRef(int(logit["token"]), int(logit["pos"]))
-    if _LOCAL.fullmatch(cleaned):
+    if re.fullmatch(_local_ids(), cleaned):  # re caches the compiled table
         return LocalRef(cleaned)
     if _MLP.fullmatch(cleaned) or _SHORT.fullmatch(cleaned):
         return parse_feature(cleaned)

@@ -66,11 +66,8 @@ def attribute(
       circuitstore attribute --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
         --prompt "When Mary and John went to the store, John gave a drink to" --format table
     """
-    from circuitstore.ingest.attribution import AttributionEngine
+    from circuitstore.ingest.attribution.api import load_engine
     from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
-    from circuitstore.ingest.device import resolve_device, use_tf32
-    from circuitstore.ingest.model import load_model, torch_dtype
-    from circuitstore.ingest.transcoder import load_transcoders
 
     prune = PruneConfig(
         node_threshold,
@@ -85,11 +82,7 @@ def attribute(
         logit_positions="all" if all_positions else "last",
         prune=None if no_prune else prune,
     )
-    where = resolve_device(device)
-    use_tf32(tf32)
-    model = load_model(model_name, dtype=torch_dtype(dtype), device=where)
-    tcs = load_transcoders(transcoders, dtype=torch_dtype(dtype))
-    engine = AttributionEngine(model, tcs)
+    engine = load_engine(model_name, transcoders, device=device, dtype=dtype, tf32=tf32)
     if no_prune and fmt == "json" and not by_head:
         _stream_json(engine, prompt, config, truncate)
         return

@@ -7,11 +7,15 @@ from typing import TYPE_CHECKING
 import click
 
 from circuitstore.clitools import HELP, CircuitStoreCommand, device_option, top_option
-from circuitstore.commands.query import emit, open_store, store_options
+from circuitstore.commands.query_io import emit, open_store, store_options
+from circuitstore.query.store import CircuitStore
 from circuitstore.schema.connection import Neo4jSettings
+from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import FeatureRef, parse_node
 
 if TYPE_CHECKING:
-    from circuitstore.ingest.intervene.verify import VerifyReport
+    from circuitstore.ingest.intervene.stored import StoredPrompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig, VerifyReport
 
 COLUMNS = (
     "check", "features", "influence", "targets", "frozen_error",
@@ -75,16 +79,40 @@ def verify(
     Example:
       circuitstore verify --prompt eval-ioi-000010 --top 5
     """
-    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig
+    from circuitstore.ingest.intervene.verify import VerifyConfig
     from circuitstore.ingest.intervene.write import write_report
 
     cfg = VerifyConfig(prompt, features, top, scale, model, transcoders, device, rank)
     with open_store(settings, tset) as store:
-        report = Verifier(cfg, store).run()
+        report = check_prompt(cfg, store)
         written = 0 if no_write else write_report(store.driver, store.database, report)
     emit(report.rows(), fmt, COLUMNS)
     if fmt == "table":
         click.echo(_summary(report, written))
+
+
+def check_prompt(cfg: VerifyConfig, store: CircuitStore) -> VerifyReport:
+    """Verify `cfg.prompt` of `store` (nothing is written; see `write.write_report`)."""
+    from circuitstore.ingest.intervene.verify import Verifier
+
+    return Verifier(cfg, stored_prompt(store, cfg.prompt, cfg.features)).run()
+
+
+def stored_prompt(store: CircuitStore, key: str, features: tuple[str, ...]) -> StoredPrompt:
+    """What verify checks, read from the store: the prompt's graph, mode and recorded weights,
+    and each named feature's stored occurrences (refused here, before any model loads, when the
+    graph lacks them)."""
+    from circuitstore.ingest.intervene.stored import StoredPrompt
+
+    info, graph = store.prompt_graph(key)
+    mode = str(store.prompt_summary(info.id).accounting.get("mode") or "exact")
+    groups = []
+    for name in features:
+        ref = parse_node(name)
+        if not isinstance(ref, FeatureRef):
+            raise QueryError(f"{name}: verify intervenes on features, not on {ref.name}")
+        groups.append(tuple(store.find_nodes(graph, ref, info)))
+    return StoredPrompt(info, graph, mode, store.tset(info.transcoder_set), tuple(groups))
 
 
 def _summary(report: VerifyReport, written: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -23,9 +23,36 @@ from circuitstore.ingest.attribution.heads import EdgeBreakdown, graph_by_head
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.scores import GraphScores, edge_scores
 from circuitstore.ingest.attribution.state import PromptState, build_state, logit_seeds
-from circuitstore.ingest.config import AttributionConfig
-from circuitstore.ingest.model import LoadedModel, run_forward, tokenize
-from circuitstore.ingest.transcoder import TranscoderSet, validate_against
+from circuitstore.ingest.config import AttributionConfig, DtypeName
+from circuitstore.ingest.device import resolve_device, use_tf32
+from circuitstore.ingest.model import LoadedModel, load_model, run_forward, tokenize, torch_dtype
+from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders, validate_against
+
+
+def load_engine(
+    model: str,
+    transcoders: str,
+    *,
+    device: str = "auto",
+    dtype: DtypeName = "float32",
+    tf32: bool = False,
+    check_model: Callable[[LoadedModel], None] | None = None,
+    check_transcoders: Callable[[TranscoderSet], None] | None = None,
+) -> AttributionEngine:
+    """The engine that ingest, `attribute` and `verify` run: the model (hub name or folder) on
+    `device` (a `--device` value) in `dtype`, its transcoders checked against it and moved there;
+    TF32 products on CUDA only where asked for. `check_model` and `check_transcoders` see each as
+    it loads (verify's hash checks), before the two are checked against each other."""
+    where = resolve_device(device)
+    use_tf32(tf32)
+    weights = torch_dtype(dtype)
+    loaded = load_model(model, dtype=weights, device=where)
+    if check_model is not None:
+        check_model(loaded)
+    tcs = load_transcoders(transcoders, dtype=weights)
+    if check_transcoders is not None:
+        check_transcoders(tcs)
+    return AttributionEngine(loaded, tcs)
 
 
 class AttributionEngine:

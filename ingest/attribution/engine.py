@@ -45,6 +45,7 @@ class Workspace:
         self._buffers: dict[str, Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A reused buffer of `shape` and `dtype` (grown when too small): its contents are stale."""
         n = 1
         for size in shape:
             n *= size

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
-from circuitstore.ingest.attribution.graph import NODE_KIND, AttributionGraph, Code, NodeTable
+from circuitstore.ingest.attribution.graph import AttributionGraph, Code, Rows
 from circuitstore.ingest.attribution.heads import EdgeBreakdown
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.state import PromptState, logit_seeds
@@ -28,27 +28,17 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def _node_json(nodes: NodeTable, i: int, ids: list[str]) -> dict[str, Any]:
-    kind = Code(int(nodes.kind[i]))
-    layer = int(nodes.layer[i])
+def _node_json(rows: Rows, i: int) -> dict[str, Any]:
+    """One node: its id, kind, layer and position, then the fields its form adds (the kind
+    table's `Form.json`)."""
+    layer = rows.layer[i]
     node: dict[str, Any] = {
-        "id": ids[i],
-        "type": NODE_KIND[kind].value,
+        "id": rows.local_id(i),
+        "type": rows.kind(i).value,
         "layer": None if layer < 0 else layer,
-        "pos": int(nodes.pos[i]),
+        "pos": rows.pos[i],
     }
-    if kind == Code.FEATURE:
-        node["feature"] = int(nodes.index[i])
-        node["activation"] = float(nodes.activation[i])
-        node["preactivation"] = float(nodes.value[i])
-    elif kind == Code.LOGIT:
-        node["token_id"] = int(nodes.index[i])
-        node["preactivation"] = float(nodes.value[i])
-    elif kind == Code.EMBEDDING:
-        node["token_id"] = int(nodes.index[i])
-    elif kind == Code.REMAINDER:
-        node["remainder_of"] = ids[int(nodes.index[i])]
-    return node
+    return node | rows.fields(i, rows.form(i).json)
 
 
 def graph_to_json(
@@ -58,8 +48,9 @@ def graph_to_json(
     in-edges), `input_kept_abs_fraction` and `influence` to each node; with `parts` (one per
     edge, `heads.graph_by_head`), each edge that has one carries its breakdown by path."""
     nodes = graph.nodes
-    ids = nodes.ids()
-    out_nodes = [_node_json(nodes, i, ids) for i in range(len(nodes))]
+    rows = Rows(nodes, graph.tokens)
+    out_nodes = [_node_json(rows, i) for i in range(len(nodes))]
+    ids = [node["id"] for node in out_nodes]
     if nodes.kind.numel():
         logit_rows = (nodes.kind == Code.LOGIT).nonzero(as_tuple=True)[0].tolist()
         for i in logit_rows:
@@ -106,8 +97,9 @@ def graph_to_table(
     tokens = " ".join(repr(t) for t in graph.tokens)
     lines = [f"tokens: {tokens}", f"mode: {graph.metadata.get('mode')}"]
     counts: dict[str, int] = {}
-    for k in nodes.kind.tolist():
-        name = "remainder" if k == Code.REMAINDER else NODE_KIND[Code(k)].value
+    rows = Rows(nodes, graph.tokens)
+    for i in range(len(nodes)):
+        name = rows.form(i).name
         counts[name] = counts.get(name, 0) + 1
     lines.append(
         "nodes: "
@@ -118,7 +110,7 @@ def graph_to_table(
     lines.append(f"{'source':<28} {'target':<28} {'weight':>12}" + ("  heads" if parts else ""))
     for e in order:
         s, t = int(edges.source[e]), int(edges.target[e])
-        line = f"{nodes.node_id(s):<28} {nodes.node_id(t):<28} {float(edges.weight[e]):>12.5g}"
+        line = f"{rows.local_id(s):<28} {rows.local_id(t):<28} {float(edges.weight[e]):>12.5g}"
         part = parts[e] if parts else None
         if part is not None:
             line += "  " + ", ".join(f"{name} {w:.3g}" for name, w in part.strongest(3))
@@ -182,13 +174,14 @@ def write_graph_json(
     by chunk as the engine computes them, so memory stays that of one chunk whatever the
     graph's size. Returns the number of edges written."""
     nodes = state.nodes
-    ids = nodes.ids()
     tokens = list(state.cache.str_tokens)
+    rows = Rows(nodes, tokens)
+    ids = [rows.local_id(i) for i in range(len(nodes))]
     out.write('{"tokens": ' + json.dumps(tokens) + ', "nodes": [')
     logit_rows = set((nodes.kind == Code.LOGIT).nonzero(as_tuple=True)[0].tolist())
     decode = engine.model.bridge.tokenizer.decode
     for i in range(len(nodes)):
-        node = _node_json(nodes, i, ids)
+        node = _node_json(rows, i)
         if i in logit_rows:
             node["token"] = decode([int(nodes.index[i])])
         out.write(("" if i == 0 else ", ") + json.dumps(node))

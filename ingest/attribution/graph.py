@@ -8,10 +8,10 @@ pruner, a full COO collector for small graphs, the ingest writer's corpus aggreg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -19,30 +19,19 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.schema.model import EdgeKind
-from circuitstore.schema.names import NodeId, NodeKind
+from circuitstore.schema.names import Form, NodeKind, form, forms
 
 
 class Code(IntEnum):
-    """Node kinds as small integers, for the node table's `kind` tensor."""
+    """The engine's names for the kind table's forms (`schema.names.KINDS`): their numbers in
+    the node table's `kind` column, which the table sets."""
 
-    FEATURE = 0
-    EMBEDDING = 1
-    ERROR = 2
-    BIAS = 3
-    LOGIT = 4
-    REMAINDER = 5
-
-
-NODE_KIND = {
-    Code.FEATURE: NodeKind.FEATURE,
-    Code.EMBEDDING: NodeKind.EMBEDDING,
-    Code.ERROR: NodeKind.ERROR,
-    Code.BIAS: NodeKind.BIAS,
-    Code.LOGIT: NodeKind.LOGIT,
-    # A lumped-mode remainder is the part of one target's input the graph does not itemise,
-    # which is what error nodes stand for; its id says which target it belongs to.
-    Code.REMAINDER: NodeKind.ERROR,
-}
+    FEATURE = form("feature").code
+    EMBEDDING = form("embedding").code
+    ERROR = form("error").code
+    BIAS = form("bias").code
+    LOGIT = form("logit").code
+    REMAINDER = form("remainder").code
 
 
 @dataclass(frozen=True)
@@ -61,22 +50,83 @@ class NodeTable:
         return int(self.kind.shape[0])
 
     def node_id(self, i: int) -> str:
-        kind, layer, pos, index = (int(t[i]) for t in (self.kind, self.layer, self.pos, self.index))
-        if kind == Code.FEATURE:
-            return NodeId.feature(layer, pos, index)
-        if kind == Code.EMBEDDING:
-            return NodeId.embedding(pos)
-        if kind == Code.ERROR:
-            return NodeId.error(layer, pos)
-        if kind == Code.LOGIT:
-            return NodeId.logit(pos, index)
-        if kind == Code.REMAINDER:
-            return NodeId.remainder(self.node_id(index))
-        name = BiasKind(index).short
-        return NodeId.bias(name, None if layer < 0 else layer, pos)
+        """Row `i`'s local id, as the kind table writes it."""
+        return Rows(self).local_id(i)
 
     def ids(self) -> list[str]:
-        return [self.node_id(i) for i in range(len(self))]
+        """Every row's local id."""
+        rows = Rows(self)
+        return [rows.local_id(i) for i in range(len(self))]
+
+
+class Rows:
+    """The node table's rows as the kind table reads them (`schema.names.Form`): each row's
+    kind and form, and its fields by name, for local ids, stored properties and JSON fields."""
+
+    def __init__(self, nodes: NodeTable, tokens: Sequence[str] = (), transcoder_set: str = ""):
+        self.codes, self.layer, self.pos, self.index = (
+            t.tolist() for t in (nodes.kind, nodes.layer, nodes.pos, nodes.index)
+        )
+        self.activation, self.value = nodes.activation.tolist(), nodes.value.tolist()
+        self.tokens, self.transcoder_set = tokens, transcoder_set
+        self._forms = forms()
+        self._ids: dict[int, str] = {}
+
+    def kind(self, i: int) -> NodeKind:
+        """Row `i`'s stored kind."""
+        return self._forms[self.codes[i]][0]
+
+    def form(self, i: int) -> Form:
+        """How row `i` was made."""
+        return self._forms[self.codes[i]][1]
+
+    def local_id(self, i: int) -> str:
+        """Row `i`'s local id (`mlp8tc[355]@9`)."""
+        if i not in self._ids:
+            self._ids[i] = self.form(i).id_format.format_map(_Fields(self, i))
+        return self._ids[i]
+
+    def fields(self, i: int, wanted: Mapping[str, str]) -> dict[str, Any]:
+        """Each name of `wanted` with the row field it names (`{"feature": "index"}`)."""
+        row = _Fields(self, i)
+        return {name: row[source] for name, source in wanted.items()}
+
+
+class _Fields(Mapping[str, Any]):
+    """One row's fields by name, each computed when asked for (see `schema.names.Form`)."""
+
+    def __init__(self, rows: Rows, i: int) -> None:
+        self.rows, self.i = rows, i
+
+    def __getitem__(self, name: str) -> Any:
+        rows, i = self.rows, self.i
+        if name == "layer":
+            return "" if rows.layer[i] < 0 else rows.layer[i]
+        if name in ("pos", "index", "activation", "value"):
+            return getattr(rows, name)[i]
+        if name == "token":
+            return rows.tokens[rows.pos[i]]
+        if name == "bias":
+            return BiasKind(rows.index[i]).short
+        if name == "target":
+            return rows.local_id(rows.index[i])
+        if name == "transcoderSet":
+            return rows.transcoder_set
+        if name == "true":
+            return True
+        raise KeyError(f"{name}: not a field of the node table's rows (see schema.names.Form)")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FIELDS)
+
+    def __len__(self) -> int:
+        return len(FIELDS)
+
+
+FIELDS = (
+    *("layer", "pos", "index", "activation", "value"),
+    *("token", "bias", "target", "transcoderSet", "true"),
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +147,7 @@ class EdgeChunk:
     extra_weight: Float[Tensor, " e"]
 
     def allowed(self) -> Bool[Tensor, "b s"]:
+        """Which dense entries are edges: a real source at or before its target's position."""
         return (self.sources >= 0)[None, :] & (self.source_pos[None, :] <= self.target_pos[:, None])
 
     def n_edges(self) -> int:
@@ -108,6 +159,7 @@ class EdgeChunk:
         return int(seen[self.target_pos].sum()) + int(self.extra_weight.shape[0])
 
     def extra_rows(self) -> Int[Tensor, " e"]:
+        """The row of the block each extra edge's target is in."""
         return torch.searchsorted(self.targets, self.extra_target)
 
     def row_blocks(self, max_entries: int) -> Iterator[EdgeChunk]:
@@ -133,6 +185,7 @@ class EdgeChunk:
         return self.dense.sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight)
 
     def row_abs_sums(self) -> Float[Tensor, " b"]:
+        """Each target's total absolute input."""
         return self.dense.abs().sum(dim=1).index_add(0, self.extra_rows(), self.extra_weight.abs())
 
     def coo(self) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"], Float[Tensor, " k"]]:
@@ -180,12 +233,14 @@ class CollectSink:
     weight: list[Tensor] = field(default_factory=list)
 
     def consume(self, chunk: EdgeChunk) -> None:
+        """Keep the chunk's edges."""
         src, tgt, w = chunk.coo()
         self.source.append(src)
         self.target.append(tgt)
         self.weight.append(w)
 
     def edges(self) -> Edges:
+        """Every edge kept, as one set."""
         if not self.source:
             empty = torch.zeros(0, dtype=torch.long)
             return Edges(empty, empty, torch.zeros(0))
@@ -204,6 +259,7 @@ class Edges:
         return int(self.source.shape[0])
 
     def kinds(self, nodes: NodeTable) -> list[EdgeKind]:
+        """Each edge's kind: residual (same position) or attention."""
         same = nodes.pos[self.source] == nodes.pos[self.target]
         return [EdgeKind.RESIDUAL if s else EdgeKind.ATTENTION for s in same.tolist()]
 

@@ -62,6 +62,7 @@ class HeadParts:
     last: Int[Tensor, " e"]
 
     def breakdown(self, i: int, total: float) -> EdgeBreakdown:
+        """Edge `i` of weight `total` split by path: residual, each head, the rest."""
         layers = range(int(self.first[i]), int(self.last[i]) + 1)
         per_head = self.heads[i].tolist()
         heads = {(a, h): per_head[a][h] for a in layers for h in range(len(per_head[a]))}

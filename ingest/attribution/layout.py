@@ -37,6 +37,8 @@ LAYERED_BIASES = (BiasKind.ATTN, BiasKind.MLP, BiasKind.ENC)
 
 @dataclass(frozen=True)
 class RowLayout:
+    """Where each kind of node sits in the node table, by layer and position."""
+
     n_layers: int
     n_pos: int
     features_per_layer: tuple[int, ...]
@@ -45,6 +47,7 @@ class RowLayout:
 
     @property
     def n_features(self) -> int:
+        """How many feature rows (all layers)."""
         return sum(self.features_per_layer)
 
     def features(self, layer: int) -> int:
@@ -52,9 +55,11 @@ class RowLayout:
         return sum(self.features_per_layer[:layer])
 
     def error(self, layer: int, pos: Pos) -> Pos:
+        """The error row of one layer and position."""
         return self.n_features + layer * self.n_pos + pos
 
     def embedding(self, pos: Pos) -> Pos:
+        """The embedding row of one position."""
         return self.n_features + self.n_layers * self.n_pos + pos
 
     def bias(self, kind: BiasKind, layer: int, pos: Pos) -> Pos:
@@ -64,10 +69,12 @@ class RowLayout:
         return base + (kind * self.n_layers + step) * self.n_pos + pos
 
     def logit(self, i: Pos) -> Pos:
+        """The row of the i-th logit."""
         return self.bias(BiasKind.UNEMBED, 0, self.n_pos) + i
 
     @property
     def n_targets(self) -> int:
+        """How many rows are attribution targets (features and logits)."""
         return self.n_features + self.n_logits
 
     def remainder(self, target_rows: Tensor) -> Tensor:
@@ -80,4 +87,5 @@ class RowLayout:
 
     @property
     def size(self) -> int:
+        """How many rows in all (remainders included in lumped mode)."""
         return self.logit(self.n_logits) + (self.n_targets if self.lumped else 0)

@@ -30,10 +30,13 @@ from circuitstore.ingest.attribution.graph import Code
 
 @dataclass(frozen=True)
 class GraphScores:
+    """circuit-tracer's replacement and completeness scores of one graph."""
+
     replacement: float
     completeness: float
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
+        """The scores by their metadata names (`<prefix>replacement_score`, ...)."""
         return {
             f"{prefix}replacement_score": self.replacement,
             f"{prefix}completeness_score": self.completeness,
@@ -41,6 +44,7 @@ class GraphScores:
 
 
 def is_error(kind: Int[Tensor, " n"]) -> Tensor:
+    """Which nodes are error terms: MLP errors and lumped mode's remainders."""
     return (kind == Code.ERROR) | (kind == Code.REMAINDER)
 
 

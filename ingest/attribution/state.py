@@ -34,6 +34,7 @@ class AttentionOp:
 
 
 def attention_op(model: LoadedModel, cache: ForwardCache, layer: int) -> AttentionOp:
+    """One layer's frozen attention, as the linear map the backward pass applies."""
     w = model.weights
     H, dh, d = w.W_O.shape[1], w.W_O.shape[2], model.d_model
     heads = centre(w.W_V[layer].permute(0, 2, 1)).contiguous()  # (H, dh, d)
@@ -79,6 +80,8 @@ class Targets:
 
 @dataclass(frozen=True)
 class PromptState:
+    """One prompt's frozen forward pass and node table: what the engine attributes over."""
+
     model: LoadedModel
     cache: ForwardCache
     layout: RowLayout
@@ -92,6 +95,7 @@ class PromptState:
 
     @property
     def n_features(self) -> int:
+        """How many feature nodes the prompt has."""
         return self.layout.n_features
 
 
@@ -130,6 +134,7 @@ def build_state(
     logit_top_k: int,
     logit_positions: Literal["last", "all"],
 ) -> PromptState:
+    """Freeze one prompt's forward pass into the engine's node table and slabs."""
     L, T = model.n_layers, int(cache.tokens.shape[0])
     # Per layer only the active (pos, index) rows, sorted by pos then index, and their values
     # (where z > 0, z equals the pre-activation): the dense (pos, d_tc) maps are dropped at once.

@@ -100,6 +100,7 @@ class Intervener:
         return out
 
     def clean_mlp_out(self, layer: int) -> Float[Tensor, "pos d_model"]:
+        """The clean run's MLP output of one layer, per position."""
         return self.clean[f"blocks.{layer}.hook_mlp_out"][0]
 
     def _pin(self, name: str) -> Callable[..., Tensor]:

@@ -8,7 +8,10 @@ and two things are compared (see `effects`):
   against the edge itself: this checks the stored edges;
 - in the real model, the change of the answer's logit and of its difference to the runner-up
   (the second most likely token, clean) against what the stored graph predicts through all its
-  paths (`query.graphs.propagated`): this checks what the graph says the model does.
+  paths (`StoredGraph.propagated`): this checks what the graph says the model does.
+
+The stored graph comes from the caller (the `verify` command reads it through the query side,
+`stored.StoredPrompt`): ingest sits below query and imports nothing from it.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from typing import Any
 
 import torch
 
-from circuitstore.ingest.device import resolve_device
+from circuitstore.ingest.attribution.api import load_engine
 from circuitstore.ingest.intervene.effects import Intervener, Readout, Site
-from circuitstore.ingest.model import LoadedModel, load_model
-from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders
-from circuitstore.query import graphs
-from circuitstore.query.results import Node, PromptInfo, Subgraph, TranscoderSetInfo
-from circuitstore.query.store import CircuitStore
+from circuitstore.ingest.intervene.stored import (
+    RecordedWeights,
+    StoredGraph,
+    StoredNode,
+    StoredPrompt,
+    StoredPromptInfo,
+)
+from circuitstore.ingest.model import LoadedModel
+from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.schema.errors import ConfigError, InputError, QueryError
-from circuitstore.schema.names import FeatureRef, NodeId, NodeKind, parse_node
+from circuitstore.schema.names import NodeId, NodeKind
 
 MAX_TOP = 1000
 # How the default features are chosen, from the stored graph alone: `support`, the features that
@@ -86,6 +93,7 @@ class Check:
     flips: bool  # the real model's top token is no longer the answer
 
     def as_row(self) -> dict[str, Any]:
+        """The check as one flat row."""
         return {
             "features": ", ".join(self.features),
             "influence": self.influence,
@@ -101,7 +109,9 @@ class Check:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    prompt: PromptInfo
+    """The checks of one prompt, and how the graph's predictions agree with the real model."""
+
+    prompt: StoredPromptInfo
     mode: str
     scale: float
     answer: tuple[int, str]  # token id, text
@@ -111,6 +121,7 @@ class VerifyReport:
     agreement: dict[str, float | None] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
+        """One row per check, the single features first, then all together."""
         return [{"check": "single", **c.as_row()} for c in self.checks] + [
             {"check": "together", **self.circuit.as_row()}
         ]
@@ -135,24 +146,24 @@ def agreement(checks: Sequence[Check]) -> dict[str, float | None]:
 
 
 class Verifier:
-    """`Verifier(cfg, store).run()`: the checks of one prompt (nothing is written here; see
+    """`Verifier(cfg, stored).run()`: the checks of one prompt (nothing is written here; see
     `write.write_report`)."""
 
-    def __init__(self, cfg: VerifyConfig, store: CircuitStore) -> None:
-        self.cfg, self.store = cfg, store
+    def __init__(self, cfg: VerifyConfig, stored: StoredPrompt) -> None:
+        self.cfg, self.stored = cfg, stored
 
     def run(self) -> VerifyReport:
-        cfg = self.cfg
-        info, graph = self.store.prompt_graph(cfg.prompt)
-        mode = str(self.store.prompt_summary(info.id).accounting.get("mode") or "exact")
-        groups = self._groups(info, graph)  # refuses unknown features before any model loads
-        model, tcs = self._load(self.store.tset(info.transcoder_set), info)
+        """Load the recorded weights, intervene, and compare with the stored graph."""
+        cfg, stored = self.cfg, self.stored
+        info, graph, mode = stored.prompt, stored.graph, stored.mode
+        groups = list(stored.groups)
+        model, tcs = self._load(stored.weights, info)
         model_run = Intervener(model, tcs, torch.tensor(info.token_ids))
         last = len(info.token_ids) - 1
         top2 = model_run.clean_logits[last].topk(2).indices.tolist()
         answer = _logit_node(graph, last, top2[0], info)
         runner = NodeId.logit(last, top2[1])
-        influence = graphs.influence(graph, {answer: 1.0})
+        influence = graph.influence({answer: 1.0})
         if not groups:
             groups = _top_features(graph, _scores(graph, answer, runner, influence, cfg), cfg.top)
         if not groups:
@@ -176,30 +187,26 @@ class Verifier:
             agreement(checks),
         )
 
-    def _groups(self, info: PromptInfo, graph: Subgraph) -> list[tuple[str, ...]]:
-        """One group per --feature: its occurrence, or all its stored occurrences."""
-        groups = []
-        for name in self.cfg.features:
-            ref = parse_node(name)
-            if not isinstance(ref, FeatureRef):
-                raise QueryError(f"{name}: verify intervenes on features, not on {ref.name}")
-            groups.append(tuple(self.store.find_nodes(graph, ref, info)))
-        return groups
-
-    def _load(self, tset: TranscoderSetInfo, info: PromptInfo) -> tuple[LoadedModel, TranscoderSet]:
+    def _load(
+        self, tset: RecordedWeights, info: StoredPromptInfo
+    ) -> tuple[LoadedModel, TranscoderSet]:
         model_path = self.cfg.model or tset.model
         tc_path = self.cfg.transcoders or tset.transcoders
         if not model_path or not tc_path:
             raise ConfigError(f"transcoder set {tset.id} records no model: name it with --model")
-        device = resolve_device(self.cfg.device)
-        model = load_model(model_path, device=device)
-        _same(model.weights_hash, tset.model_hash, f"model {model_path}", info)
-        tcs = load_transcoders(tc_path)
-        _same(tcs.content_hash, tset.transcoders_hash, f"transcoders {tc_path}", info)
-        return model, tcs.to(model.dtype, device)
+        model_is = f"model {model_path}"
+        tcs_are = f"transcoders {tc_path}"
+        engine = load_engine(
+            model_path,
+            tc_path,
+            device=self.cfg.device,
+            check_model=lambda m: _same(m.weights_hash, tset.model_hash, model_is, info),
+            check_transcoders=lambda t: _same(t.content_hash, tset.transcoders_hash, tcs_are, info),
+        )
+        return engine.model, engine.transcoders
 
 
-def _same(found: str, recorded: str | None, what: str, info: PromptInfo) -> None:
+def _same(found: str, recorded: str | None, what: str, info: StoredPromptInfo) -> None:
     if recorded is not None and found != recorded:
         raise InputError(
             f"{what}: its weights (hash {found[:12]}) are not those prompt {info.key} was "
@@ -207,7 +214,7 @@ def _same(found: str, recorded: str | None, what: str, info: PromptInfo) -> None
         )
 
 
-def _logit_node(graph: Subgraph, pos: int, token: int, info: PromptInfo) -> str:
+def _logit_node(graph: StoredGraph, pos: int, token: int, info: StoredPromptInfo) -> str:
     node = NodeId.logit(pos, token)
     if not any(n.id == node for n in graph.nodes):
         raise QueryError(
@@ -218,7 +225,7 @@ def _logit_node(graph: Subgraph, pos: int, token: int, info: PromptInfo) -> str:
 
 
 def _scores(
-    graph: Subgraph, answer: str, runner: str, influence: dict[str, float], cfg: VerifyConfig
+    graph: StoredGraph, answer: str, runner: str, influence: dict[str, float], cfg: VerifyConfig
 ) -> dict[str, float]:
     """Per node, what `cfg.rank` chooses by (see RANKS). A node's support is its activation x
     the stored graph's sensitivity of the answer's logit difference to the runner-up (of the
@@ -227,14 +234,14 @@ def _scores(
     if cfg.rank == "influence":
         return influence
     ids = {n.id for n in graph.nodes}
-    sens = graphs.sensitivity(graph, {answer: 1.0, **({runner: -1.0} if runner in ids else {})})
+    sens = graph.sensitivity({answer: 1.0, **({runner: -1.0} if runner in ids else {})})
     support = {n.id: (n.activation or 0.0) * sens[n.id] for n in graph.nodes}
     if cfg.rank == "support":
         return support
     return {n: abs((cfg.scale - 1.0) * v) for n, v in support.items()}
 
 
-def _top_features(graph: Subgraph, score: dict[str, float], top: int) -> list[tuple[str, ...]]:
+def _top_features(graph: StoredGraph, score: dict[str, float], top: int) -> list[tuple[str, ...]]:
     """The `top` stored features with the largest positive score, one group each."""
     features = [n.id for n in graph.nodes if n.kind == NodeKind.FEATURE]
     ranked = sorted(features, key=lambda n: (-score.get(n, 0.0), n))
@@ -247,7 +254,7 @@ class _Checker:
     def __init__(
         self,
         model: Intervener,
-        graph: Subgraph,
+        graph: StoredGraph,
         scale: float,
         lumped: bool,
         answer: str,
@@ -266,7 +273,7 @@ class _Checker:
         pos, (answer, runner) = len(self.model.tokens[0]) - 1, self.top2
         real = self.model.real(sites, self.scale, Readout((), ((pos, answer), (pos, runner))))
         change = {n: (self.scale - 1.0) * (nodes[n].activation or 0.0) for n in group}
-        graph = graphs.propagated(self.graph, change)
+        graph = self.graph.propagated(change)
         on_answer, on_runner = graph[self.answer], graph.get(self.runner_up, 0.0)
         return Check(
             group,
@@ -307,7 +314,7 @@ class _Checker:
         return sizes
 
     def _edge_targets(
-        self, group: set[str], nodes: dict[str, Node]
+        self, group: set[str], nodes: dict[str, StoredNode]
     ) -> tuple[list[str], list[float]]:
         """The feature and logit targets of the group's stored edges (features first, as the
         readout orders them) and each one's expected change: the edges' sum x (scale - 1)."""
@@ -319,14 +326,14 @@ class _Checker:
         return order, [(self.scale - 1.0) * sums[t] for t in order]
 
 
-def _site(node: Node) -> Site:
+def _site(node: StoredNode) -> Site:
     assert node.layer is not None
     assert node.pos is not None
     assert node.feature is not None
     return Site(node.layer, node.pos, node.feature)
 
 
-def _readout(targets: list[str], nodes: dict[str, Node]) -> Readout:
+def _readout(targets: list[str], nodes: dict[str, StoredNode]) -> Readout:
     features = tuple(_site(nodes[t]) for t in targets if nodes[t].kind == NodeKind.FEATURE)
     logits = tuple(
         (int(nodes[t].pos or 0), int(nodes[t].token_id or 0))

@@ -14,6 +14,7 @@ from circuitstore.schema.names import FeatureKey, parse_feature
 
 
 def intervention_rows(report: VerifyReport) -> list[dict[str, Any]]:
+    """The write rows of a report's checks, one (:Intervention) each."""
     single = [_row(report, c, "single") for c in report.checks]
     return [*single, _row(report, report.circuit, "together")]
 

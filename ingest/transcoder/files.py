@@ -43,6 +43,7 @@ class ConfigRecord:
         self.__dict__.update(state if isinstance(state, dict) else {})
 
     def as_dict(self) -> dict[str, Any]:
+        """The config as a plain dict."""
         return dict(self.__dict__)
 
 
@@ -90,6 +91,7 @@ def read_published(path: Path) -> RawTranscoderFile:
 
 
 def read_sparsity(path: Path) -> torch.Tensor:
+    """A published transcoder's log10 feature firing frequencies."""
     t = _load(path, "feature sparsity")
     if not isinstance(t, torch.Tensor):
         raise TranscoderLoadError(f"{path.name}: expected a tensor of log10 firing frequencies")
@@ -97,6 +99,7 @@ def read_sparsity(path: Path) -> torch.Tensor:
 
 
 def read_safetensors(path: Path) -> RawTranscoderFile:
+    """A transcoder saved as safetensors, with its metadata."""
     try:
         tensors = load_file(str(path), device="cpu")
         with safe_open(str(path), framework="pt") as f:
@@ -114,6 +117,7 @@ def _stand_in_cfg_class() -> type:
 
 
 def published_name(model_name: str, hook_point: str, d_sae: int) -> str:
+    """The file name the published transcoders give one layer."""
     return f"final_sparse_autoencoder_{model_name}_{hook_point}_{d_sae}.pt"
 
 
@@ -158,6 +162,7 @@ def save_published(tc: Transcoder, folder: Path, model_name: str) -> Path:
 
 
 def save_safetensors(tc: Transcoder, folder: Path, model_name: str) -> Path:
+    """Write a transcoder as safetensors in `folder`; returns the file's path."""
     tensors = {name: getattr(tc, name).detach().contiguous() for name in PARAM_NAMES}
     if tc.log_feature_sparsity is not None:
         tensors["log_feature_sparsity"] = tc.log_feature_sparsity.detach().contiguous()

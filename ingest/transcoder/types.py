@@ -40,19 +40,24 @@ class Transcoder:
 
     @property
     def d_tc(self) -> int:
+        """Features per layer."""
         return int(self.W_enc.shape[1])
 
     @property
     def d_model(self) -> int:
+        """The model's width."""
         return int(self.W_enc.shape[0])
 
     def preactivation(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_tc"]:
+        """The features' pre-activations on MLP inputs `x`."""
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_tc"]:
+        """The features' activations on MLP inputs `x`."""
         return torch.relu(self.preactivation(x))
 
     def decode(self, z: Float[Tensor, "*batch d_tc"]) -> Float[Tensor, "*batch d_model"]:
+        """The MLP output the activations `z` reconstruct."""
         return z @ self.W_dec + self.b_dec_out
 
     def named_tensors(self) -> list[tuple[str, Tensor]]:
@@ -63,6 +68,7 @@ class Transcoder:
         return named
 
     def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Transcoder:
+        """The transcoder in `dtype` (on `device`)."""
         params = {name: getattr(self, name).to(device=device, dtype=dtype) for name in PARAM_NAMES}
         return Transcoder(
             layer=self.layer,
@@ -84,10 +90,12 @@ class TranscoderSet:
 
     @property
     def n_layers(self) -> int:
+        """How many layers have a transcoder."""
         return len(self.transcoders)
 
     @property
     def d_tc(self) -> int:
+        """Features per layer (the widest layer's)."""
         return max(tc.d_tc for tc in self.transcoders)
 
     def __getitem__(self, layer: int) -> Transcoder:
@@ -106,6 +114,7 @@ class TranscoderSet:
         return weights_digest(named)
 
     def to(self, dtype: torch.dtype, device: torch.device | None = None) -> TranscoderSet:
+        """The set in `dtype` (on `device`), its hash kept."""
         moved = TranscoderSet(
             tuple(tc.to(dtype, device) for tc in self.transcoders), self.source, self.model_name
         )

@@ -142,12 +142,13 @@ def _ioi_answered(demo_store, demo_slice) -> list[str]:  # type: ignore[no-untyp
 
 @pytest.fixture(scope="module")
 def verified(demo_store, demo_slice):  # type: ignore[no-untyped-def]
-    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig
+    from circuitstore.commands.verify import check_prompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig
     from circuitstore.ingest.intervene.write import write_report
 
     reports = {}
     for key in _ioi_answered(demo_store, demo_slice):
-        report = Verifier(VerifyConfig(key, top=10, device="cpu"), demo_store).run()
+        report = check_prompt(VerifyConfig(key, top=10, device="cpu"), demo_store)
         write_report(demo_store.driver, demo_store.database, report)
         reports[key] = report
     assert len(reports) >= 0.8 * PER_TASK

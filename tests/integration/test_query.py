@@ -603,10 +603,11 @@ def test_every_cookbook_query_runs(store, stored):
     layer, index = map(int, re.fullmatch(r"mlp(\d+)tc\[(\d+)\]", name).groups())
     real = {"prompt": key, "layer": layer, "index": index, "layer2": layer, "index2": index}
     # The interventions block reads what `verify` stores: store one run's checks first.
-    from circuitstore.ingest.intervene.verify import Verifier, VerifyConfig
+    from circuitstore.commands.verify import check_prompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig
     from circuitstore.ingest.intervene.write import write_report
 
-    report = Verifier(VerifyConfig(key, top=3, device="cpu", rank="effect"), store).run()
+    report = check_prompt(VerifyConfig(key, top=3, device="cpu", rank="effect"), store)
     assert write_report(store.driver, store.database, report) == len(report.checks) + 1
     answered = 0
     for params, body in blocks:

@@ -15,7 +15,7 @@ from circuitstore.ingest import cypher as ingest_cypher
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.payload import PromptPayload
 from circuitstore.ingest.runner import IngestRunner
-from circuitstore.ingest.writer import VIEW_CHUNK, StoreWriter, TranscoderSetInfo
+from circuitstore.ingest.writer import VIEW_CHUNK, StoreWriter, TranscoderSetNode
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.connection import open_driver
 from circuitstore.schema.errors import TransactionMemoryError
@@ -198,7 +198,7 @@ def test_a_write_over_the_servers_transaction_memory_is_refused_in_one_line(
     with open_driver(settings) as small:
         apply_schema(small, "neo4j")
         writer = StoreWriter(small, "neo4j", 20, where=settings.uri)
-        writer.ensure_transcoder_set(TranscoderSetInfo("s", {}, "h"), [])
+        writer.ensure_transcoder_set(TranscoderSetNode("s", {}, "h"), [])
         assert writer.transaction_limit() == (4 * 2**20, "db.memory.transaction.max")
         payload = _synthetic_payload("s", 20_000)
         assert payload.write_bytes() > 4 * 2**20

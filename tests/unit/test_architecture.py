@@ -3,10 +3,14 @@
 1. click only in the application layer, circuitstore/;
 2. torch (and the other packages of the ingest extra) only in ingest/;
 3. Cypher only in */cypher.py and schema/ddl.py;
-4. schema/ imports nothing of ours but itself.
+4. schema/ imports nothing of ours but itself;
+5. one way down: ingest/ imports nothing from query/ (schema < ingest < query);
+6. every public class and function of the libraries (ingest/, query/, schema/), methods of public
+   classes included, says in its docstring what it is for (protocol members, whose bodies are
+   `...`, are described by their class).
 
-ruff enforces 1 and 2 for module-level imports as you type; this test also sees the imports that
-functions make lazily, and checks 3 and 4, which no linter knows.
+ruff enforces 1, 2 and 5 for module-level imports as you type (5 through ingest/ruff.toml); this
+test also sees the imports that functions make lazily, and checks 3, 4 and 6.
 """
 
 from __future__ import annotations
@@ -103,6 +107,51 @@ def test_schema_imports_nothing_of_ours() -> None:
         if top(name) == "circuitstore" and not name.startswith("circuitstore.schema")
     ]
     assert found == []
+
+
+def test_ingest_imports_nothing_from_query() -> None:
+    found = [
+        f"{where(p)} imports {name}"
+        for p in modules("ingest")
+        for name in sorted(imported(p))
+        if name == "circuitstore.query" or name.startswith("circuitstore.query.")
+    ]
+    assert found == [], "ingest/ sits below query/: the caller hands down what it needs"
+
+
+def public_definitions(path: Path) -> Iterator[ast.FunctionDef | ast.ClassDef]:
+    """A module's public classes and functions, and the public methods of its public classes."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+            yield node
+            if isinstance(node, ast.ClassDef):
+                yield from (
+                    m
+                    for m in node.body
+                    if isinstance(m, ast.FunctionDef) and not m.name.startswith("_")
+                )
+
+
+def is_stub(node: ast.FunctionDef | ast.ClassDef) -> bool:
+    """A protocol member: a function whose body is `...`."""
+    body = node.body
+    return (
+        isinstance(node, ast.FunctionDef)
+        and len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and body[0].value.value is Ellipsis
+    )
+
+
+def test_public_definitions_say_what_they_are_for() -> None:
+    found = [
+        f"{where(p, node.lineno)} {node.name}"
+        for p in modules("ingest", "query", "schema")
+        for node in public_definitions(p)
+        if not ast.get_docstring(node) and not is_stub(node)
+    ]
+    assert found == [], "public classes and functions without a docstring"
 
 
 def cypher_homes(path: Path) -> bool:

@@ -185,7 +185,7 @@ def test_demo_commands_are_quoted_for_the_shell():
 
 
 def test_demo_labels_show_tokens_beside_node_ids():
-    from circuitstore.commands.demo import Labels
+    from circuitstore.commands.demo_questions import Labels
     from circuitstore.demo import token_texts
     from circuitstore.query.results import Node, PromptInfo
     from circuitstore.schema.names import NodeKind
@@ -210,7 +210,7 @@ def test_demo_labels_show_tokens_beside_node_ids():
 
 
 def test_demo_expected_answers():
-    from circuitstore.commands.demo import Expected
+    from circuitstore.commands.demo_questions import Expected
 
     ioi = Expected.of({"task": "ioi", "answer": " Kate", "source": " Kate"})
     assert ioi.describe() == "' Kate'"

@@ -7,24 +7,30 @@ import re
 import pytest
 
 from circuitstore.query import cypher as cq
+from circuitstore.query.features import cypher as fq
+from circuitstore.query.heads import cypher as hq
+from circuitstore.query.labels import cypher as lq
+from circuitstore.query.paths import cypher as gq
+from circuitstore.query.prompts import cypher as pq
 from circuitstore.schema.model import Label, RelType
 
 ALL_STATIC = [
     cq.TRANSCODER_SETS,
-    cq.PROMPT,
-    cq.FEATURES,
-    cq.EXAMPLES,
-    cq.FEATURE_CARD,
-    cq.PROMPT_GRAPH,
-    cq.PROMPTS_WITH,
-    cq.FEATURE_LABELS,
-    cq.PROMPTS,
-    cq.SEARCH_LABELS,
-    cq.MISSING_FEATURE,
-    cq.SET_LABELS,
+    pq.PROMPT,
+    pq.FEATURES,
+    fq.EXAMPLES,
+    fq.FEATURE_CARD,
+    gq.PROMPT_GRAPH,
+    pq.PROMPTS_WITH,
+    lq.FEATURE_LABELS,
+    pq.PROMPTS,
+    lq.SEARCH_LABELS,
+    lq.MISSING_FEATURE,
+    lq.SET_LABELS,
+    hq.PROMPT_HEADS,
 ]
-BUILT = [cq.corpus_links(d, o, s) for d in cq.HOPS for o in cq.SCORES for s in cq.SIGN_FILTERS] + [
-    cq.prompt_links(d) for d in cq.PROMPT_HOPS
+BUILT = [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS] + [
+    fq.prompt_links(d) for d in fq.PROMPT_HOPS
 ]
 
 KNOWN = {str(x) for x in Label} | {str(x) for x in RelType}
@@ -47,27 +53,27 @@ def test_values_are_parameters_not_literals(statement):
 
 
 def test_builders_choose_direction_and_ranking():
-    drivers = cq.corpus_links("drivers", "mean", "negative")
+    drivers = fq.corpus_links("drivers", "mean", "negative")
     assert "(f)<-[d:DRIVES]-(o:Feature)" in drivers
     assert "d.sum / d.n AS score" in drivers
     assert "WHERE score < 0" in drivers
     assert "ORDER BY score ASC" in drivers
-    targets = cq.corpus_links("targets", "total", "abs")
+    targets = fq.corpus_links("targets", "total", "abs")
     assert "(f)-[d:DRIVES]->(o:Feature)" in targets
     assert "abs(score) DESC" in targets
-    assert "(o)<-[a:ATTR]-(x:GraphNode)" in cq.prompt_links("drivers")
-    assert "(o)-[a:ATTR]->(x:GraphNode)" in cq.prompt_links("targets")
+    assert "(o)<-[a:ATTR]-(x:GraphNode)" in fq.prompt_links("drivers")
+    assert "(o)-[a:ATTR]->(x:GraphNode)" in fq.prompt_links("targets")
 
 
 def test_unknown_choice_is_refused():
     with pytest.raises(KeyError):
-        cq.corpus_links("drivers", "median; DROP", "abs")
+        fq.corpus_links("drivers", "median; DROP", "abs")
 
 
 def test_label_writes_set_every_property_outright():
     """A batch written twice leaves the same store: every label property is assigned from the
     row, none accumulated."""
-    sets = re.findall(r"f\.(\w+) = (\S+?)[,\n]", cq.SET_LABELS)
+    sets = re.findall(r"f\.(\w+) = (\S+?)[,\n]", lq.SET_LABELS)
     assert {name for name, _ in sets} == {
         "label",
         "labels",

@@ -194,3 +194,16 @@ def test_card_shows_the_label_and_its_provenance():
         "name": "source neuronpedia:gpt2-small/1-tres-dc, explainer gpt-4o-mini, score 0.5",
         "value": "names",
     }
+
+
+def test_card_tokens_read_as_text_and_say_when_they_are_not():
+    """Logit-lens tokens are quoted so that spaces show; a control byte is escaped and marked
+    not printable, a lone byte of a multi-byte character is marked as such."""
+    tokens = (" Kate", "\x05", "\ufffd", "?", "")
+    card = FeatureCard("mlp0tc[1]", "s/0/1", {}, None, tokens, (), (), (), (), ())
+    line = next(x for x in card_table(card).splitlines() if x.startswith("logit-lens tokens:"))
+    assert line == (
+        "logit-lens tokens: ' Kate' | '\\x05' (not printable) | "
+        "'\ufffd' (a byte that is not UTF-8 alone) | '?' | '' (empty)"
+    )
+    assert "\x05" not in card_table(card)

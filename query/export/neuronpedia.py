@@ -1,6 +1,6 @@
-"""Subgraph answers as files: GraphML or node-link JSON through networkx, and one prompt's graph
-in the attribution-graph JSON that Neuronpedia's graph page and circuit-tracer's local viewer
-load.
+"""One prompt's graph in the attribution-graph JSON that Neuronpedia's graph page and
+circuit-tracer's local viewer load (`files.write_viewer_graph` writes it where the viewer finds
+it).
 
 That format (Neuronpedia's published JSON schema, `graph-schema.json`, and circuit-tracer's
 `frontend/graph_models.py`): `metadata` (slug, scan, prompt, prompt_tokens, schema_version,
@@ -31,53 +31,24 @@ and a target are summed. `metadata.info.folded` counts what was folded.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from circuitstore.query import graphs
-from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
+from circuitstore.query.prompts.records import PromptInfo
+from circuitstore.query.reader import TranscoderSetInfo
+from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import QueryError
-from circuitstore.schema.names import NodeId, NodeKind, feature_name
-
-EXPORT_FORMATS = ("graphml", "json")
+from circuitstore.schema.names import NodeId, NodeKind, Viewer, feature_name
 
 # The version of the feature-id convention the viewers decode (1: Cantor pairing).
 GRAPH_SCHEMA_VERSION = 1
 
-# What circuit-tracer's local viewer lists (`<folder>/graph-metadata.json`).
-VIEWER_INDEX = "graph-metadata.json"
-
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def write_subgraph(graph: nx.DiGraph, fmt: str, path: Path) -> None:
-    """GraphML or networkx node-link JSON (`nodes`, `links`)."""
-    if fmt not in EXPORT_FORMATS:
-        raise QueryError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
-    try:
-        if fmt == "graphml":
-            nx.write_graphml(graph, path)
-        else:
-            data = nx.node_link_data(graph, edges="links")
-            path.write_text(json.dumps(data, indent=1, default=str))
-    except OSError as exc:
-        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
-
-
-def write_json(data: Any, path: Path) -> None:
-    """`data` as JSON in `path`; a file that cannot be written is one line naming it."""
-    try:
-        path.write_text(json.dumps(data))
-    except OSError as exc:
-        raise QueryError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -198,16 +169,18 @@ def neuronpedia_graph(
 
 
 def fold_constants(graph: Subgraph, n_layers: int) -> tuple[Subgraph, dict[str, int]]:
-    """`graph` with its bias and remainder nodes folded into error nodes (the module's
-    docstring says where), and how many of each were folded and how many error nodes made."""
+    """`graph` with the nodes the viewers cannot show (biases, any kind the kind table gives no
+    viewer, lumped mode's remainders) folded into error nodes (the module's docstring says
+    where), and how many of each kind were folded and how many error nodes made."""
     into: dict[str, tuple[int, int]] = {}  # folded node -> (layer, pos) of its error node
     by_id = {n.id: n for n in graph.nodes}
-    counts = {"bias": 0, "remainder": 0, "created_error_nodes": 0}
+    unshown = [kind for kind in NodeKind if kind.spec.viewer is None]
+    counts = {**{kind.value: 0 for kind in unshown}, "remainder": 0, "created_error_nodes": 0}
     last = max(n_layers - 1, 0)
     for n in graph.nodes:
-        if n.kind == NodeKind.BIAS:
+        if n.kind in unshown:  # the viewers have no node for it (the kind table says)
             into[n.id] = (last if n.layer is None else n.layer, n.pos or 0)
-            counts["bias"] += 1
+            counts[n.kind.value] += 1
         elif NodeId.is_remainder(n.id):
             target = _remainder_target(n, graph, by_id)
             layer = target.layer if target is not None and target.layer is not None else n.layer
@@ -247,25 +220,6 @@ def _remainder_target(n: Node, graph: Subgraph, by_id: dict[str, Node]) -> Node 
         return by_id[inner]
     targets = [by_id[e.target] for e in graph.edges if e.source == n.id and e.target in by_id]
     return targets[0] if targets else None
-
-
-def write_viewer_graph(data: dict[str, Any], folder: Path) -> Path:
-    """Write `data` where circuit-tracer's local viewer finds it: `<folder>/<slug>.json`, listed
-    in `<folder>/graph-metadata.json` (replacing an entry of the same slug). The viewer serves
-    the folder with `circuit_tracer.frontend.local_server.serve(data_dir=folder)`."""
-    slug = data["metadata"]["slug"]
-    path = folder / f"{slug}.json"
-    index = folder / VIEWER_INDEX
-    try:
-        listed = json.loads(index.read_text()) if index.exists() else {"graphs": []}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QueryError(f"cannot read {index} ({exc})") from None
-    if not isinstance(listed, dict) or not isinstance(listed.get("graphs"), list):
-        raise QueryError(f"{index} is not a viewer index (expected an object with `graphs`)")
-    graphs_ = [g for g in listed["graphs"] if not (isinstance(g, dict) and g.get("slug") == slug)]
-    write_json(data, path)
-    write_json({"graphs": [*graphs_, data["metadata"]]}, index)
-    return path
 
 
 def _version() -> str:
@@ -308,15 +262,30 @@ def _cumulative(graph: Subgraph, weights: dict[str, float]) -> dict[str, float]:
 
 def _node_id(n: Node, tset: TranscoderSetInfo) -> str:
     """The node's id in the viewers' graph: unique per node (see the module's docstring)."""
-    if n.kind == NodeKind.FEATURE:
-        return f"{n.layer}_{n.feature}_{n.pos}"
-    if n.kind == NodeKind.ERROR:
-        return f"{n.layer}_error_mlp_{n.pos}"
-    if n.kind == NodeKind.EMBEDDING:
-        return f"E_{n.token_id}_{n.pos}"
-    if n.kind == NodeKind.LOGIT:
-        return f"{tset.n_layers + 1}_{n.token_id}_{n.pos}"
-    raise QueryError(f"node {n.id}: the viewers have no node type for kind {n.kind}")
+    return _viewer(n).node_id.format_map(_fields(n, tset))
+
+
+def _viewer(n: Node) -> Viewer:
+    viewer = n.kind.spec.viewer
+    if viewer is None:  # fold_constants folds these first
+        raise QueryError(f"node {n.id}: the viewers have no node type for kind {n.kind}")
+    return viewer
+
+
+def _fields(n: Node, tset: TranscoderSetInfo, prob: float = 0.0) -> dict[str, Any]:
+    """What the kind table's viewer formats name (`schema.names.Viewer`)."""
+    token = n.token if n.token is not None or n.token_id is None else f"<token {n.token_id}>"
+    return {
+        "layer": n.layer,
+        "pos": n.pos,
+        "feature": n.feature,
+        "token_id": n.token_id,
+        "logit_layer": tset.n_layers + 1,
+        "cantor": cantor(n.layer or 0, n.feature or 0),
+        "name": n.label or feature_name(n.layer or 0, n.feature or 0),
+        "token": _quoted(token),
+        "prob": prob,
+    }
 
 
 def _node_json(
@@ -327,41 +296,23 @@ def _node_json(
     probs: dict[str, float],
     is_top: bool,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    viewer, prob = _viewer(n), probs.get(n.id, 0.0)
+    fields = _fields(n, tset, prob)
+    return {
         "node_id": node_id,
         "jsNodeId": node_id,
         "ctx_idx": n.pos or 0,
         "influence": influence,
         "activation": n.activation,
-        "clerp": "",
-        "token_prob": 0.0,
-        "is_target_logit": False,
+        "clerp": viewer.clerp.format_map(fields),
+        "token_prob": prob,
+        "is_target_logit": is_top,
         "run_idx": 0,
         "reverse_ctx_idx": 0,
-        "feature_type": n.kind.spec.viewer_type,
+        "feature_type": viewer.type,
+        "feature": int(viewer.feature.format_map(fields)),
+        "layer": viewer.layer.format_map(fields),
     }
-    if n.kind == NodeKind.FEATURE:
-        layer, index = n.layer or 0, n.feature or 0
-        out.update(
-            feature=cantor(layer, index),
-            layer=str(layer),
-            clerp=n.label or feature_name(layer, index),
-        )
-    elif n.kind == NodeKind.ERROR:
-        out.update(feature=-1, layer=str(n.layer))
-    elif n.kind == NodeKind.EMBEDDING:
-        out.update(feature=n.pos or 0, layer="E", clerp=f'Emb: "{_quoted(n.token)}"')
-    else:
-        prob = probs.get(n.id, 0.0)
-        token = n.token if n.token is not None else f"<token {n.token_id}>"
-        out.update(
-            feature=n.token_id,
-            layer=str(tset.n_layers + 1),
-            token_prob=prob,
-            is_target_logit=is_top,
-            clerp=f'Output "{_quoted(token)}" (p={prob:.3f})',
-        )
-    return out
 
 
 def _quoted(token: str | None) -> str:

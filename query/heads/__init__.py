@@ -1,0 +1,2 @@
+"""The heads question: which attention heads carry a prompt's stored weight, and how an edge's
+weight splits by head."""

@@ -1,0 +1,20 @@
+"""The heads question's statements (see `query/cypher.py` for the rules they follow)."""
+
+from __future__ import annotations
+
+from circuitstore.schema.model import Label as L
+from circuitstore.schema.model import RelType as R
+
+# The attention heads named on one prompt's stored edges (each edge names its strongest few),
+# with the weight they carry there, and the edges' absolute sums of their other heads, in one
+# pass over the edges.
+PROMPT_HEADS = f"""
+MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
+WHERE a.heads IS NOT NULL
+WITH collect(a) AS split, sum(abs(a.otherHeads)) AS other
+UNWIND split AS a
+UNWIND range(0, size(a.heads) - 1) AS i
+WITH other, a.heads[i] AS head, a.headWeights[i] AS w
+RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs, other
+ORDER BY sumAbs DESC, head
+"""

@@ -1,0 +1,18 @@
+"""The paths question's statements (see `query/cypher.py` for the rules they follow)."""
+
+from __future__ import annotations
+
+from circuitstore.schema.model import Label as L
+from circuitstore.schema.model import RelType as R
+
+# One prompt's whole stored graph in one round trip: its nodes (columns named as
+# `subgraph.Node`'s fields), each with its incoming edges as maps.
+PROMPT_GRAPH = f"""
+MATCH (n:{L.GRAPH_NODE} {{prompt: $prompt}})
+RETURN n.localId AS id, n.kind AS kind, n.layer AS layer, n.pos AS pos, n.feature AS feature,
+       n.activation AS activation, n.token AS token, n.tokenId AS token_id, n.value AS value,
+       COLLECT {{
+         MATCH (s:{L.GRAPH_NODE})-[a:{R.ATTR}]->(n)
+         RETURN {{source: s.localId, weight: a.weight, kind: a.kind}}
+       }} AS inputs
+"""
