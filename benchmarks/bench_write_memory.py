@@ -149,7 +149,8 @@ def views_table(out: Results, driver: Any, weights: tuple[Path, Path], limit: in
     with torch.no_grad():
         tokens, virtual = layer_views(model, tcs, set_id, last, 10)
     out.print(
-        f"\nOne layer's views: {len(tokens):,} features, {len(virtual) * 10:,} virtual weights"
+        f"\nLayer {last}'s views, {len(tokens):,} features and {len(virtual) * 10:,} virtual "
+        "weights:\n"
     )
     out.table("write", "transactions", "peak transaction memory (MiB)", "outcome")
     chunked = w.VIEW_CHUNK

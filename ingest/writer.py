@@ -19,7 +19,12 @@ import neo4j
 
 from circuitstore.ingest import cypher
 from circuitstore.ingest.payload import PromptPayload
-from circuitstore.schema.connection import display_uri, translate_errors
+from circuitstore.schema.connection import (
+    MEMORY_CODE,
+    display_uri,
+    memory_error,
+    translate_errors,
+)
 from circuitstore.schema.errors import (
     CircuitStoreError,
     ConfigError,
@@ -252,7 +257,6 @@ TRANSACTION_LIMITS = (
     "db.memory.transaction.total.max",
     "db.memory.transaction.max",
 )
-_MEMORY_CODE = "Neo.TransientError.General.MemoryPoolOutOfMemoryError"
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
@@ -260,18 +264,15 @@ _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 def _no_retry_on_memory(where: str | None) -> Iterator[None]:
     """Inside a transaction function: the server's "out of transaction memory" is a transient
     error that the driver would retry for its whole window, each time failing the same way.
-    Raised as ours it ends the transaction (rolled back, nothing written) at once."""
+    Raised as ours it ends the transaction (rolled back, nothing written) at once. (When the
+    server refuses at commit instead, the driver retries first; `translate_errors` then gives
+    the same line.)"""
     try:
         yield
     except neo4j.exceptions.TransientError as exc:
-        if exc.code != _MEMORY_CODE:
+        if exc.code != MEMORY_CODE:
             raise
-        shown = display_uri(where or "the store")
-        raise TransactionMemoryError(
-            f"{shown} refused a write that needs more transaction memory than it allows "
-            f"({exc.message}): restart it with a larger heap "
-            "(`circuitstore server start --heap 4g`), or store less per prompt (--max-edges)"
-        ) from None
+        raise memory_error(display_uri(where or "the store"), exc) from None
 
 
 def _bytes(value: str) -> int:

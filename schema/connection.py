@@ -22,6 +22,7 @@ from circuitstore.schema.errors import (
     ConstraintViolationError,
     SchemaError,
     StoreUnavailableError,
+    TransactionMemoryError,
 )
 from circuitstore.schema.inputs import url_port_problem
 
@@ -186,10 +187,24 @@ def translate_errors(
     except neo4j_errors.ClientError as exc:
         raise SchemaError(f"Neo4j rejected the statement: {_first_line(exc.message)}") from exc
     except (neo4j_errors.TransientError, neo4j_errors.DatabaseError) as exc:
+        if exc.code == MEMORY_CODE:  # retried in vain: the write is too large for this server
+            raise memory_error(where, exc) from None
         # Retries ran out (deadlocks, a database still starting) or the server failed.
         raise StoreUnavailableError(f"{where}: {_first_line(exc.message)}") from exc
     except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
         raise StoreUnavailableError(f"{where}: {_first_line(str(exc))}") from exc
+
+
+MEMORY_CODE = "Neo.TransientError.General.MemoryPoolOutOfMemoryError"
+
+
+def memory_error(where: str, exc: neo4j_errors.Neo4jError) -> TransactionMemoryError:
+    """The server's "out of transaction memory", as one line with the fix."""
+    return TransactionMemoryError(
+        f"{where} refused a write that needs more transaction memory than it allows "
+        f"({_first_line(exc.message)}): restart it with a larger heap "
+        "(`circuitstore server start --heap 4g`), or store less per prompt (--max-edges)"
+    )
 
 
 def _unavailable(where: str, exc: BaseException) -> str:
