@@ -73,8 +73,8 @@ class VerifyConfig:
             raise ConfigError(f"top {self.top}: expected 1..{MAX_TOP}")
         if not (-MAX_SCALE <= self.scale <= MAX_SCALE) or self.scale == 1.0:
             raise ConfigError(
-                f"scale {self.scale:g}: expected a number from {-MAX_SCALE:g} to {MAX_SCALE:g} "
-                "other than 1 (0 removes the feature, 2 doubles it)"
+                f"scale {self.scale}: expected a finite number other than 1, from "
+                f"{-MAX_SCALE:g} to {MAX_SCALE:g} (0 removes the feature, 2 doubles it)"
             )
 
 

@@ -373,9 +373,9 @@ CASES = [
          "Invalid value for '--skip'"),
     # Interventions and Ray.
     Case("verify --scale 1e308", ("verify", "--prompt", "{prompt}", "--scale", "1e308"), 2,
-         "scale 1e+308: expected a number from -1000 to 1000 other than 1"),
+         "scale 1e+308: expected a finite number other than 1, from -1000 to 1000"),
     Case("verify --scale -1e308", ("verify", "--prompt", "{prompt}", "--scale", "-1e308"), 2,
-         "scale -1e+308: expected a number from -1000 to 1000"),
+         "scale -1e+308: expected a finite number other than 1, from -1000 to 1000"),
     Case("--ray not an address", (*INGEST, "--ray", "not-an-address"), 2,
          "--ray 'not-an-address': Invalid address format"),
     Case("--ray ray:// without Ray's client", (*INGEST, "--ray", "ray://127.0.0.1:1"), 2,
