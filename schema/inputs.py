@@ -15,6 +15,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import count
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -65,7 +66,7 @@ def byte_lines(
     stop the read with one line naming the file and the line."""
     offset = 0
     with _open(path, gunzip) as stream:
-        for number in range(1, 2**62):
+        for number in count(1):
             raw = _readline(path, stream, max_line)
             if not raw:
                 return
