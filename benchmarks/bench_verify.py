@@ -12,6 +12,10 @@ corpus's answer:
    logit difference with the real model's (correlation, median relative error, sign agreement,
    pooled over every single-feature check); the share of prompts where removing the 10 together
    lowers the logit difference; the time per prompt.
+   Then the same features scaled by 0.5, 0.9, 1.1, 1.5 and 2 instead of removed: the agreement
+   at each size of intervention (first-order predictions should hold best near 1), and the
+   prompt of the demo's own store whose agreement is nearest the median prompt's (the example
+   the verification page shows).
 2. `query paths`, exact (top 10 by |product of weights|) and `--method beam` (width 5, depth 3):
    whether the first path, or any of the 10, starts at the deciding name (the corpus's `source`
    token, the earlier mention of the answer), the overlap of the two top-10 sets, and the time
@@ -68,21 +72,33 @@ def answered(store, rows: list[dict]) -> list[dict]:  # type: ignore[no-untyped-
     return out
 
 
-def verify_figures(out, store, rows: list[dict], top: int) -> None:  # type: ignore[no-untyped-def]
-    from circuitstore.commands.verify import check_prompt
-    from circuitstore.ingest.intervene.verify import VerifyConfig, agreement
+# The sizes of intervention the agreement is measured at: 0 removes the features, 2 doubles them.
+SCALES = (0.0, 0.5, 0.9, 1.1, 1.5, 2.0)
 
-    checks, lowered, frozen, seconds = [], [], [], []
+
+def run_verify(store, rows: list[dict], top: int, scale: float) -> tuple[list, list[float]]:  # type: ignore[no-untyped-def]
+    """Each prompt's `verify` report at `scale`, and the seconds each took."""
+    from circuitstore.commands.verify import check_prompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig
+
+    reports, seconds = [], []
     for row in rows:
         start = time.perf_counter()
-        report = check_prompt(VerifyConfig(row["id"], top=top, device="cpu"), store)
+        cfg = VerifyConfig(row["id"], top=top, scale=scale, device="cpu")
+        reports.append(check_prompt(cfg, store))
         seconds.append(time.perf_counter() - start)
-        checks += report.checks
-        lowered.append(report.circuit.observed_diff < 0)
-        frozen += [c.frozen_error for c in (*report.checks, report.circuit)]
+    return reports, seconds
+
+
+def verify_figures(out, reports: list, seconds: list[float], top: int) -> None:  # type: ignore[no-untyped-def]
+    from circuitstore.ingest.intervene.verify import agreement
+
+    checks = [c for r in reports for c in r.checks]
+    lowered = [r.circuit.observed_diff < 0 for r in reports]
+    frozen = [c.frozen_error for r in reports for c in (*r.checks, r.circuit)]
     pooled = agreement(checks)
     out.print(
-        f"\n`verify` on {len(rows)} prompts ({top} features by support, each removed, then "
+        f"\n`verify` on {len(reports)} prompts ({top} features by support, each removed, then "
         f"together): {len(checks)} single-feature checks\n"
     )
     out.print(
@@ -102,6 +118,71 @@ def verify_figures(out, store, rows: list[dict], top: int) -> None:  # type: ign
     out.print(
         f"- {statistics.median(seconds):.1f} s per prompt (median), loading the model included"
     )
+
+
+def scale_figures(out, sweep: dict[float, list], top: int) -> None:  # type: ignore[no-untyped-def]
+    """The agreement at each size of intervention: a first-order account should hold best
+    where the change is small (scales near 1)."""
+    from circuitstore.ingest.intervene.verify import agreement
+
+    n = len(next(iter(sweep.values())))
+    out.print(
+        f"\nThe same {top} features of each of the {n} prompts, scaled by `--scale` instead of "
+        "removed (the activation changes by (scale - 1) x itself; the graph's prediction is "
+        "linear in that change), pooled over the single-feature checks; the last two columns "
+        f"are the checks of the {top} together\n"
+    )
+    out.table(
+        "scale",
+        "activation change",
+        "correlation",
+        "median relative error",
+        "same sign",
+        "together: same sign",
+        "together: answer flips",
+    )
+    for scale, reports in sweep.items():
+        pooled = agreement([c for r in reports for c in r.checks])
+        circuits = [r.circuit for r in reports]
+        same = sum((c.predicted_diff > 0) == (c.observed_diff > 0) for c in circuits)
+        out.row(
+            f"{scale:g}",
+            f"{scale - 1:+.0%}",
+            f"{pooled['correlation']:.2f}",
+            f"{pooled['median_relative_error']:.2f}",
+            f"{pooled['sign_agreement']:.0%}",
+            f"{same} / {n}",
+            f"{sum(c.flips for c in circuits)} / {n}",
+        )
+
+
+def typical_prompt(out, reports: list) -> None:  # type: ignore[no-untyped-def]
+    """The prompt of the demo's own store (`circuitstore demo`'s shard) whose agreement at
+    scale 0 is nearest the median prompt's: the example the verification page shows."""
+    from circuitstore.ingest.corpus import shard_of
+    from circuitstore.ingest.intervene.verify import agreement
+
+    per = {r.prompt.key: agreement(r.checks) for r in reports}
+    per = {k: a for k, a in per.items() if a["correlation"] is not None}
+    corr = statistics.median(a["correlation"] for a in per.values())
+    sign = statistics.median(a["sign_agreement"] or 0.0 for a in per.values())
+
+    def distance(key: str) -> float:
+        return abs(per[key]["correlation"] - corr) + abs((per[key]["sign_agreement"] or 0) - sign)
+
+    in_demo = [k for k in per if shard_of(k, 4) == 0]  # `circuitstore demo`'s default, 0/4
+    out.print(
+        f"\nPer prompt (10 checks each, scale 0): median correlation {corr:.2f}, median "
+        f"sign agreement {sign:.0%}; correlation below 0 in "
+        f"{sum(a['correlation'] < 0 for a in per.values())} of {len(per)} prompts."
+    )
+    if in_demo:
+        key = min(in_demo, key=distance)
+        out.print(
+            f"Of the {len(in_demo)} in the store `circuitstore demo` fills, {key} is nearest the "
+            f"median (correlation {per[key]['correlation']:.2f}, sign agreement "
+            f"{per[key]['sign_agreement']:.0%})."
+        )
 
 
 def path_figures(out, store, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
@@ -176,7 +257,13 @@ def main() -> None:
                     "logit is the corpus's answer."
                 )
                 path_figures(out, store, kept)
-                verify_figures(out, store, kept, args.top)
+                sweep = {}
+                for scale in SCALES:
+                    sweep[scale], seconds = run_verify(store, kept, args.top, scale)
+                    if scale == 0.0:
+                        verify_figures(out, sweep[scale], seconds, args.top)
+                scale_figures(out, sweep, args.top)
+                typical_prompt(out, sweep[0.0])
             print(json.dumps({"load average": os.getloadavg()}))
         finally:
             server.stop()

@@ -56,7 +56,9 @@ class Example:
 
     @property
     def is_query(self) -> bool:
-        return self.argv[:2] == ["circuitstore", "query"]
+        """A command that reads the demo's store: `query ...`, and `verify` (it reads one
+        prompt's stored graph, and shows what the docs show of it)."""
+        return self.argv[:2] in (["circuitstore", "query"], ["circuitstore", "verify"])
 
     @property
     def is_demo(self) -> bool:

@@ -23,6 +23,7 @@ from circuitstore.commands.demo_questions import Questions, command
 from circuitstore.commands.server import start_options
 from circuitstore.demo.cypher import BROWSER_QUERY
 from circuitstore.query import CircuitStore
+from circuitstore.query.labels import import_labels
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.connection import DEFAULT_URI, Neo4jSettings, display_uri, open_driver
 from circuitstore.schema.errors import ConfigError, QueryError
@@ -127,6 +128,11 @@ def demo(
             raise QueryError(f"--shard {shard} holds no prompt of the tasks {', '.join(TASKS)}")
         tset = CircuitStore(driver, settings.database, where=settings.uri).prompt(first["id"])
         store = CircuitStore(driver, settings.database, tset.transcoder_set, settings.uri)
+        labelled = import_labels(store, [assets.LABELS], stored_only=True).written
+        click.echo(
+            f"labels: {labelled} of the stored features, from {assets.LABELS.name} (derived from "
+            "the corpus generator's token categories; see `circuitstore query search`)"
+        )
         Questions(store, click.echo).ask(rows)
     _echo_browser(browser, settings, home)
     if summary.failed:  # said in the summary above; the rerun that retries them is this command

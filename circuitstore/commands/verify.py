@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from circuitstore.clitools import HELP, CircuitStoreCommand, device_option, top_option
-from circuitstore.commands.query_io import emit, open_store, store_options
+from circuitstore.commands.query_io import emit_readable, open_store, store_options
 from circuitstore.query.store import CircuitStore
+from circuitstore.query.tables import token_text
 from circuitstore.schema.connection import Neo4jSettings
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.names import FeatureRef, parse_node
 
 if TYPE_CHECKING:
     from circuitstore.ingest.intervene.stored import StoredPrompt
-    from circuitstore.ingest.intervene.verify import VerifyConfig, VerifyReport
+    from circuitstore.ingest.intervene.verify import Check, VerifyConfig, VerifyReport
 
 COLUMNS = (
     "check", "features", "influence", "targets", "frozen_error",
     "predicted_diff", "observed_diff", "predicted_logit", "observed_logit", "flips",
 )  # fmt: skip
+# A table cell listing more than this many characters of features is abbreviated with counts
+# (JSON and CSV keep every feature).
+MAX_CELL = 60
 
 
 @click.command("verify", cls=CircuitStoreCommand, context_settings=HELP)
@@ -86,7 +91,7 @@ def verify(
     with open_store(settings, tset) as store:
         report = check_prompt(cfg, store)
         written = 0 if no_write else write_report(store.driver, store.database, report)
-    emit(report.rows(), fmt, COLUMNS)
+    emit_readable(report.rows(), fmt, COLUMNS, _table(report))
     if fmt == "table":
         click.echo(_summary(report, written))
 
@@ -113,6 +118,33 @@ def stored_prompt(store: CircuitStore, key: str, features: tuple[str, ...]) -> S
             raise QueryError(f"{name}: verify intervenes on features, not on {ref.name}")
         groups.append(tuple(store.find_nodes(graph, ref, info)))
     return StoredPrompt(info, graph, mode, store.tset(info.transcoder_set), tuple(groups))
+
+
+def _table(report: VerifyReport) -> list[dict[str, Any]]:
+    """The report's rows as a person reads them: short feature cells (the `together` row refers
+    to the rows above it), and `flips` naming the token that took the top."""
+    singles = [_readable(c, "single", _features(c.features)) for c in report.checks]
+    above = f"all {len(report.checks)} above" if len(report.checks) > 1 else singles[0]["features"]
+    return [*singles, _readable(report.circuit, "together", above)]
+
+
+def _readable(check: Check, kind: str, features: str) -> dict[str, Any]:
+    flips = f"to {token_text(check.top_token)}" if check.flips else "no"
+    return {**check.as_row(), "check": kind, "features": features, "flips": flips}
+
+
+def _features(nodes: tuple[str, ...]) -> str:
+    """`mlp0tc[70]@14`, or one feature's occurrences as `mlp0tc[70]@3,7,14`, or past MAX_CELL
+    characters, counts: `mlp0tc[70] at 9 positions`."""
+    named = groupby(nodes, key=lambda n: n.partition("@")[0])
+    parts = [(name, [n.partition("@")[2] for n in group]) for name, group in named]
+    cell = ", ".join(f"{name}@{','.join(pos)}" for name, pos in parts)
+    if len(cell) <= MAX_CELL:
+        return cell
+    cell = ", ".join(f"{name} at {len(pos)} positions" for name, pos in parts)
+    if len(cell) <= MAX_CELL:
+        return cell
+    return f"{len(nodes)} occurrences of {len(parts)} features"
 
 
 def _summary(report: VerifyReport, written: int) -> str:

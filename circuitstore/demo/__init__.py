@@ -25,6 +25,9 @@ FIDELITY = WEIGHTS / "fidelity.json"
 """The shipped model's figures (loss recovered, accuracies), which a rebuild is checked against."""
 CORPUS = HERE / "corpus.jsonl"
 """The held-out prompts: {"id", "task", "text", "answer", "source"} a line."""
+LABELS = HERE / "labels.jsonl"
+"""Labels of the features, in Neuronpedia's explanation format (source set `demo`), derived by
+`python -m demo.make.labels` from the corpus generator's token categories."""
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -17,7 +17,7 @@ The stored graph comes from the caller (the `verify` command reads it through th
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -91,6 +91,7 @@ class Check:
     predicted_diff: float
     observed_diff: float
     flips: bool  # the real model's top token is no longer the answer
+    top_token: str  # the real model's top token after the intervention (the answer unless flips)
 
     def as_row(self) -> dict[str, Any]:
         """The check as one flat row."""
@@ -104,6 +105,7 @@ class Check:
             "predicted_diff": self.predicted_diff,
             "observed_diff": self.observed_diff,
             "flips": self.flips,
+            "top_token": self.top_token,
         }
 
 
@@ -171,11 +173,12 @@ class Verifier:
                 f"no stored feature of prompt {info.key} scores above 0 by {cfg.rank}: "
                 "name features with --feature, or choose another --rank"
             )
+        text = model.bridge.tokenizer.decode
         check = _Checker(model_run, graph, cfg.scale, mode == "lumped", answer, runner, top2)
+        check.decode = lambda token: str(text([token]))  # names the token that took the top
         checks = tuple(check(g, sum(influence.get(n, 0.0) for n in g)) for g in groups)
         together = tuple(dict.fromkeys(n for g in groups for n in g))
         circuit = check(together, sum(influence.get(n, 0.0) for n in together))
-        text = model.bridge.tokenizer.decode
         return VerifyReport(
             info,
             mode,
@@ -265,6 +268,7 @@ class _Checker:
         self.answer, self.runner_up, self.top2 = answer, runner_up, top2
         self._nodes = {n.id: n for n in graph.nodes}
         self._frozen_seen: dict[str, tuple[int, float]] = {}
+        self.decode: Callable[[int], str] = str  # a token id's text (the tokenizer's)
 
     def __call__(self, group: tuple[str, ...], influence: float) -> Check:
         nodes = self._nodes
@@ -285,6 +289,7 @@ class _Checker:
             on_answer - on_runner,
             float(real.logits[0] - real.logits[1]),
             real.top_token != answer,
+            self.decode(real.top_token),
         )
 
     def _frozen(self, node: str) -> tuple[int, float]:

@@ -54,5 +54,6 @@ def _row(report: VerifyReport, check: Check, kind: str) -> dict[str, Any]:
         "predictedDiff": check.predicted_diff,
         "observedDiff": check.observed_diff,
         "flips": check.flips,
+        "topToken": check.top_token,
     }
     return {"id": key, "props": props, "features": ids}

@@ -22,6 +22,13 @@ RETURN f.layer AS layer, f.index AS index, score, f.label AS label,
 ORDER BY score DESC, layer, index LIMIT $top
 """
 
+# Label import: those of $ids that name a Feature.
+STORED_FEATURES = f"""
+UNWIND $ids AS id
+MATCH (f:{L.FEATURE} {{id: id}})
+RETURN id
+"""
+
 # Label import: the first of $ids that names no Feature (none: every label has its feature).
 MISSING_FEATURE = f"""
 UNWIND range(0, size($ids) - 1) AS i

@@ -90,15 +90,22 @@ def import_labels(
     source_set: str | None = None,
     transcoder_set: str | None = None,
     batch: int = BATCH,
+    stored_only: bool = False,
 ) -> ImportSummary:
     """Write the labels of `source` (files, or what `read_files` read of them) onto the
     Features of the transcoder set (`transcoder_set`, else the store's only one). Raises
-    InputError, naming the file and line, before any write for anything wrong in the files."""
+    InputError, naming the file and line, before any write for anything wrong in the files.
+    `stored_only`: leave out the labels of features the store lacks instead (a store that
+    holds part of a corpus, as the demo's does)."""
     found = source if isinstance(source, Explanations) else read_files(source, source_set)
     rows = list(found.rows)
     info = store.tset(transcoder_set)
     check_rows(rows, info.n_layers, info.d_transcoder, info.id)
     writes = feature_rows(rows, info.id)
+    if stored_only:
+        ids = [w["id"] for w in writes]
+        stored = {r["id"] for r in store.rows(cypher.STORED_FEATURES, ids=ids)}
+        writes = [w for w in writes if w["id"] in stored]
     _check_features_exist(store, writes, rows, info.id)
     written = 0
     with (
