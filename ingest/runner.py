@@ -149,7 +149,7 @@ class IngestRunner:
             job.on_prompt = self.on_prompt
             job.before_first_write = setup
             summary = job.run(corpus)
-            if self.views and (setup.seconds is not None or writer.has_features(info.id)):
+            if self.views and writer.has_features(info.id):
                 summary.views_seconds = _views(engine, writer, info.id, cfg.views_top_k)
         except BaseException as exc:
             # A run stopped by an error or Ctrl-C is not left "running" in the catalog.

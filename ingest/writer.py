@@ -34,7 +34,8 @@ from circuitstore.schema.errors import (
 )
 
 BATCH_ROWS = 10_000
-# Features per view transaction: at GPT-2 scale 2,048 of them took 180 MiB of transaction memory.
+# Features per view transaction: at GPT-2 scale 1,024 of them peaked at 42 MiB of transaction
+# memory, where a whole layer was refused at a 1 GiB heap's 716.8 MiB (bench_write_memory.py).
 VIEW_CHUNK = 1024
 
 
@@ -136,18 +137,15 @@ class StoreWriter:
         n_chunks = max(1, -(-max(len(tokens), len(virtual)) // VIEW_CHUNK))
 
         def chunk(tx: neo4j.ManagedTransaction, i: int) -> bool:
-            with _no_retry_on_memory(self.where):
-                return write_chunk(tx, i)
-
-        def write_chunk(tx: neo4j.ManagedTransaction, i: int) -> bool:
             marker = f"{layer}:{i}"
             state = tx.run(cypher.LOCK_VIEWS, id=set_id).single()
             if state is None or layer in state["layers"] or marker in state["chunks"]:
                 return False
             rows = slice(i * VIEW_CHUNK, (i + 1) * VIEW_CHUNK)
-            tx.run(cypher.SET_FEATURE_VIEWS, rows=tokens[rows]).consume()
-            for batch in _batches(virtual[rows], size=BATCH_ROWS // 10):  # ~10 sources a row
-                tx.run(cypher.CREATE_VIRTUAL_WEIGHTS, rows=batch).consume()
+            with _no_retry_on_memory(self._shown()):
+                tx.run(cypher.SET_FEATURE_VIEWS, rows=tokens[rows]).consume()
+                for batch in _batches(virtual[rows], size=BATCH_ROWS // 10):  # ~10 sources/row
+                    tx.run(cypher.CREATE_VIRTUAL_WEIGHTS, rows=batch).consume()
             tx.run(cypher.MARK_VIEW_CHUNK, id=set_id, chunk=marker).consume()
             return True
 
@@ -223,7 +221,7 @@ class StoreWriter:
         return translate_errors(where=self.where)
 
     def _write_tx(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
-        with _no_retry_on_memory(self.where):
+        with _no_retry_on_memory(self._shown()):
             return self._write_rows(tx, p)
 
     def _write_rows(self, tx: neo4j.ManagedTransaction, p: PromptPayload) -> bool:
@@ -261,7 +259,7 @@ _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
 @contextmanager
-def _no_retry_on_memory(where: str | None) -> Iterator[None]:
+def _no_retry_on_memory(where: str) -> Iterator[None]:
     """Inside a transaction function: the server's "out of transaction memory" is a transient
     error that the driver would retry for its whole window, each time failing the same way.
     Raised as ours it ends the transaction (rolled back, nothing written) at once. (When the
@@ -272,7 +270,7 @@ def _no_retry_on_memory(where: str | None) -> Iterator[None]:
     except neo4j.exceptions.TransientError as exc:
         if exc.code != MEMORY_CODE:
             raise
-        raise memory_error(display_uri(where or "the store"), exc) from None
+        raise memory_error(where, exc) from None
 
 
 def _bytes(value: str) -> int:
