@@ -1,8 +1,9 @@
 """`circuitstore` and `python -m circuitstore`: the root command, behind one more boundary.
 
-The base install (CLI, schema, server, queries, exports) has no torch; `ingest`, `attribute`,
-`demo` and `verify` need the `ingest` extra. When a package of that extra is missing, the command
-says so in one line, with the install command and exit status 2, instead of a traceback.
+The base install (CLI, schema, server, queries, exports) has no torch; `ingest`, `load`,
+`attribute`, `demo` and `verify` need the `ingest` extra. When a package of that extra is
+missing, the command says so in one line, with the install command and exit status 2, instead
+of a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ EXTRA_MODULES = frozenset(
         "tqdm",
         "tenacity",
         "filelock",
+        "pyarrow",
+        "duckdb",
     }
 )
 INSTALL = f"pip install 'circuitstore[{EXTRA}]'"

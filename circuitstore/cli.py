@@ -21,6 +21,7 @@ COMMANDS = {
         "Print one prompt's attribution graph.",
     ),
     "ingest": ("circuitstore.commands.ingest:ingest", "Ingest a prompt corpus (resumable)."),
+    "load": ("circuitstore.commands.load:load", "Build a store from ingest --parts, in bulk."),
     "demo": ("circuitstore.commands.demo:demo", "Fill a local store with the demo; ask it."),
     "query": ("circuitstore.commands.query:query", "Ask the store: drivers, targets, examples..."),
     "labels": ("circuitstore.commands.labels:labels", "Import feature labels (Neuronpedia)."),

@@ -183,6 +183,9 @@ class IngestConfig:
     """Tokens and virtual-weight neighbours kept per feature (>= 1)."""
     progress: bool | None = None
     """A progress bar: None shows it on a terminal only."""
+    parts: str | None = None
+    """Write Parquet parts to this folder or URL (any pyarrow filesystem) instead of to Neo4j;
+    `circuitstore load` builds a store from them."""
 
     def __post_init__(self) -> None:
         _check(self.dtype in DTYPES, "dtype", self.dtype, " or ".join(DTYPES))

@@ -71,11 +71,13 @@ MATCH (f:{L.FEATURE} {{id: s[0]}})
 CREATE (f)-[:{R.VIRTUAL_WEIGHT} {{weight: s[1]}}]->(t)
 """
 
-# A layer is complete: recorded in viewLayers, its chunk markers dropped.
+# A layer is complete: recorded in viewLayers, its chunk markers dropped (the property with
+# them once none is left: a finished set holds no trace of how its views were written).
 MARK_VIEW_LAYER = f"""
 MATCH (s:{L.TRANSCODER_SET} {{id: $id}})
+WITH s, [c IN coalesce(s.viewChunks, []) WHERE NOT c STARTS WITH $prefix] AS left
 SET s.viewLayers = coalesce(s.viewLayers, []) + $layer,
-    s.viewChunks = [c IN coalesce(s.viewChunks, []) WHERE NOT c STARTS WITH $prefix]
+    s.viewChunks = CASE WHEN size(left) > 0 THEN left END
 """
 
 EXISTING_PROMPTS = f"""

@@ -12,6 +12,7 @@ machines share one catalog through `--catalog postgresql://...`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -124,10 +125,14 @@ def _shard(fields: dict[str, Any], index: int, count: int, tally: Any) -> dict[s
     fields = {**fields, "shard_index": index, "shard_count": count, "progress": False}
     fields["attribution"] = _attribution(fields["attribution"])
     cfg = IngestConfig(**fields)
-    settings = Neo4jSettings.load(env_file=_env_file())
     report = lambda tokens: tally.add.remote(tokens)  # noqa: E731
-    with open_driver(settings, retry_seconds=120) as driver:
-        runner = IngestRunner(cfg, driver, settings.database, settings.uri, on_prompt=report)
+    with contextlib.ExitStack() as stack:
+        if cfg.parts is None:
+            settings = Neo4jSettings.load(env_file=_env_file())
+            driver = stack.enter_context(open_driver(settings, retry_seconds=120))
+            runner = IngestRunner(cfg, driver, settings.database, settings.uri, on_prompt=report)
+        else:  # parts: the workers never talk to Neo4j
+            runner = IngestRunner(cfg, None, on_prompt=report)
         runner.views = index == 0  # one shard computes the set's views, after its prompts
         summary = runner.run()
     return {**dataclasses.asdict(summary), "pid": os.getpid(), "finished": time.time()}

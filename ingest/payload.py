@@ -155,8 +155,8 @@ def _node_rows(graph: AttributionGraph, prompt_id: str, tset: str) -> list[list[
 
 def _edge_rows(graph: AttributionGraph, heads: StrongestHeads | None) -> list[list[Any]]:
     """[source, target, weight, kind], and where the edge is split by head: its strongest
-    heads' names and weights, the other heads' sum and the residual part (None where 0: off
-    its target's position)."""
+    heads' numbers and weights (None where none is named), the other heads' sum and the
+    residual part (None where 0: off its target's position)."""
     edges = graph.edges
     kinds = [k.value for k in edges.kinds(graph.nodes)]
     rows = [
@@ -168,8 +168,11 @@ def _edge_rows(graph: AttributionGraph, heads: StrongestHeads | None) -> list[li
     if heads is not None:
         for row, split in zip(rows, heads.rows(), strict=True):
             if split is not None:
+                # An edge split with no head named (a constant's, or all in the residual part)
+                # stores no lists: the bulk importer cannot write an empty one, and one store
+                # must not depend on the path that built it. `otherHeads` marks the split.
                 names, weights, other, residual = split
-                row.extend([names, weights, other, residual or None])
+                row.extend([names or None, weights or None, other, residual or None])
     return rows
 
 

@@ -30,6 +30,7 @@ from circuitstore.ingest.catalog import DONE, FAILED, SKIPPED, Catalog, RunRecor
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
 from circuitstore.ingest.model import LoadedModel, all_tokens
+from circuitstore.ingest.parts.writer import PartsWriter
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
@@ -99,12 +100,13 @@ class IngestSummary:
 
 
 class IngestRunner:
-    """`IngestRunner(cfg, driver).run()`; `where` names the store in messages (its URI)."""
+    """`IngestRunner(cfg, driver).run()`; `where` names the store in messages (its URI). With
+    `cfg.parts` the prompts go to parts files and `driver` may be None: nothing talks to Neo4j."""
 
     def __init__(
         self,
         cfg: IngestConfig,
-        driver: neo4j.Driver,
+        driver: neo4j.Driver | None,
         database: str = "neo4j",
         where: str | None = None,
         on_prompt: Callable[[int], None] | None = None,
@@ -129,7 +131,7 @@ class IngestRunner:
         # Cheap checks first: a bad corpus, store or catalog fails before the model loads.
         full = read_corpus(cfg.prompts)
         corpus = full.shard(cfg.shard_index, cfg.shard_count)
-        require_current_schema(self.driver, self.database)
+        writer = self._writer()  # an unreachable store or unwritable folder fails here
         catalog = Catalog.open(cfg.catalog_url())
         engine = load_engine(
             cfg.model, cfg.transcoders, device=cfg.device, dtype=cfg.dtype, tf32=cfg.tf32
@@ -137,7 +139,6 @@ class IngestRunner:
         model, tcs = engine.model, engine.transcoders
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
-        writer = StoreWriter(self.driver, self.database, cfg.top_examples, self.where)
         settings = {k: v for k, v in cfg.graph_dict().items() if k not in ("model", "transcoders")}
         info = transcoder_set_info(model, tcs, provenance, graph_hash, settings)
         writer.check_transcoder_set(info)  # before the catalog records a run it would refuse
@@ -162,13 +163,25 @@ class IngestRunner:
         catalog.finish(name, "complete" if not summary.failed else "incomplete")
         return summary
 
+    def _writer(self) -> Writer:
+        if self.cfg.parts is not None:
+            return PartsWriter(self.cfg.parts)
+        if self.driver is None:
+            raise ValueError("IngestRunner needs a driver unless cfg.parts is set")
+        require_current_schema(self.driver, self.database)
+        return StoreWriter(self.driver, self.database, self.cfg.top_examples, self.where)
+
+
+# Where prompts go: one Neo4j transaction each, or Parquet parts (`ingest --parts`).
+Writer = StoreWriter | PartsWriter
+
 
 @dataclass
 class _SetSetup:
     """The transcoder set and its Feature nodes, written once a first prompt has been computed:
     weights the engine cannot use (overflowing activations, say) then leave no set behind."""
 
-    writer: StoreWriter
+    writer: Writer
     info: TranscoderSetNode
     tcs: TranscoderSet
     seconds: float | None = None  # set when this run wrote the set's features
@@ -193,7 +206,7 @@ class _Computed:
 class _Job:
     cfg: IngestConfig
     engine: AttributionEngine
-    writer: StoreWriter
+    writer: Writer
     catalog: Catalog
     record: RunRecord
     tset: str
@@ -368,7 +381,7 @@ class _Job:
             )
 
 
-def _views(engine: AttributionEngine, writer: StoreWriter, set_id: str, top_k: int) -> float | None:
+def _views(engine: AttributionEngine, writer: Writer, set_id: str, top_k: int) -> float | None:
     """The views of every layer not yet in the store, a layer a transaction (exactly once each,
     resumable); after the prompts, so that a corpus never waits for them (on 2 CPU cores they are
     minutes of arithmetic at GPT-2 scale; on a GPU, seconds). Seconds taken, or None if none

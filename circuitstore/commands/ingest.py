@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -100,6 +101,12 @@ DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
     show_default=True,
     help="With --ray: GPUs each task reserves (then --device auto uses them).",
 )
+@click.option(
+    "--parts",
+    metavar="DIR",
+    help="Write Parquet parts to DIR (a folder, or any URL pyarrow opens: s3://...) instead of "
+    "to Neo4j; `circuitstore load DIR` then builds the store in bulk.",
+)
 @click.option("--progress/--no-progress", default=None, help="[default: on a terminal only]")
 @connection_options
 def ingest(
@@ -115,21 +122,29 @@ def ingest(
     """Run the model and transcoders over a corpus and write graphs and aggregates to Neo4j.
 
     Safe to kill at any moment: the same command resumes, and nothing is counted twice.
+    With --parts DIR nothing talks to Neo4j: each prompt becomes Parquet parts in DIR, which
+    `circuitstore load DIR` imports in bulk.
 
     \b
     Example:
       circuitstore ingest --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
         --prompts corpus.txt
+      circuitstore ingest --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
+        --prompts corpus.txt --parts parts/ --shard 0/4
     """
     from circuitstore.ingest.corpus import parse_shard
     from circuitstore.ingest.runner import IngestRunner
 
     index, count = parse_shard(shard)
+    if options["parts"] and "://" not in options["parts"]:  # Ray workers start elsewhere
+        options["parts"] = str(Path(options["parts"]).expanduser().absolute())
     cfg = IngestConfig.from_flat(run=run_name, shard_index=index, shard_count=count, **options)
     if ray_address is not None:
         address = None if ray_address == "local" else ray_address
         plan = RayPlan(workers, address, cpus_per_worker, gpus_per_worker)
         summary = _on_ray(cfg, plan, settings)
+    elif cfg.parts is not None:
+        summary = IngestRunner(cfg, None).run()
     else:
         with open_driver(settings, retry_seconds=120) as driver:
             summary = IngestRunner(cfg, driver, settings.database, settings.uri).run()
@@ -145,8 +160,9 @@ def _on_ray(cfg: IngestConfig, plan: Any, settings: Neo4jSettings) -> Any:
 
     from circuitstore.ingest.distributed import run_on_ray
 
-    with open_driver(settings):  # the store answers before any worker starts
-        pass
+    if cfg.parts is None:
+        with open_driver(settings):  # the store answers before any worker starts
+            pass
     bar = tqdm(unit="prompt", disable=None if cfg.progress is None else not cfg.progress)
     with bar:
 

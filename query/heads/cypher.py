@@ -7,13 +7,14 @@ from circuitstore.schema.model import RelType as R
 
 # The attention heads named on one prompt's stored edges (each edge names its strongest few),
 # with the weight they carry there, and the edges' absolute sums of their other heads, in one
-# pass over the edges.
+# pass over the edges (an edge is split where it has `otherHeads`; `heads` is absent where no
+# head is named).
 PROMPT_HEADS = f"""
 MATCH (:{L.GRAPH_NODE} {{prompt: $prompt}})-[a:{R.ATTR}]->()
-WHERE a.heads IS NOT NULL
+WHERE a.otherHeads IS NOT NULL
 WITH collect(a) AS split, sum(abs(a.otherHeads)) AS other
 UNWIND split AS a
-UNWIND range(0, size(a.heads) - 1) AS i
+UNWIND range(0, size(coalesce(a.heads, [])) - 1) AS i
 WITH other, a.heads[i] AS head, a.headWeights[i] AS w
 RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs, other
 ORDER BY sumAbs DESC, head

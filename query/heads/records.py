@@ -53,9 +53,10 @@ class HeadSplit:
         """An ATTR edge's stored split, from a row holding its `heads`, `head_weights`,
         `other_heads` and `residual` (None where it has none: a constant's edge, a store
         ingested with --heads-per-edge 0)."""
-        numbers, weights, other = edge["heads"], edge["head_weights"], edge["other_heads"]
-        if numbers is None or weights is None or other is None:
+        other = edge["other_heads"]
+        if other is None:  # `otherHeads` marks a split edge; its lists are absent when empty
             return None
+        numbers, weights = edge["heads"] or [], edge["head_weights"] or []
         heads = tuple((name_of(h), w) for h, w in zip(numbers, weights, strict=True))
         residual = edge["residual"] or 0.0
         return cls(residual, heads, other, weight - residual - math.fsum(weights) - other)
