@@ -159,7 +159,18 @@ set_initial_password() {
   [ "$status" = 0 ] || die "could not set the initial password"
 }
 
+# `neo4j-admin ARGS`, as the official image runs it (e.g. `neo4j-admin @/import/neo4j-admin.args`
+# for `circuitstore load --import-files`): the admin tool on this image's data folder.
+admin() {
+  local conf
+  conf=$(mktemp -d)
+  printf 'server.directories.data=%s\n' "$DATA_DIR" >"$conf/neo4j.conf"
+  NEO4J_HOME="$NEO4J_HOME" NEO4J_CONF="$conf" exec java -cp "$NEO4J_HOME/lib/*" \
+    org.neo4j.cli.AdminTool "$@"
+}
+
 main() {
+  if [ "${1:-neo4j}" = neo4j-admin ]; then shift; admin "$@"; fi
   if [ "${1:-neo4j}" != neo4j ]; then exec "$@"; fi
   defaults
   from_environment

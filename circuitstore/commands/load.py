@@ -27,11 +27,25 @@ from circuitstore.server.config import (
     is_flag=True,
     help="Replace a database that holds data (without it, load refuses one).",
 )
+@click.option(
+    "--import-files",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Only write the importer's CSV files and its argument file (neo4j-admin.args) here, "
+    "for a server this command does not run (a container); touch no server.",
+)
+@click.option(
+    "--mount",
+    default="/import",
+    show_default=True,
+    help="With --import-files: where the importer will see that folder.",
+)
 @start_options(DEFAULT_HEAP, DEFAULT_PAGECACHE, when="Where the server is not running yet")
 @click.option("--progress/--no-progress", default=None, help="[default: on a terminal only]")
 def load(
     parts: str,
     overwrite: bool,
+    import_files: Path | None,
+    mount: str,
     home: Path | None,
     bolt_port: int,
     http_port: int,
@@ -43,20 +57,29 @@ def load(
 
     Checks every part first, computes the corpus aggregates (DRIVES, feature statistics, top
     examples) columnar, then stops the server, runs Neo4j's bulk importer, starts it again and
-    applies the schema. A database that holds data is replaced only with --overwrite. For the
-    Docker image, see the docs' bulk-load page. The password comes from NEO4J_PASSWORD.
+    applies the schema. A database that holds data is replaced only with --overwrite. The
+    password comes from NEO4J_PASSWORD. For a server in a container, --import-files writes
+    the files and the importer's arguments instead (docs/parts.md).
 
     \b
     Example:
       circuitstore ingest --model gpt2 --transcoders pchlenski/gpt2-transcoders \\
         --prompts corpus.txt --parts parts/
       NEO4J_PASSWORD=... circuitstore load parts/
+      circuitstore load parts/ --import-files import/
     """
     from circuitstore.server.bulk import BulkLoad
 
+    bars = _Bars(progress)
+    if import_files is not None:
+        server = ServerSettings(_home(home), bolt_port, http_port, heap, pagecache)
+        summary = BulkLoad(parts, server, "", progress=bars).files_only(import_files, mount)
+        click.echo(summary.lines()[0].replace("loaded", "wrote the import files of", 1))
+        click.echo(f"then: neo4j-admin @{mount.rstrip('/')}/neo4j-admin.args (server stopped)")
+        return
     password = validate_password(os.environ.get(PASSWORD_ENV))
     server = ServerSettings(_home(home), bolt_port, http_port, heap, pagecache)
-    job = BulkLoad(parts, server, password, overwrite, progress=_Bars(progress))
+    job = BulkLoad(parts, server, password, overwrite, progress=bars)
     for line in job.run().lines():
         click.echo(line)
 

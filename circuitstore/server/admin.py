@@ -15,19 +15,36 @@ from circuitstore.server import assemble
 ADMIN_CLASS = "org.neo4j.cli.AdminTool"
 
 
-def import_command(files: ImportFiles, database: str, threads: int) -> list[str]:
-    """The admin tool's arguments (after its class) for these files, replacing `database`."""
-    args = ["database", "import", "full", database]
-    args += ["--id-type=string", f"--threads={threads}"]
+def import_command(
+    files: ImportFiles, database: str, threads: int | None = None, root: str | None = None
+) -> list[str]:
+    """The admin tool's arguments (after its class) for these files, replacing `database`;
+    `root` names the files' folder as the tool will see it (a container's mount point)."""
+
+    def at(path: Path) -> str:
+        return f"{root.rstrip('/')}/{path.name}" if root else str(path)
+
+    args = ["database", "import", "full", database, "--id-type=string"]
+    args += [f"--threads={threads}"] if threads else []
     args += [f"--array-delimiter=U+{ord(files.delimiter):04X}"]
-    args += [f"--report-file={files.folder / 'import.report'}"]
+    args += [f"--report-file={at(files.folder / 'import.report')}"]
     if files.multiline:
         args += ["--multiline-fields-format=v2"]
-        args += ["--multiline-fields=" + ",".join(str(p) for p in files.multiline)]
-    args += [f"--nodes={labels}={path}" for labels, path in files.nodes if labels != "GraphNode"]
-    args += [f"--nodes={path}" for labels, path in files.nodes if labels == "GraphNode"]
-    args += [f"--relationships={rel}={path}" for rel, path in files.relationships]
+        args += ["--multiline-fields=" + ",".join(at(p) for p in files.multiline)]
+    args += [f"--nodes={lab}={at(path)}" for lab, path in files.nodes if lab != "GraphNode"]
+    args += [f"--nodes={at(path)}" for lab, path in files.nodes if lab == "GraphNode"]
+    args += [f"--relationships={rel}={at(path)}" for rel, path in files.relationships]
     return args
+
+
+def write_args_file(files: ImportFiles, root: str, database: str = "neo4j") -> Path:
+    """`neo4j-admin.args` beside the files: the import's arguments, one a line, for
+    `neo4j-admin @ROOT/neo4j-admin.args` where the files are mounted at `root` (it replaces
+    the database: the operator asked for it by running it)."""
+    args = [*import_command(files, database, root=root), "--overwrite-destination=true"]
+    path = files.folder / "neo4j-admin.args"
+    path.write_text("".join(f"{a}\n" for a in args))
+    return path
 
 
 def import_full(

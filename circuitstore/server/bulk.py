@@ -88,10 +88,9 @@ class BulkLoad:
     progress: Progress = field(default_factory=Quiet)
 
     def run(self) -> LoadSummary:
+        """Check, reduce, import, start: the store holds the parts' corpus."""
         summary = LoadSummary()
-        with self._phase(summary, "check", count_files(self.url)) as tick:
-            parts = scan(self.url, progress=tick)
-        summary.parts = parts.n_prompts
+        parts = self._scan(summary)
         with self._phase(summary, "server", None):
             uri = self._running()
             self._refuse_data(uri)
@@ -110,6 +109,21 @@ class BulkLoad:
         with self._phase(summary, "schema", None), self._driver(uri) as driver:
             apply_schema(driver, self.database, await_seconds=3600)
         return summary
+
+    def files_only(self, folder: Path, root: str) -> LoadSummary:
+        """The import files and the importer's argument file in `folder`, for a server this
+        command does not run (a container that mounts `folder` at `root`); no server touched."""
+        summary = LoadSummary()
+        parts = self._scan(summary)
+        folder.mkdir(parents=True, exist_ok=True)
+        admin.write_args_file(self._files(parts, folder, summary), root, self.database)
+        return summary
+
+    def _scan(self, summary: LoadSummary) -> Parts:
+        with self._phase(summary, "check", count_files(self.url)) as tick:
+            parts = scan(self.url, progress=tick)
+        summary.parts = parts.n_prompts
+        return parts
 
     def _files(self, parts: Parts, work: Path, summary: LoadSummary) -> ImportFiles:
         with self._phase(summary, "reduce", 8) as tick:

@@ -194,6 +194,21 @@ def _missing_driver() -> str:
     raise AssertionError("every candidate driver is installed")
 
 
+def _parts_file(meta: dict[bytes, bytes] | None) -> Callable[[Path, dict[str, str]], None]:
+    """A parts folder whose set file carries `meta` (None: cut short)."""
+
+    def prepare(d: Path, p: dict[str, str]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = d / "transcoder_set.parquet"
+        pq.write_table(pa.table({"id": ["s"]}).replace_schema_metadata(meta or {}), path)
+        if meta is None:
+            path.write_bytes(path.read_bytes()[:-12])
+
+    return prepare
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -396,6 +411,19 @@ CASES = [
          "(--max-tokens None there, 8 here)"),
     Case("--truncate on an existing store", (*INGEST, "--truncate"), 2,
          "(--truncate False there, True here)"),
+    # The bulk path: parts to a place they cannot go, and folders `load` refuses (before any
+    # server is touched).
+    Case("--parts below a file", (*INGEST, "--parts", "/dev/null/parts"), 2,
+         "/dev/null/parts: cannot write parts there"),
+    Case("--parts scheme pyarrow lacks", (*INGEST, "--parts", "nosuch://bucket/parts"), 2,
+         "pyarrow cannot open nosuch:// URLs"),
+    Case("load, not a parts folder", ("load", "{dir}"), 2, "no transcoder_set.parquet"),
+    Case("load, a foreign file", ("load", "{dir}"), 2, "transcoder_set.parquet: not a circuitstore",
+         prepare=_parts_file({})),
+    Case("load, a truncated file", ("load", "{dir}"), 2, "not a readable Parquet file",
+         prepare=_parts_file(None)),
+    Case("load, an unknown format version", ("load", "{dir}"), 2, "parts format version 99",
+         prepare=_parts_file({b"circuitstore.parts": b"99"})),
     # The local server.
     Case("short server password", ("server", "start", "--home", "{dir}/srv"), 2,
          "NEO4J_PASSWORD is 5 characters long; Neo4j needs at least 8",

@@ -82,3 +82,19 @@ def test_two_workers_one_killed_mid_shard_equal_one_run(
     assert proc.returncode == 0, err[-3000:]
     assert f"{N} prompts in this shard" in out
     assert snapshot_close(store_snapshot(fresh_store), single)
+
+
+def test_ray_workers_write_parts_without_a_store(tiny_weights, corpus, tmp_path):
+    from .test_bulk_load import committed_files
+
+    no_store = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
+    single = tmp_path / "single-parts"
+    (tmp_path / "single").mkdir()
+    cmd = ingest_cmd(tiny_weights, corpus, str(tmp_path / "single"), "--parts", str(single))
+    subprocess.run(cmd, check=True, capture_output=True, env={**no_store, "OMP_NUM_THREADS": "1"})
+    parts = tmp_path / "ray-parts"
+    cmd = [*_on_ray(tiny_weights, corpus, tmp_path / "ray"), "--parts", str(parts)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=no_store, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{N} prompts in this shard" in done.stdout
+    assert committed_files(parts) == committed_files(single)

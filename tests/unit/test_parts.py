@@ -182,3 +182,19 @@ def test_temporary_leftovers_are_not_parts(folder: Path) -> None:
     (folder / "prompts" / ".tmp-0123-x.parquet").write_bytes(b"half a file")
     assert len(Folder.open(str(folder)).names("prompts")) == 3
     assert scan(str(folder)).n_prompts == 3
+
+
+def test_the_importer_argument_file_names_the_mounted_files(folder: Path, tmp_path: Path) -> None:
+    from circuitstore.server.admin import write_args_file
+
+    out = tmp_path / "import"
+    out.mkdir()
+    files = build(scan(str(folder)), out)
+    args = write_args_file(files, "/import").read_text().splitlines()
+    assert args[:4] == ["database", "import", "full", "neo4j"]
+    assert "--nodes=Feature=/import/Feature.csv" in args
+    assert "--nodes=/import/GraphNode.csv" in args  # labels from its :LABEL column
+    assert "--relationships=DRIVES=/import/DRIVES.csv" in args
+    assert f"--array-delimiter=U+{ord(files.delimiter):04X}" in args
+    assert args[-1] == "--overwrite-destination=true"
+    assert not any(str(out) in a for a in args)
