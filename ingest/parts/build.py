@@ -86,10 +86,9 @@ class _Writer:
     def copy(self, kind: str, name: str, sql: str, multiline: bool = False) -> None:
         path = self.files.folder / f"{name.replace(':', '_')}.csv"
         self.step(name)
-        self.con.execute(  # type: ignore[attr-defined]
-            f"COPY ({sql}) TO '{path}' (HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"')"
-        )
-        rows = self.con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]  # type: ignore[attr-defined]
+        target = str(path).replace("'", "''")
+        copy = f"COPY ({sql}) TO '{target}' (HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"')"
+        (rows,) = self.con.execute(copy).fetchone()  # type: ignore[attr-defined]  # rows written
         (self.files.nodes if kind == "nodes" else self.files.relationships).append((name, path))
         self.files.counts[name] = int(rows)
         if multiline:
