@@ -74,7 +74,9 @@ def load(
     if import_files is not None:
         server = ServerSettings(_home(home), bolt_port, http_port, heap, pagecache)
         summary = BulkLoad(parts, server, "", progress=bars).files_only(import_files, mount)
-        click.echo(summary.lines()[0].replace("loaded", "wrote the import files of", 1))
+        first, second, _ = summary.lines()
+        click.echo(first.replace("loaded", "wrote the import files of", 1))
+        click.echo(second)
         click.echo(f"then: neo4j-admin @{mount.rstrip('/')}/neo4j-admin.args (server stopped)")
         return
     password = validate_password(os.environ.get(PASSWORD_ENV))

@@ -87,12 +87,26 @@ class _Writer:
         path = self.files.folder / f"{name.replace(':', '_')}.csv"
         self.step(name)
         target = str(path).replace("'", "''")
-        copy = f"COPY ({sql}) TO '{target}' (HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"')"
+        options = "HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"'"
+        if multiline:
+            sql, quoted = self._multiline(sql)
+            options += f", FORCE_QUOTE ({quoted})"
+        copy = f"COPY ({sql}) TO '{target}' ({options})"
         (rows,) = self.con.execute(copy).fetchone()  # type: ignore[attr-defined]  # rows written
         (self.files.nodes if kind == "nodes" else self.files.relationships).append((name, path))
         self.files.counts[name] = int(rows)
         if multiline:
             self.files.multiline.append(path)
+
+    def _multiline(self, sql: str) -> tuple[str, str]:
+        """The importer's reader of files whose text may hold newlines finds where a row
+        starts by its quotes: every row must hold a quoted cell and none may start with one
+        (else "reached beginning with no previous CR" once a file outgrows its 4 MiB buffer).
+        So each row starts with a number the importer ignores, and every text is quoted."""
+        relation = self.con.sql(sql)  # type: ignore[attr-defined]
+        names, types = relation.columns, [str(t) for t in relation.types]
+        text = ", ".join(f'"{n}"' for n, t in zip(names, types, strict=True) if t == "VARCHAR")
+        return f'SELECT 0 AS "row:IGNORE", * FROM ({sql})', text
 
 
 def columns(

@@ -170,6 +170,14 @@ def table(name: str, rows: list[dict[str, Any]], stamp: Stamp) -> pa.Table:
     return out.replace_schema_metadata(stamp.metadata(name))
 
 
+def column_table(name: str, columns: dict[str, list[Any]], stamp: Stamp) -> pa.Table:
+    """Columns as a table of `name` (one with fixed columns; those not given are null)."""
+    schema = SCHEMAS[name]
+    n = len(next(iter(columns.values()))) if columns else 0
+    data = {f.name: columns.get(f.name, [None] * n) for f in schema}
+    return pa.Table.from_pydict(data, schema=schema).replace_schema_metadata(stamp.metadata(name))
+
+
 def kind_props_without_column() -> set[str]:
     """Properties the kind table stores that the nodes table has no column for (none)."""
     wanted = {p for spec in KINDS.values() for p in spec.props}

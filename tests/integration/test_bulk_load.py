@@ -271,3 +271,37 @@ def test_two_concurrent_shards_write_the_parts_of_one_run(tiny_weights, tmp_path
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
     assert committed_files(shared) == committed_files(single)
+
+
+def test_the_import_files_read_right_across_the_importers_buffers(
+    local_server, demo_weights, tmp_path
+):
+    """Past its read buffer (4 MiB; here 64 KiB, so that the demo's files span many) the
+    importer finds where a row with newlines in its text starts by the row's quotes."""
+    from circuitstore.server import assemble
+
+    lines = (DEMO / "corpus.jsonl").read_text().splitlines()[:100]
+    parts = tmp_path / "parts"
+    ingest_parts(demo_weights, write_lines(tmp_path / "c.jsonl", lines), parts, tmp_path)
+    files = tmp_path / "import"
+    wrote = local_server.cli(
+        "load", str(parts), "--import-files", str(files), "--mount", str(files)
+    ).stdout
+    assert (files / "GraphNode.csv").stat().st_size > 20 * 2**16
+    pom = assemble.pom_path()
+    assemble.ensure_lib(local_server.home, pom, assemble.read_versions(pom))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "neo4j.conf").write_text(f"server.directories.data={tmp_path / 'data'}\n")
+    java = [assemble.find_java(), "-cp", f"{local_server.home / 'lib'}/*"]
+    done = subprocess.run(
+        [*java, "org.neo4j.cli.AdminTool", f"@{files / 'neo4j-admin.args'}",
+         "--read-buffer-size=64k"],
+        env={**os.environ, "NEO4J_HOME": str(local_server.home), "NEO4J_CONF": str(conf)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    for what in ("nodes", "relationships"):  # every row the files hold, imported
+        written = re.search(rf"([\d,]+) {what} \(", wrote).group(1)  # type: ignore[union-attr]
+        imported = re.search(rf"(\d+) {what}\n", done.stdout).group(1)  # type: ignore[union-attr]
+        assert int(written.replace(",", "")) == int(imported) > 0

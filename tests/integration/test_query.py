@@ -60,7 +60,9 @@ def stored(store):  # type: ignore[no-untyped-def]
         "MATCH (a:GraphNode)-[e:ATTR]->(b:GraphNode) RETURN a.prompt AS p, a.localId AS a, b.localId AS b, e.weight AS w, e.kind AS k, e.heads AS h, e.headWeights AS hw, e.otherHeads AS o, e.residual AS r",
         limit=10**7,
     ):
-        heads = None if r["h"] is None else dict(zip(map(head, r["h"]), r["hw"], strict=True))
+        # A split edge has otherHeads; its lists are absent where it names no head.
+        split = zip(map(head, r["h"] or []), r["hw"] or [], strict=True)
+        heads = None if r["o"] is None else dict(split)
         per_prompt[key_of[r["p"]]].add_edge(
             r["a"], r["b"], weight=r["w"], kind=r["k"], heads=heads, other=r["o"], residual=r["r"]
         )
