@@ -837,7 +837,10 @@ def main() -> None:
         with Results("bench_load", enabled=args.write_docs) as out:
             out.print(
                 "No GPU was available for these measurements; the H200's figure below is the "
-                "one measured on 2026-11-29 (`docs/performance/bench_attribution-cuda.md`).\n"
+                "one measured on 2026-11-29 (`docs/performance/bench_attribution-cuda.md`). "
+                "The import files with multi-line text are written with their text columns "
+                "quoted (`quote_multiline_text`): neo4j-admin's multi-line reader refuses files "
+                "over 4 MiB without them, and a set of this size makes such files.\n"
             )
             tx, parts, load = side_by_side(out, server, args, pop)
             measured = f"over {args.prompts} prompts"
