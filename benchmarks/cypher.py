@@ -59,3 +59,21 @@ ENCODINGS = {
         ),
     }.items()
 }
+
+# The load benchmark's comparison of the store a transactional ingest built with the one `load`
+# built from the same rows: counts per kind, and sums that the corpus aggregates carry.
+LOAD_COUNTS = f"""
+CALL () {{ MATCH (p:{L.PROMPT}) RETURN count(p) AS prompts }}
+CALL () {{ MATCH (n:{L.GRAPH_NODE}) RETURN count(n) AS graphNodes }}
+CALL () {{ MATCH ()-[r:{R.ATTR}]->() RETURN count(r) AS attr }}
+CALL () {{ MATCH ()-[r:{R.DRIVES}]->() RETURN count(r) AS drives, sum(r.n) AS drivesN }}
+CALL () {{ MATCH ()-[r:{R.TOP_EXAMPLE}]->() RETURN count(r) AS top }}
+CALL () {{ MATCH ()-[r]->() RETURN count(r) AS relationships }}
+CALL () {{
+  MATCH (f:{L.FEATURE})
+  RETURN count(f) AS features, sum(f.nActive) AS nActive, sum(f.nPrompts) AS nPrompts,
+         sum(f.topCount) AS topCount
+}}
+RETURN prompts, graphNodes, attr, drives, drivesN, top, relationships, features, nActive,
+       nPrompts, topCount
+"""
