@@ -516,39 +516,6 @@ def write_parts(folder: Path, n: int, args: argparse.Namespace, pop: Popularity)
     return seconds
 
 
-def quote_multiline_text() -> None:
-    """Work around `load` failing on any multi-line file over 4 MiB (Feature.csv is 23 MB at
-    GPT-2 scale): neo4j-admin's `--multiline-fields-format=v2` chunker finds a row's start only
-    where text cells are quoted and the row's first cell is not ("Weird input data, reached
-    beginning with no previous CR"). Those files are written here with their text columns
-    quoted, the first (the id) left bare; the rest of `build` is unchanged."""
-    import re
-
-    from circuitstore.ingest.parts import build
-
-    text = re.compile(r"^[^:]*$|:(string|string\[\]|LABEL|ID\(.*\))$")
-    plain = build._Writer.copy
-
-    def copy(self: Any, kind: str, name: str, sql: str, multiline: bool = False) -> None:
-        if not multiline:
-            return plain(self, kind, name, sql, multiline)
-        names = [d[0] for d in self.con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
-        quoted = ", ".join(f'"{n}"' for n in names[1:] if text.search(n))
-        path = self.files.folder / f"{name.replace(':', '_')}.csv"
-        self.step(name)
-        self.con.execute(
-            f"COPY ({sql}) TO '{path}' (HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', "
-            f"FORCE_QUOTE ({quoted}))"
-        )
-        rows = self.con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
-        self.files.nodes.append((name, path))
-        self.files.counts[name] = int(rows)
-        self.files.multiline.append(path)
-        return None
-
-    build._Writer.copy = copy
-
-
 def settings_of(server: LocalServer) -> Any:
     from circuitstore.server.config import ServerSettings
 
@@ -574,7 +541,6 @@ def du(path: Path) -> int:
 def load_in_child(url: str, server: LocalServer) -> dict[str, Any]:
     """`BulkLoad.run()` in a fresh process (spawned), so that its peak RSS and its children's
     (the neo4j-admin JVM; the server it starts is not reaped there) are the load's alone."""
-    quote_multiline_text()
     summary = bulk_load(server, Path(url))
     return {
         "seconds": summary.seconds,
@@ -829,7 +795,6 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' figures")
     args = parser.parse_args()
 
-    quote_multiline_text()
     pop = Popularity(args.zipf)
     server = LocalServer(Path(tempfile.mkdtemp(prefix="bench-neo4j-")), secrets.token_urlsafe(12))
     server.start()
@@ -837,10 +802,7 @@ def main() -> None:
         with Results("bench_load", enabled=args.write_docs) as out:
             out.print(
                 "No GPU was available for these measurements; the H200's figure below is the "
-                "one measured on 2026-11-29 (`docs/performance/bench_attribution-cuda.md`). "
-                "The import files with multi-line text are written with their text columns "
-                "quoted (`quote_multiline_text`): neo4j-admin's multi-line reader refuses files "
-                "over 4 MiB without them, and a set of this size makes such files.\n"
+                "one measured on 2026-11-29 (`docs/performance/bench_attribution-cuda.md`).\n"
             )
             tx, parts, load = side_by_side(out, server, args, pop)
             measured = f"over {args.prompts} prompts"
