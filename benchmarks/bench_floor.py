@@ -69,7 +69,7 @@ def views_flop() -> float:
 ENGINE_SHAPES = [
     ("slab: sources . field", 64, 75, 768, 176),
     ("one head's W_V", 12, 176, 64, 768),
-    ("all layers' W_O", 1, 176, 768, 9216),
+    ("one layer's W_O", 1, 176, 768, 768),
     ("pattern x heads", 176, 62, 12, 768),
 ]
 
