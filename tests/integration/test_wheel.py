@@ -274,8 +274,11 @@ def test_server_start_assembles_the_server_from_the_packaged_pom(full, env, serv
     package = next((full / "lib").glob("python3*/site-packages/circuitstore/server"))
     assert sorted(p.name for p in package.iterdir() if p.name != "__pycache__") == [
         "__init__.py",
+        "admin.py",
         "assemble.py",
+        "bulk.py",
         "config.py",
+        "cypher.py",
         "pom.xml",
         "process.py",
     ]

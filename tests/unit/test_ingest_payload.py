@@ -122,7 +122,11 @@ def test_edges_carry_their_strongest_heads(payload: PromptPayload) -> None:
     pos = [props["pos"] for _, props in payload.nodes]
     split = [e for e in payload.edges if len(e) > 4]
     assert len(split) > 0.5 * len(payload.edges)
-    for source, target, weight, _kind, heads, weights, other, residual in split:
+    for source, target, weight, _kind, named, named_weights, other, residual in split:
+        assert (named is None) == (named_weights is None)  # no empty lists: absent when none
+        assert named != []
+        assert other is not None  # otherHeads marks a split edge
+        heads, weights = named or [], named_weights or []
         assert all(0 <= h < 3 * 4 for h in heads)  # layer * n_heads + head, tiny: 3 x 4
         assert len(set(heads)) == len(heads) == len(weights) <= 3
         assert [abs(w) for w in weights] == sorted(map(abs, weights), reverse=True)
