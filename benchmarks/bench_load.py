@@ -794,6 +794,8 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--write-docs", action="store_true", help="rewrite the docs' figures")
     args = parser.parse_args()
+    if args.prompts % args.repeats:  # both paths must write the same prompts
+        parser.error(f"--prompts {args.prompts} is not a multiple of --repeats {args.repeats}")
 
     pop = Popularity(args.zipf)
     server = LocalServer(Path(tempfile.mkdtemp(prefix="bench-neo4j-")), secrets.token_urlsafe(12))

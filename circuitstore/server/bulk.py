@@ -28,6 +28,8 @@ from circuitstore.schema.errors import CircuitStoreError, ConfigError
 from circuitstore.server import admin, cypher, process
 from circuitstore.server.config import ServerSettings
 
+SPACE_FACTOR = 9  # disk a load needs, per byte of parts (see `BulkLoad._check_space`)
+
 
 @dataclass
 class LoadSummary:
@@ -91,6 +93,7 @@ class BulkLoad:
         """Check, reduce, import, start: the store holds the parts' corpus."""
         summary = LoadSummary()
         parts = self._scan(summary)
+        self._check_space(parts)
         with self._phase(summary, "server", None):
             uri = self._running()
             self._refuse_data(uri)
@@ -124,6 +127,19 @@ class BulkLoad:
             parts = scan(self.url, progress=tick)
         summary.parts = parts.n_prompts
         return parts
+
+    def _check_space(self, parts: Parts) -> None:
+        """Refuse, before anything starts, a load the home's disk cannot hold: the import
+        files and the new store beside the old one took about 9x the parts' size (1,000
+        GPT-2-scale prompts: 2.6 GiB of parts, 23.4 GiB at the peak; bench_load.py)."""
+        home = self.server.home if self.server.home.exists() else self.server.home.parent
+        need, free = SPACE_FACTOR * parts.folder.size(), shutil.disk_usage(home).free
+        if free < need:
+            raise ConfigError(
+                f"loading {parts.folder.shown} needs about {need / 2**30:,.1f} GiB free where "
+                f"the server home {self.server.home} is (import files and the new store), but "
+                f"{free / 2**30:,.1f} GiB are: free some, or use a --home on a larger disk"
+            )
 
     def _files(self, parts: Parts, work: Path, summary: LoadSummary) -> ImportFiles:
         with self._phase(summary, "reduce", 8) as tick:

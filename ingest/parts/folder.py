@@ -79,6 +79,11 @@ class Folder:
             and not i.base_name.startswith(".")
         )
 
+    def size(self) -> int:
+        """Bytes of every file in the folder."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+        return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
     def write(self, rel: str, table: pa.Table) -> None:
         """Write under a temporary name beside the target, then rename: the file appears whole
         or not at all (on object stores, the upload is the atomic step)."""

@@ -198,3 +198,18 @@ def test_the_importer_argument_file_names_the_mounted_files(folder: Path, tmp_pa
     assert f"--array-delimiter=U+{ord(files.delimiter):04X}" in args
     assert args[-1] == "--overwrite-destination=true"
     assert not any(str(out) in a for a in args)
+
+
+def test_a_load_the_disk_cannot_hold_is_refused_before_anything_starts(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from circuitstore.server import bulk
+    from circuitstore.server.config import ServerSettings
+
+    monkeypatch.setattr(bulk, "SPACE_FACTOR", 10**12)  # a petabyte per byte of parts
+    home = tmp_path / "home"
+    job = bulk.BulkLoad(str(folder), ServerSettings(home, 7687, 7474), "unused-password")
+    with pytest.raises(ConfigError, match="GiB free where the server home") as info:
+        job.run()
+    assert "\n" not in str(info.value)
+    assert not home.exists()  # no server assembled, nothing started
