@@ -53,6 +53,12 @@ class TranscoderSetNode:
     graph_config_hash: str
     graph_config: dict[str, Any] = field(default_factory=dict)
 
+    def stored_props(self) -> dict[str, Any]:
+        """The node's properties as stored (both write paths): the graph configuration as
+        JSON beside its hash."""
+        graph = json.dumps(self.graph_config, sort_keys=True)
+        return {**self.props, "graphConfigHash": self.graph_config_hash, "graphConfig": graph}
+
 
 class StoreWriter:
     """Writes transcoder sets, their features and views, and prompts to one store."""
@@ -96,11 +102,7 @@ class StoreWriter:
             state = session.run(cypher.TRANSCODER_SET_STATE, id=info.id).single()
             if state is not None and state["featuresComplete"]:
                 return False
-            props = {
-                **info.props,
-                "graphConfigHash": info.graph_config_hash,
-                "graphConfig": json.dumps(info.graph_config, sort_keys=True),
-            }
+            props = info.stored_props()
             session.execute_write(_run, cypher.MERGE_TRANSCODER_SET, id=info.id, props=props)
             for batch in _batches(features):
                 session.execute_write(_run, cypher.MERGE_FEATURES, rows=batch)

@@ -53,12 +53,15 @@ def scan(url: str, progress: Callable[[int], None] = lambda _: None) -> Parts:
     files: dict[str, list[str]] = {}
     schemas: dict[str, pa.Schema] = {}
     for table in fmt.PROMPT_TABLES + fmt.LAYER_TABLES:
-        names = committed if table in fmt.PROMPT_TABLES else folder.names(table)
+        held = folder.names(table)
+        names = committed if table in fmt.PROMPT_TABLES else held
+        if missing := sorted(set(names) - set(held)):
+            raise PartsError(
+                f"{folder.shown}/{table}/{missing[0]}: missing, though its prompt is committed"
+            )
         files[table] = [f"{table}/{name}" for name in names]
         found: list[pa.Schema] = []
         for rel in files[table]:
-            if table in fmt.PROMPT_TABLES and not folder.exists(rel):
-                raise PartsError(f"{folder.shown}/{rel}: missing, though its prompt is committed")
             schema = folder.schema(rel)
             _same(folder, rel, stamp, fmt.stamp_of(f"{folder.shown}/{rel}", schema.metadata, table))
             found.append(schema.remove_metadata())

@@ -7,7 +7,6 @@ moment and a resume leave exactly the files of a clean run.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -61,18 +60,14 @@ class PartsWriter:
             by_layer[row["props"]["layer"]].append({"id": row["id"], **row["props"]})
         for layer, rows in sorted(by_layer.items()):
             self._write(f"features/{fmt.layer_name(layer)}", "features", rows)
-        props = {
-            "id": info.id,
-            **info.props,
-            "graphConfigHash": info.graph_config_hash,
-            "graphConfig": json.dumps(info.graph_config, sort_keys=True),
-        }
+        props = {"id": info.id, **info.stored_props()}
         self.folder.write(fmt.SET_FILE, fmt.table("transcoder_set", [props], self._stamp()))
         return True
 
     def has_features(self, set_id: str) -> bool:
         """Whether the set and all its features are in the folder."""
-        return self._ours(set_id) and self.folder.exists(fmt.SET_FILE)
+        self._ours(set_id)
+        return self.folder.exists(fmt.SET_FILE)
 
     def view_layers(self, set_id: str) -> set[int]:
         """The layers whose views are in the folder."""
@@ -120,13 +115,12 @@ class PartsWriter:
         self._write(f"prompts/{name}", "prompts", [payload.prompt])  # last: the commit
         return True
 
-    def _ours(self, set_id: str) -> bool:
-        """True; a set other than the one checked is a caller's mistake."""
+    def _ours(self, set_id: str) -> None:
+        """A set other than the one checked is a caller's mistake."""
         if set_id != self._stamp().transcoder_set:
             raise ConfigError(
                 f"{self.where} holds set {self._stamp().transcoder_set}, not {set_id}"
             )
-        return True
 
     def _stamp(self) -> fmt.Stamp:
         if self.stamp is None:
