@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": ("circuitstore.commands.demo:demo", "Fill a local store with the demo; ask it."),
     "query": ("circuitstore.commands.query:query", "Ask the store: drivers, targets, examples..."),
     "labels": ("circuitstore.commands.labels:labels", "Import feature labels (Neuronpedia)."),
+    "view": ("circuitstore.commands.view:view", "Explore the store in a browser (read-only)."),
     "verify": (
         "circuitstore.commands.verify:verify",
         "Check a prompt's stored graph by intervention.",

@@ -1,0 +1,303 @@
+"""What the viewer's pages and calls show, as JSON-ready dicts built from the query layer's
+answers (`CircuitStore`): the prompt list, one prompt's graph laid out for drawing, a node's card
+and a feature's page. Nothing here knows of HTTP; `app.py` serves these."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from circuitstore.query import CircuitStore
+from circuitstore.query.export.neuronpedia import neuronpedia_names
+from circuitstore.query.features.records import Link
+from circuitstore.query.prompts.records import PromptInfo, PromptSummary
+from circuitstore.query.subgraph import Node, Subgraph
+from circuitstore.query.tables import Records, clean, readable_token
+from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import NodeKind, feature_name, parse_feature, parse_node
+
+# Rows a list or card shows: the card is a glance (the CLI's defaults), the feature page the
+# full length.
+CARD_TOP = 10
+PAGE_TOP = 25
+EXAMPLE_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class PromptGraph:
+    """One prompt's stored graph with each node's influence on its top logit, as `query
+    circuit` ranks them."""
+
+    info: PromptInfo
+    summary: PromptSummary
+    graph: Subgraph
+    target: str
+    influence: dict[str, float]
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return {n.id: n for n in self.graph.nodes}
+
+
+class GraphCache:
+    """The last few prompts' graphs, so that a page's cards and score calls do not read the
+    whole graph again (a GPT-2-scale prompt holds ~50,000 edges). The store is read-only here;
+    a prompt ingested again while the viewer runs is seen after it falls out of the cache."""
+
+    def __init__(self, store: CircuitStore, size: int = 8) -> None:
+        self.store, self.size = store, size
+        self._items: OrderedDict[str, PromptGraph] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> PromptGraph:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        found = self._read(key)
+        with self._lock:
+            self._items[key] = found
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return found
+
+    def _read(self, key: str) -> PromptGraph:
+        summary = self.store.prompt_summary(key)
+        info, graph = self.store.prompt_graph(key)
+        logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
+        if not logits:
+            raise QueryError(f"prompt {info.key} has no stored logit: its graph cannot be ranked")
+        target = max(logits, key=lambda n: (n.value or -math.inf, n.id)).id
+        return PromptGraph(info, summary, graph, target, graph.influence({target: 1.0}))
+
+
+# -- the prompt list --------------------------------------------------------------------------
+
+
+def prompt_list(store: CircuitStore, limit: int) -> dict[str, Any]:
+    """The stored prompts by key (at most `limit`), with their scores and corpus fields."""
+    rows = store.prompts(limit=limit)
+    return {
+        "limit": limit,
+        "prompts": [
+            {
+                "key": p.key,
+                "text": p.text,
+                "nTokens": p.n_tokens,
+                "scores": {k: clean(v) for k, v in p.scores.items()},
+                "extra": {k: clean(v) for k, v in p.extra.items() if _scalar(v)},
+            }
+            for p in rows
+        ],
+    }
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+# -- one prompt's graph -----------------------------------------------------------------------
+
+
+def graph_payload(pg: PromptGraph, n_layers: int) -> dict[str, Any]:
+    """The prompt, its nodes (columns) and edges (node indices), and the influence ranking the
+    page's threshold cuts: nodes by influence, largest first (ties by id), as `graphs.circuit`
+    ranks them, and their total."""
+    nodes = pg.graph.nodes
+    index = {n.id: i for i, n in enumerate(nodes)}
+    score = pg.influence
+    ranked = sorted(
+        (n.id for n in nodes if n.id != pg.target and score.get(n.id, 0.0) > 0),
+        key=lambda i: (-score[i], i),
+    )
+    edges = pg.graph.edges
+    return {
+        "prompt": _prompt(pg),
+        "nLayers": n_layers,
+        "target": index[pg.target],
+        "nodes": {
+            "id": [n.id for n in nodes],
+            "kind": [n.kind.value for n in nodes],
+            "layer": [n.layer for n in nodes],
+            "pos": [n.pos for n in nodes],
+            "name": [_feature(n) for n in nodes],
+            "token": [n.token for n in nodes],
+            "label": [n.label for n in nodes],
+            "activation": [clean(n.activation) for n in nodes],
+            "influence": [score.get(n.id, 0.0) for n in nodes],
+        },
+        "edges": {
+            "source": [index[e.source] for e in edges],
+            "target": [index[e.target] for e in edges],
+            "weight": [e.weight for e in edges],
+        },
+        "ranked": [index[i] for i in ranked],
+        "total": math.fsum(score[i] for i in ranked),
+    }
+
+
+def _prompt(pg: PromptGraph) -> dict[str, Any]:
+    s = pg.summary
+    return {
+        "key": s.key,
+        "id": pg.info.id,
+        "text": s.text,
+        "tokens": list(pg.info.tokens),
+        "transcoderSet": s.transcoder_set,
+        "scores": {k: clean(v) for k, v in s.scores.items()},
+        "extra": {k: clean(v) for k, v in s.extra.items() if _scalar(v)},
+    }
+
+
+def _feature(node: Node) -> str | None:
+    if node.kind != NodeKind.FEATURE or node.layer is None or node.feature is None:
+        return None
+    return feature_name(node.layer, node.feature)
+
+
+# -- a node's card ----------------------------------------------------------------------------
+
+
+def node_card(store: CircuitStore, pg: PromptGraph, node_id: str) -> dict[str, Any]:
+    """What the side card shows for one node of the prompt's graph."""
+    parse_node(node_id)  # a malformed id is refused as such, before it is looked up
+    node = pg.nodes.get(node_id)
+    if node is None:
+        raise QueryError(f"{node_id} is not in the stored graph of prompt {pg.info.key}")
+    card: dict[str, Any] = {
+        "node": _node(node, pg),
+        "inputs": _inputs(store, pg, node),
+        "outputs": _neighbours(pg, node, "outputs"),
+    }
+    name = _feature(node)
+    if name is not None:
+        card.update(feature_sections(store, name, CARD_TOP, CARD_TOP))
+    return card
+
+
+def _node(node: Node, pg: PromptGraph) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "kind": node.kind.value,
+        "layer": node.layer,
+        "pos": node.pos,
+        "name": _feature(node),
+        "token": node.token,
+        "label": node.label,
+        "activation": clean(node.activation),
+        "value": clean(node.value),
+        "influence": pg.influence.get(node.id, 0.0),
+    }
+
+
+def _inputs(store: CircuitStore, pg: PromptGraph, node: Node) -> list[dict[str, Any]]:
+    """The node's strongest inputs in this prompt: for a feature, split by attention head
+    where the store holds the split (`query drivers --prompt --by-head`)."""
+    if node.kind != NodeKind.FEATURE:
+        return _neighbours(pg, node, "inputs")
+    answer = store.drivers(node.id, prompt=pg.info.key, top=CARD_TOP, sign="abs", by_head=True)
+    return [_link(link) for link in answer.links]
+
+
+def _neighbours(pg: PromptGraph, node: Node, side: str) -> list[dict[str, Any]]:
+    """The node's strongest stored edges in or out, by |weight|."""
+    weights: dict[str, float] = defaultdict(float)
+    for e in pg.graph.edges:
+        if side == "inputs" and e.target == node.id:
+            weights[e.source] += e.weight
+        elif side == "outputs" and e.source == node.id:
+            weights[e.target] += e.weight
+    ranked = sorted(weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:CARD_TOP]
+    nodes = pg.nodes
+    return [
+        {
+            "name": other,
+            "kind": nodes[other].kind.value,
+            "feature": _feature(nodes[other]),
+            "token": nodes[other].token,
+            "label": nodes[other].label,
+            "total": w,
+        }
+        for other, w in ranked
+    ]
+
+
+def _link(link: Link) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": link.name,
+        "kind": link.kind.value,
+        "feature": link.name.split("@", 1)[0] if link.kind == NodeKind.FEATURE else None,
+        "token": link.token,
+        "label": link.label,
+        "n": link.n,
+        "total": link.total,
+    }
+    if link.split is not None:
+        row["split"] = {
+            "residual": link.split.residual,
+            "heads": [[h, w] for h, w in link.split.heads],
+            "otherHeads": link.split.other_heads,
+            "multiLayer": link.split.multi_layer,
+        }
+    return row
+
+
+def feature_sections(store: CircuitStore, name: str, top: int, examples: int) -> dict[str, Any]:
+    """A feature's corpus-wide sections: label, statistics, views, drivers and targets over
+    DRIVES (as `query drivers` / `query targets` rank them), top examples and interventions."""
+    card = store.feature(name, top=top)
+    return {
+        "feature": card.name,
+        "label": None if card.label is None else card.label.text,
+        "stats": {k: clean(v) for k, v in card.stats.items()},
+        "logitLens": _tokens(card.logit_lens_tokens),
+        "deembed": _tokens(card.deembed_tokens),
+        "drivers": [_link(x) for x in store.drivers(name, top=top).links],
+        "targets": [_link(x) for x in store.targets(name, top=top).links],
+        "examples": [e.as_row() for e in store.examples(name, top=examples)],
+        "interventions": _rows(store.interventions(feature=name)),
+        "virtualIn": [
+            {"name": n, "weight": w, "label": card.neighbour_labels.get(n)}
+            for n, w in card.virtual_in
+        ],
+        "virtualOut": [
+            {"name": n, "weight": w, "label": card.neighbour_labels.get(n)}
+            for n, w in card.virtual_out
+        ],
+    }
+
+
+def _tokens(tokens: tuple[str, ...] | None) -> list[str] | None:
+    return None if tokens is None else [readable_token(t) for t in tokens]
+
+
+def _rows(records: Records[Any]) -> list[dict[str, Any]]:
+    return [{k: clean(v) for k, v in r.as_row().items()} for r in records]
+
+
+# -- a feature's page -------------------------------------------------------------------------
+
+
+def feature_page(store: CircuitStore, name: str) -> dict[str, Any]:
+    """Everything the card shows at full length, plus the feature's virtual-weight neighbours,
+    its Neuronpedia dashboard where the set has a known source set, and the prompts where it
+    fires most."""
+    ref = parse_feature(name)
+    base = feature_name(ref.layer, ref.index)
+    page = feature_sections(store, base, PAGE_TOP, PAGE_TOP)
+    tset = store.tset()
+    names = neuronpedia_names(tset)
+    page["transcoderSet"] = tset.id
+    page["neuronpedia"] = (
+        f"https://www.neuronpedia.org/{names.scan}/{ref.layer}-{names.source_set}/{ref.index}"
+        if names.source_set
+        else None
+    )
+    page["prompts"] = [
+        {"key": m.key, "text": m.text, "score": m.score, "positions": list(m.positions[base])}
+        for m in store.prompts_with([base], top=PAGE_TOP)
+    ]
+    return page
