@@ -2,7 +2,8 @@
 # Installs what a fresh machine lacks; quick and silent when everything is already there.
 #   scripts/bootstrap.sh              Java, Maven, the Python environment (.venv)
 #   scripts/bootstrap.sh --containers also a container runtime, the local Neo4j image and
-#                                     PostgreSQL (for the catalog tests)
+#                                     PostgreSQL (for the catalog tests) and Chromium (for the
+#                                     viewer's browser tests)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -43,6 +44,8 @@ if [ "${1:-}" = "--containers" ]; then
     bash docker/setup-podman.sh >/dev/null
   fi
   bash docker/build-image.sh
+  # Chromium, which the viewer's browser tests drive (tests/integration/test_view.py).
+  command -v chromium >/dev/null || { say "installing Chromium"; apt_install chromium; }
   # PostgreSQL's server binaries, for the catalog tests, which start a server of their own.
   # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
   if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then

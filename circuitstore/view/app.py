@@ -241,7 +241,7 @@ def _embedded(value: Any) -> str:
 
 
 def _error(message: str) -> str:
-    return f"<p class='error' role='alert'>{html.escape(message)}</p>"
+    return f"<p class='error' role='alert'>{html.escape(message, quote=False)}</p>"
 
 
 def _page(title: str, body: str) -> str:

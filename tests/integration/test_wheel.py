@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from email.parser import Parser
@@ -235,6 +236,8 @@ def test_the_wheel_ships_the_pom_and_the_demo_but_no_build_tool(wheel):
     assert "circuitstore/demo/weights/model/tokenizer.json" in names
     assert sum(n.startswith("circuitstore/demo/weights/transcoders/") for n in names) == 6
     assert "circuitstore/query/cookbook.cypher" in names
+    assert "circuitstore/view/static/vendor/d3.min.js" in names
+    assert "circuitstore/view/static/prompt.js" in names
     assert "circuitstore/__main__.py" in names
     assert not [n for n in names if n.startswith(("demo/", "tests/", "benchmarks/", "docker/"))]
     requirements = base_requirements(wheel)
@@ -354,6 +357,29 @@ def test_the_base_install_answers_queries_without_torch(base, env, server, demo_
     )
     inproc = run([python, "-c", code], query_env)
     assert inproc.returncode == 0, inproc.stderr
+
+
+def test_the_base_install_serves_the_viewer_without_torch(base, env, server, demo_output):
+    bolt, _ = server
+    view_env = {**env, "NEO4J_URI": f"bolt://127.0.0.1:{bolt}"}
+    cmd = [base / "bin" / "circuitstore", "view", "--port", "0", "--no-open"]
+    proc = subprocess.Popen(cmd, env=view_env, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), url
+        root, token = url.split("/?token=")
+        ioi = first_of_each_task()["ioi"]
+        for path, expected in [
+            ("/", "prompts.js"),
+            (f"/prompt/{ioi['id']}", f'"key":"{ioi["id"]}"'),
+            ("/static/vendor/d3.min.js", "https://d3js.org v7"),
+        ]:
+            with urllib.request.urlopen(f"{root}{path}?token={token}", timeout=60) as r:
+                assert r.status == 200
+                assert expected in r.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize(

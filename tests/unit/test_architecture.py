@@ -4,7 +4,8 @@
 2. torch (and the other packages of the ingest extra) only in ingest/;
 3. Cypher only in */cypher.py and schema/ddl.py;
 4. schema/ imports nothing of ours but itself;
-5. one way down: ingest/ imports nothing from query/ (schema < ingest < query);
+5. one way down: ingest/ imports nothing from query/ (schema < ingest < query); the viewer
+   (circuitstore/view/) is click-free and reads the store through query/ only;
 6. every public class and function of the libraries (ingest/, query/, schema/), methods of public
    classes included, says in its docstring what it is for (protocol members, whose bodies are
    `...`, are described by their class).
@@ -88,6 +89,19 @@ def test_click_only_in_the_application_layer() -> None:
         where(p) for p in modules("ingest", "query", "schema") if "click" in map(top, imported(p))
     ]
     assert found == [], "click outside circuitstore/"
+
+
+def test_the_viewer_is_a_click_free_library_over_the_query_layer() -> None:
+    """circuitstore/view/ knows nothing of click (commands/view.py is its thin command) and
+    reads the store only through `circuitstore.query`."""
+    found = [
+        f"{where(p)} imports {name}"
+        for p in modules("circuitstore/view")
+        for name in sorted(imported(p))
+        if top(name) == "click"
+        or name.startswith(("circuitstore.ingest", "circuitstore.commands", "neo4j"))
+    ]
+    assert found == []
 
 
 def test_torch_only_on_the_ingest_side() -> None:

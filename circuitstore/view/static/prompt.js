@@ -157,7 +157,8 @@
       .text((t) => tok(t));
   }
 
-  const radius = (i) => 3 + 7 * Math.sqrt(infl[i] / maxInfl);
+  // At most SPACING wide, so that no circle covers its neighbour in a cell.
+  const radius = (i) => 2.5 + 4 * Math.sqrt(infl[i] / maxInfl);
 
   let circleOf = new Map();   // node index -> its circle, for hover without a DOM search
 
