@@ -1,7 +1,7 @@
 """The store-wide statements of the query side: the transcoder sets, and the prefix that asks
 the server how it classes a user's statement. Each question's own statements live beside it
 (`features/cypher.py`, `prompts/cypher.py`, `paths/cypher.py`, `heads/cypher.py`,
-`labels/cypher.py`).
+`labels/cypher.py`, `interventions/cypher.py`).
 
 All are parameterised: labels and relationship types come from `schema.model`, the few pieces a
 builder varies come from closed dictionaries, never from user text. Each statement that starts

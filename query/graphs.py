@@ -171,11 +171,15 @@ def sensitivity(graph: Subgraph, targets: Mapping[str, float]) -> dict[str, floa
     return out
 
 
-def influence(graph: Subgraph, targets: Mapping[str, float]) -> dict[str, float]:
+def influence(
+    graph: Subgraph, targets: Mapping[str, float], norm: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """Each node's influence on the weighted targets: the sum over paths of the products of
-    normalised edge weights |w| / (sum of |w| into the edge's target)."""
+    normalised edge weights |w| / (sum of |w| into the edge's target), or |w| / `norm` of the
+    target where given (its full |input|, stored edges or not: `scores.subgraph_scores`)."""
     inputs = inputs_of(graph.edges)
-    norm = {t: sum(abs(e.weight) for e in es) for t, es in inputs.items()}
+    if norm is None:
+        norm = {t: sum(abs(e.weight) for e in es) for t, es in inputs.items()}
     score = dict.fromkeys((n.id for n in graph.nodes), 0.0)
     score.update(targets)
     for node in reversed(topological(score, graph.edges)):

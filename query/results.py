@@ -1,14 +1,21 @@
 """What queries answer, in one place: every record the store's questions return, each able to
 show itself as flat rows (for the table, JSON and CSV outputs), as a pandas DataFrame
 (`.to_pandas()`) and, for subgraph answers, as a networkx graph (`.to_networkx()`). Each record
-lives beside its question (`features`, `prompts`, `paths`, `heads`, `labels`); this module names
-them all for notebooks and scripts.
+lives beside its question (`features`, `prompts`, `paths`, `heads`, `labels`,
+`interventions`); this module names them all for notebooks and scripts.
 """
 
 from circuitstore.query.features.records import Example, FeatureCard, Link, Neighbours
 from circuitstore.query.heads.records import HeadLoad, HeadSplit
+from circuitstore.query.interventions.records import InterventionInfo
 from circuitstore.query.labels.records import LabelInfo, LabelMatch
-from circuitstore.query.paths.records import CIRCUIT_COLUMNS, CircuitResult, Path, PathsResult
+from circuitstore.query.paths.records import (
+    CIRCUIT_COLUMNS,
+    CircuitResult,
+    Path,
+    PathsResult,
+    SubgraphScores,
+)
 from circuitstore.query.prompts.records import PromptInfo, PromptMatch, PromptSummary
 from circuitstore.query.reader import TranscoderSetInfo
 from circuitstore.query.subgraph import Edge, HasSubgraph, Node, Subgraph
@@ -35,6 +42,7 @@ __all__ = [
     "HasSubgraph",
     "HeadLoad",
     "HeadSplit",
+    "InterventionInfo",
     "LabelInfo",
     "LabelMatch",
     "Link",
@@ -47,6 +55,7 @@ __all__ = [
     "PromptSummary",
     "Records",
     "Subgraph",
+    "SubgraphScores",
     "Tabular",
     "TranscoderSetInfo",
     "clean",

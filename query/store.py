@@ -1,10 +1,10 @@
 """`CircuitStore`: the questions the store answers, as Python calls returning frozen records.
 
 The one entry point: each method delegates to the module of its question (`features`,
-`prompts`, `paths`, `heads`, `labels`, `export`), which owns its Cypher, its records and the
-mapping from rows to records. Every read runs in a managed read transaction. Names are parsed
-before anything runs; the transcoder set is inferred when the store holds one (or from the
-prompt), and must be named when the store holds several.
+`prompts`, `paths`, `heads`, `labels`, `interventions`, `export`), which owns its Cypher, its
+records and the mapping from rows to records. Every read runs in a managed read transaction.
+Names are parsed before anything runs; the transcoder set is inferred when the store holds one
+(or from the prompt), and must be named when the store holds several.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from circuitstore.query.features.links import Order, Sign
 from circuitstore.query.features.records import Example, FeatureCard, Neighbours
 from circuitstore.query.heads import read as heads_read
 from circuitstore.query.heads.records import HeadLoad
+from circuitstore.query.interventions import read as interventions_read
+from circuitstore.query.interventions.records import InterventionInfo
 from circuitstore.query.labels import search as label_search
 from circuitstore.query.labels.records import LabelMatch
 from circuitstore.query.paths import read as paths_read
-from circuitstore.query.paths.records import CircuitResult, PathsResult
+from circuitstore.query.paths.records import CircuitResult, PathsResult, SubgraphScores
 from circuitstore.query.prompts import read as prompts_read
 from circuitstore.query.prompts.records import PromptInfo, PromptMatch, PromptSummary
 from circuitstore.query.reader import StoreReader
@@ -194,6 +196,23 @@ class CircuitStore(StoreReader):
         """The nodes carrying `threshold` of the influence on the target (default: top logit)."""
         return paths_read.circuit(self, prompt, threshold, to)
 
+    def subgraph_scores(self, prompt: str, pinned: Sequence[str]) -> SubgraphScores:
+        """circuit-tracer's replacement and completeness scores of the subgraph of the prompt's
+        stored graph that keeps the `pinned` features (local ids, `mlp0tc[70]@14`) and every
+        node that is not a feature (see `query.scores`): pinning every stored feature gives
+        the prompt's stored scores. Refuses an id the stored graph lacks."""
+        return paths_read.subgraph_scores(self, prompt, pinned)
+
+    # -- interventions -----------------------------------------------------------------------
+
+    def interventions(
+        self, feature: str | None = None, prompt: str | None = None, top: int = 50
+    ) -> Records[InterventionInfo]:
+        """The interventions `circuitstore verify` stored: those on `feature` (any of its
+        positions, or the one named), of `prompt` (key or id), or both; by prompt key, kind,
+        features and scale."""
+        return interventions_read.interventions(self, feature, prompt, top)
+
     # -- exports and Cypher ------------------------------------------------------------------
 
     def export_graph(
@@ -203,13 +222,17 @@ class CircuitStore(StoreReader):
         source_set: str | None = None,
         node_threshold: float = 0.8,
         slug: str | None = None,
+        pinned: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """One prompt's stored graph as the attribution-graph JSON that Neuronpedia and
         circuit-tracer's viewer load (see `export.neuronpedia_graph`); write it with
-        `export.write_json` or, into a viewer folder, `export.write_viewer_graph`."""
+        `export.write_json` or, into a viewer folder, `export.write_viewer_graph`. `pinned`
+        (local ids of the stored graph, checked as in `subgraph_scores`) are pinned in the
+        viewers (`qParams.pinnedIds`)."""
         info, graph = self.prompt_graph(prompt)
         tset = self.tset(info.transcoder_set)
-        return neuronpedia_graph(info, graph, tset, node_threshold, scan, source_set, slug)
+        ids = paths_read.pinned_nodes(graph, pinned or (), info)
+        return neuronpedia_graph(info, graph, tset, node_threshold, scan, source_set, slug, ids)
 
     def cypher(
         self, statement: str, params: dict[str, Any] | None = None, limit: int = 1000

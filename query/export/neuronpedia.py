@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 from circuitstore.query import graphs
 from circuitstore.query.prompts.records import PromptInfo
 from circuitstore.query.reader import TranscoderSetInfo
+from circuitstore.query.scores import logit_seeds
 from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.names import NodeId, NodeKind, Viewer, feature_name
@@ -118,13 +120,16 @@ def neuronpedia_graph(
     scan: str | None = None,
     source_set: str | None = None,
     slug: str | None = None,
+    pinned: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """One prompt's stored graph in the viewers' format (see the module's docstring)."""
+    """One prompt's stored graph in the viewers' format (see the module's docstring), with the
+    nodes `pinned` (local ids of `graph`) pinned in the viewers (`qParams.pinnedIds`): a node
+    the viewers cannot show by the error node it is folded into."""
     names = neuronpedia_names(tset, scan, source_set)
     folded, counts = fold_constants(graph, tset.n_layers)
     logits = [n for n in folded.nodes if n.kind == NodeKind.LOGIT]
     top = max(logits, key=lambda n: n.value or -math.inf).id if logits else None
-    probs = _softmax({n.id: n.value or 0.0 for n in logits})
+    probs = logit_seeds(logits)
     cumulative = _cumulative(folded, probs)
     ids = {n.id: _node_id(n, tset) for n in folded.nodes}
     nodes = [
@@ -157,7 +162,7 @@ def neuronpedia_graph(
     return {
         "metadata": metadata,
         "qParams": {
-            "pinnedIds": [],
+            "pinnedIds": _pinned_ids(graph, tset, pinned, ids),
             "supernodes": [],
             "linkType": "both",
             "clickedId": "",
@@ -172,23 +177,7 @@ def fold_constants(graph: Subgraph, n_layers: int) -> tuple[Subgraph, dict[str, 
     """`graph` with the nodes the viewers cannot show (biases, any kind the kind table gives no
     viewer, lumped mode's remainders) folded into error nodes (the module's docstring says
     where), and how many of each kind were folded and how many error nodes made."""
-    into: dict[str, tuple[int, int]] = {}  # folded node -> (layer, pos) of its error node
-    by_id = {n.id: n for n in graph.nodes}
-    unshown = [kind for kind in NodeKind if kind.spec.viewer is None]
-    counts = {**{kind.value: 0 for kind in unshown}, "remainder": 0, "created_error_nodes": 0}
-    last = max(n_layers - 1, 0)
-    for n in graph.nodes:
-        if n.kind in unshown:  # the viewers have no node for it (the kind table says)
-            into[n.id] = (last if n.layer is None else n.layer, n.pos or 0)
-            counts[n.kind.value] += 1
-        elif NodeId.is_remainder(n.id):
-            target = _remainder_target(n, graph, by_id)
-            layer = target.layer if target is not None and target.layer is not None else n.layer
-            if target is not None and target.kind == NodeKind.LOGIT:
-                layer = last
-            pos = target.pos if target is not None and target.pos is not None else n.pos
-            into[n.id] = (last if layer is None else layer, pos or 0)
-            counts["remainder"] += 1
+    into, counts = _fold_targets(graph, n_layers)
     if not into:
         return graph, counts
     errors = {
@@ -213,6 +202,44 @@ def fold_constants(graph: Subgraph, n_layers: int) -> tuple[Subgraph, dict[str, 
     return Subgraph(graph.prompt, tuple(nodes), edges), counts
 
 
+def _fold_targets(
+    graph: Subgraph, n_layers: int
+) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """Each node to fold -> (layer, pos) of the error node it is folded into, and the counts
+    `fold_constants` reports (no error node created yet)."""
+    into: dict[str, tuple[int, int]] = {}
+    by_id = {n.id: n for n in graph.nodes}
+    unshown = [kind for kind in NodeKind if kind.spec.viewer is None]
+    counts = {**{kind.value: 0 for kind in unshown}, "remainder": 0, "created_error_nodes": 0}
+    last = max(n_layers - 1, 0)
+    for n in graph.nodes:
+        if n.kind in unshown:  # the viewers have no node for it (the kind table says)
+            into[n.id] = (last if n.layer is None else n.layer, n.pos or 0)
+            counts[n.kind.value] += 1
+        elif NodeId.is_remainder(n.id):
+            target = _remainder_target(n, graph, by_id)
+            layer = target.layer if target is not None and target.layer is not None else n.layer
+            if target is not None and target.kind == NodeKind.LOGIT:
+                layer = last
+            pos = target.pos if target is not None and target.pos is not None else n.pos
+            into[n.id] = (last if layer is None else layer, pos or 0)
+            counts["remainder"] += 1
+    return into, counts
+
+
+def _pinned_ids(
+    graph: Subgraph, tset: TranscoderSetInfo, pinned: Sequence[str], ids: dict[str, str]
+) -> list[str]:
+    """The viewer ids of the `pinned` nodes, once each: a folded node's is its error node's
+    (error nodes are keyed by layer and position, so `NodeId.error` names it)."""
+    into = _fold_targets(graph, tset.n_layers)[0] if pinned else {}
+    local = [NodeId.error(*into[p]) if p in into else p for p in pinned]
+    missing = [p for p, x in zip(pinned, local, strict=True) if x not in ids]
+    if missing:
+        raise QueryError(f"node {missing[0]} is not in the stored graph of prompt {graph.prompt}")
+    return list(dict.fromkeys(ids[p] for p in local))
+
+
 def _remainder_target(n: Node, graph: Subgraph, by_id: dict[str, Node]) -> Node | None:
     """The node whose input a remainder stands for: named in its id (`rem[<target>]`)."""
     inner = n.id[len("rem[") : -1]
@@ -232,15 +259,6 @@ def _version() -> str:
 def _slug(key: str) -> str:
     """Neuronpedia accepts slugs of `[a-zA-Z0-9_.-]` only."""
     return _SLUG.sub("-", key).strip("-") or "graph"
-
-
-def _softmax(values: dict[str, float]) -> dict[str, float]:
-    if not values:
-        return {}
-    peak = max(values.values())
-    exp = {k: math.exp(v - peak) for k, v in values.items()}
-    total = sum(exp.values())
-    return {k: v / total for k, v in exp.items()}
 
 
 def _cumulative(graph: Subgraph, weights: dict[str, float]) -> dict[str, float]:

@@ -16,3 +16,10 @@ RETURN n.localId AS id, n.kind AS kind, n.layer AS layer, n.pos AS pos, n.featur
          RETURN {{source: s.localId, weight: a.weight, kind: a.kind}}
        }} AS inputs
 """
+
+# The share of each node's full |input| its stored edges explain (`inputExplained`; null or NaN
+# for nodes that are not targets), by local id: what the full |input| is recovered from.
+INPUT_EXPLAINED = f"""
+MATCH (n:{L.GRAPH_NODE} {{prompt: $prompt}})
+RETURN n.localId AS id, n.inputExplained AS explained
+"""

@@ -5,14 +5,14 @@ target and the circuit that carries most of the influence on it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from circuitstore.query import graphs
+from circuitstore.query import graphs, scores
 from circuitstore.query.labels.search import feature_labels
 from circuitstore.query.paths import cypher
-from circuitstore.query.paths.records import CircuitResult, PathsResult
+from circuitstore.query.paths.records import CircuitResult, PathsResult, SubgraphScores
 from circuitstore.query.prompts.read import prompt_info
 from circuitstore.query.prompts.records import PromptInfo
 from circuitstore.query.reader import StoreReader, check_choice, check_top
@@ -26,6 +26,7 @@ from circuitstore.schema.names import (
     NodeRef,
     feature_name,
     parse_node,
+    shown,
 )
 
 # The beam search's width and depth: beyond these it is the exact ranking's job.
@@ -107,6 +108,32 @@ def circuit(store: StoreReader, prompt: str, threshold: float, to: str) -> Circu
     target = one_node(store, graph, parse_node(to), info, "target")
     sub, total = graphs.circuit(graph, {target: 1.0}, threshold)
     return CircuitResult(info.key, (target,), threshold, sub, total)
+
+
+def subgraph_scores(store: StoreReader, prompt: str, pinned: Sequence[str]) -> SubgraphScores:
+    """The scores of the subgraph that keeps the `pinned` features of the prompt's stored graph
+    (`scores.subgraph_scores`), each target normalised by its full |input|."""
+    info, graph = prompt_graph(store, prompt)
+    ids = pinned_nodes(graph, pinned, info)
+    rows = store.rows(cypher.INPUT_EXPLAINED, prompt=info.id)
+    full = scores.full_inputs(graph, {r["id"]: r["explained"] for r in rows})
+    return scores.subgraph_scores(graph, ids, full)
+
+
+def pinned_nodes(graph: Subgraph, pinned: Iterable[str], info: PromptInfo) -> tuple[str, ...]:
+    """`pinned`, local ids of the prompt's stored graph, once each in the order given; refuses
+    a malformed id and one the graph lacks."""
+    held = {n.id for n in graph.nodes}
+    out = tuple(dict.fromkeys(p.strip() for p in pinned))
+    for local in out:
+        if local in held:
+            continue
+        try:
+            parse_node(local)  # a malformed id: the message says what ids look like
+        except QueryError as err:
+            raise QueryError(f"{err} (pinned in prompt {info.key})") from None
+        raise QueryError(f"node {shown(local)} is not in the stored graph of prompt {info.key}")
+    return out
 
 
 def one_node(store: StoreReader, graph: Subgraph, ref: NodeRef, info: PromptInfo, role: str) -> str:

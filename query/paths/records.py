@@ -1,5 +1,6 @@
 """What the paths question answers: paths (source first) into a target, and the circuit of the
-nodes that carry most of the influence on it, each with the part of the graph it stands on."""
+nodes that carry most of the influence on it, each with the part of the graph it stands on; and
+the scores of a subgraph that keeps chosen features."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ class CircuitResult(HasSubgraph):
     def to_pandas(self) -> pd.DataFrame:
         """One row per node."""
         return to_frame(self.rows(), CIRCUIT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class SubgraphScores(Tabular):
+    """circuit-tracer's replacement and completeness scores of the subgraph of one prompt's
+    stored graph that keeps the `pinned` features and every node that is not a feature
+    (`query.scores`): with every stored feature pinned, the prompt's stored scores."""
+
+    prompt: str
+    pinned: tuple[str, ...]
+    replacement: float
+    completeness: float
+
+    def as_row(self) -> dict[str, Any]:
+        """The scores as one flat row: the pinned ids joined by commas."""
+        return {**super().as_row(), "pinned": ", ".join(self.pinned)}

@@ -618,3 +618,105 @@ def test_every_cookbook_query_runs(store, stored):
         values.update({k: v for k, v in real.items() if k in values})
         answered += bool(store.cypher(body, values))
     assert answered >= len(blocks) - 1
+
+
+# -- subgraph scores, interventions and pinned exports (the viewer's questions) ---------------
+
+
+def test_pinning_every_feature_gives_the_stored_scores(store, stored):
+    """The scores of the subgraph that keeps every stored feature are the prompt's stored
+    scores, which the engine computed (`edge_scores`) before writing: the store holds what the
+    definition needs (edges, inputExplained, logit values). Pinning nothing scores lower."""
+    for key, g in stored["graphs"].items():
+        features = [n for n, d in g.nodes(data=True) if d["kind"] == "feature"]
+        assert features
+        every = store.subgraph_scores(key, features)
+        scores = store.prompt_summary(key).scores
+        assert every.replacement == pytest.approx(
+            scores[PromptScore.STORED_REPLACEMENT.field], rel=1e-9
+        ), key
+        assert every.completeness == pytest.approx(
+            scores[PromptScore.STORED_COMPLETENESS.field], rel=1e-9
+        ), key
+        assert every.pinned == tuple(features)
+        none = store.subgraph_scores(key, [])
+        assert none.replacement <= every.replacement + 1e-12
+        half = store.subgraph_scores(key, features[::2])
+        assert none.replacement - 1e-12 <= half.replacement <= every.replacement + 1e-12
+
+
+def test_subgraph_scores_refuse_ids_the_graph_lacks(store, stored):
+    key = next(iter(stored["graphs"]))
+    with pytest.raises(QueryError, match=re.escape(f"is not in the stored graph of prompt {key}")):
+        store.subgraph_scores(key, ["mlp0tc[63]@999"])
+    with pytest.raises(QueryError, match=r"node 'mlp0tc\[\]'.*pinned in prompt"):
+        store.subgraph_scores(key, ["mlp0tc[]"])
+    with pytest.raises(QueryError, match="unknown prompt 'nope'"):
+        store.subgraph_scores("nope", [])
+
+
+def test_export_pins_exactly_the_pinned_nodes(store, stored):
+    tset = store.tset()
+    key, g = next(iter(stored["graphs"].items()))
+    features = sorted(n for n, d in g.nodes(data=True) if d["kind"] == "feature")[:3]
+    logit = next(n for n, d in g.nodes(data=True) if d["kind"] == "logit")
+    pinned = [*features, logit]
+    data = store.export_graph(key, pinned=pinned)
+    jsonschema.Draft7Validator(SCHEMA).validate(data)
+    want = [viewer_id(n, data, tset.n_layers) for n in pinned]
+    assert data["qParams"]["pinnedIds"] == want
+    assert set(want) <= {n["node_id"] for n in data["nodes"]}
+    assert store.export_graph(key)["qParams"]["pinnedIds"] == []
+    with pytest.raises(QueryError, match="is not in the stored graph"):
+        store.export_graph(key, pinned=["mlp1tc[0]@999"])
+
+
+def test_interventions_read_what_verify_wrote(store, stored):
+    """`interventions` returns what `verify` stored, with the report's own numbers: by prompt
+    (key or id), by feature (any position, or one) and both, ordered, capped at `top`."""
+    from circuitstore.commands.verify import check_prompt
+    from circuitstore.ingest.intervene.verify import VerifyConfig
+    from circuitstore.ingest.intervene.write import write_report
+    from circuitstore.query.results import InterventionInfo
+
+    key = sorted(stored["graphs"])[1]
+    scale = 0.25  # apart from any other test's checks of the prompt (verify's default is 0)
+    report = check_prompt(VerifyConfig(key, top=3, scale=scale, device="cpu"), store)
+    write_report(store.driver, store.database, report)
+    checks = [("single", c) for c in report.checks] + [("together", report.circuit)]
+    want = sorted(
+        (
+            InterventionInfo(
+                key, kind, tuple(sorted(c.features)), scale, c.predicted_diff,
+                c.observed_diff, c.flips, c.top_token,
+            )
+            for kind, c in checks
+        ),
+        key=lambda i: (i.kind, i.features),
+    )  # fmt: skip
+    got = store.interventions(prompt=key)
+    assert [i for i in got if i.scale == scale] == want
+    order = [(i.prompt, i.kind, i.features, i.scale) for i in got]
+    assert order == sorted(order)
+    assert store.interventions(prompt=store.prompt(key).id) == got
+    assert store.interventions(prompt=key, top=2) == got[:2]
+    assert set(want) <= set(store.interventions(top=1000))
+    node = report.checks[0].features[0]
+    name = node.split("@")[0]
+    on = [i for i in want if any(f.split("@")[0] == name for f in i.features)]
+    assert [i for i in store.interventions(name, prompt=key) if i.scale == scale] == on
+    assert [i for i in store.interventions(node, top=1000) if i.prompt == key] == [
+        i for i in store.interventions(name, top=1000) if i.prompt == key and node in i.features
+    ]
+    assert got.rows()[0]["features"] == ", ".join(got[0].features)
+    # Every feature of the ingested set has its node: a set without them shows the refusal.
+    probe = "probe-set-without-features"
+    with store.driver.session(database=store.database) as s:
+        s.run("CREATE (:TranscoderSet {id: $id, nLayers: 2, dTranscoder: 64})", id=probe).consume()
+    try:
+        refusal = f"unknown feature mlp0tc[1] in transcoder set {probe}"
+        with pytest.raises(QueryError, match=re.escape(refusal)):
+            CircuitStore(store.driver, store.database, probe).interventions("mlp0tc[1]")
+    finally:
+        with store.driver.session(database=store.database) as s:
+            s.run("MATCH (t:TranscoderSet {id: $id}) DELETE t", id=probe).consume()

@@ -9,6 +9,7 @@ import pytest
 from circuitstore.query import cypher as cq
 from circuitstore.query.features import cypher as fq
 from circuitstore.query.heads import cypher as hq
+from circuitstore.query.interventions import cypher as iq
 from circuitstore.query.labels import cypher as lq
 from circuitstore.query.paths import cypher as gq
 from circuitstore.query.prompts import cypher as pq
@@ -28,6 +29,9 @@ ALL_STATIC = [
     lq.MISSING_FEATURE,
     lq.SET_LABELS,
     hq.PROMPT_HEADS,
+    gq.INPUT_EXPLAINED,
+    iq.INTERVENTIONS,
+    iq.FEATURE_INTERVENTIONS,
 ]
 BUILT = [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS] + [
     fq.prompt_links(d) for d in fq.PROMPT_HOPS

@@ -211,3 +211,24 @@ def test_viewer_folder_lists_each_slug_once(tmp_path):
     (tmp_path / VIEWER_INDEX).write_text("[1, 2]")
     with pytest.raises(QueryError, match="not a viewer index"):
         write_viewer_graph(neuronpedia_graph(info, sub, tset), tmp_path)
+
+
+def test_pinned_nodes_are_pinned_by_their_viewer_ids():
+    """`qParams.pinnedIds` (circuit-tracer's viewer loads qParams into its state and pins the
+    nodes whose `node_id` is listed) holds the viewer ids of exactly the pinned nodes; a bias
+    or remainder, which the viewers cannot show, by the error node it is folded into."""
+    info, sub = lumped_graph()
+    tset = TranscoderSetInfo("x", 2, 64, "tiny")
+    assert neuronpedia_graph(info, sub, tset)["qParams"]["pinnedIds"] == []
+    pinned = ["mlp0tc[70]@2", "logit[458]@2", "embed0@1", "bias[unembed]@2", "rem[logit[458]@2]"]
+    data = neuronpedia_graph(info, sub, tset, pinned=pinned)
+    validate(data)
+    assert data["qParams"]["pinnedIds"] == ["0_70_2", "3_458_2", "E_458_1", "1_error_mlp_2"]
+    assert set(data["qParams"]["pinnedIds"]) <= {n["node_id"] for n in data["nodes"]}
+    assert {k: data["qParams"][k] for k in ("supernodes", "linkType", "clickedId")} == {
+        "supernodes": [],
+        "linkType": "both",
+        "clickedId": "",
+    }
+    with pytest.raises(QueryError, match=r"node mlp0tc\[71\]@2 is not in the stored graph"):
+        neuronpedia_graph(info, sub, tset, pinned=["mlp0tc[71]@2"])
