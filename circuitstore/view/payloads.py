@@ -15,7 +15,7 @@ from circuitstore.query.export.neuronpedia import neuronpedia_names
 from circuitstore.query.features.records import Link
 from circuitstore.query.prompts.records import PromptInfo, PromptSummary
 from circuitstore.query.subgraph import Node, Subgraph
-from circuitstore.query.tables import Records, clean, readable_token
+from circuitstore.query.tables import clean, readable_token
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.names import NodeKind, feature_name, parse_feature, parse_node
 
@@ -258,7 +258,9 @@ def feature_sections(store: CircuitStore, name: str, top: int, examples: int) ->
         "drivers": [_link(x) for x in store.drivers(name, top=top).links],
         "targets": [_link(x) for x in store.targets(name, top=top).links],
         "examples": [e.as_row() for e in store.examples(name, top=examples)],
-        "interventions": _rows(store.interventions(feature=name)),
+        "interventions": [
+            {**i.as_row(), "features": list(i.features)} for i in store.interventions(feature=name)
+        ],
         "virtualIn": [
             {"name": n, "weight": w, "label": card.neighbour_labels.get(n)}
             for n, w in card.virtual_in
@@ -272,10 +274,6 @@ def feature_sections(store: CircuitStore, name: str, top: int, examples: int) ->
 
 def _tokens(tokens: tuple[str, ...] | None) -> list[str] | None:
     return None if tokens is None else [readable_token(t) for t in tokens]
-
-
-def _rows(records: Records[Any]) -> list[dict[str, Any]]:
-    return [{k: clean(v) for k, v in r.as_row().items()} for r in records]
 
 
 # -- a feature's page -------------------------------------------------------------------------

@@ -213,10 +213,18 @@ def test_a_prompt_page_draws_the_nodes_query_circuit_keeps(page, viewer, demo, t
 
 
 def feature_with_drivers(demo: CircuitStore, key: str) -> str:
-    """A feature of the prompt's circuit with corpus-wide drivers (a layer above 0)."""
+    """A feature of the prompt's circuit with corpus-wide drivers and targets (a middle layer),
+    labelled where one is: the most connected."""
     nodes = demo.circuit(key, 0.8).subgraph.nodes
-    feats = [n for n in nodes if n.kind == "feature" and (n.layer or 0) > 0]
-    return max(feats, key=lambda n: (len(demo.drivers(n.id.split("@")[0]).links), n.id)).id
+    last = demo.tset().n_layers - 1
+    feats = [n for n in nodes if n.kind == "feature" and 0 < (n.layer or 0) < last]
+
+    def rank(n) -> tuple[bool, int, str]:  # type: ignore[no-untyped-def]
+        name = n.id.split("@")[0]
+        links = len(demo.drivers(name).links) + len(demo.targets(name).links)
+        return n.label is not None, links, n.id
+
+    return max(feats, key=rank).id
 
 
 def test_clicking_a_feature_shows_its_card_with_the_drivers_query_drivers_gives(page, viewer, demo):

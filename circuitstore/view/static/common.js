@@ -61,7 +61,9 @@ const CS = (() => {
     });
   }
 
+  // A table of `rows`, or nothing where there are none (its section then says so).
   function table(id, columns, rows, rowAttrs) {
+    if (!rows.length) return null;
     const head = el("tr", {}, columns.map((c) => el("th", {class: c.num ? "num" : null}, c.title)));
     const body = rows.map((r, i) =>
       el("tr", rowAttrs ? rowAttrs(r, i) : {},
@@ -70,7 +72,7 @@ const CS = (() => {
   }
 
   function section(id, title, content, empty) {
-    const has = Array.isArray(content) ? content.length > 0 : content;
+    const has = Array.isArray(content) ? content.some((c) => c) : content;
     return el("section", {id, class: "part"}, el("h3", {}, title),
       has ? content : el("p", {class: "empty"}, empty || "none stored"));
   }
@@ -91,12 +93,14 @@ const CS = (() => {
 
   // An attention edge's weight split: its strongest heads, the other heads, the same
   // position's residual part and the paths through several attention layers.
-  function split(s) {
+  // Parts below 0.1% of the edge's weight (float noise in the multi-layer rest) are left out.
+  function split(s, total) {
     if (!s) return "";
-    const parts = s.heads.map(([h, w]) => `${h} ${num(w)}`);
-    if (s.otherHeads) parts.push(`other heads ${num(s.otherHeads)}`);
-    if (s.residual) parts.push(`residual ${num(s.residual)}`);
-    if (Math.abs(s.multiLayer) > 1e-9) parts.push(`multi-layer ${num(s.multiLayer)}`);
+    const shown = (w) => Math.abs(w) >= 1e-3 * Math.abs(total);
+    const parts = s.heads.filter(([, w]) => shown(w)).map(([h, w]) => `${h} ${num(w)}`);
+    if (shown(s.otherHeads)) parts.push(`other heads ${num(s.otherHeads)}`);
+    if (shown(s.residual)) parts.push(`residual ${num(s.residual)}`);
+    if (shown(s.multiLayer)) parts.push(`multi-layer ${num(s.multiLayer)}`);
     return parts.join(", ");
   }
 
@@ -107,7 +111,7 @@ const CS = (() => {
       {title: "weight", num: true, cell: (r) => num(r.total)},
     ];
     if (rows.some((r) => r.n !== undefined)) columns.splice(2, 0, {title: "n", num: true, cell: (r) => num(r.n)});
-    if (withSplit && rows.some((r) => r.split)) columns.push({title: "by head", cell: (r) => split(r.split)});
+    if (withSplit && rows.some((r) => r.split)) columns.push({title: "by head", cell: (r) => split(r.split, r.total)});
     return section(id, title, table(id + "-table", columns, rows, (r) => ({"data-name": r.name})));
   }
 
