@@ -213,16 +213,16 @@ def test_a_prompt_page_draws_the_nodes_query_circuit_keeps(page, viewer, demo, t
 
 
 def feature_with_drivers(demo: CircuitStore, key: str) -> str:
-    """A feature of the prompt's circuit with corpus-wide drivers and targets (a middle layer),
-    labelled where one is: the most connected."""
+    """A feature of the prompt's circuit with corpus-wide drivers (above layer 0), and targets
+    where one has them (below the last layer), labelled where one is: the most connected."""
     nodes = demo.circuit(key, 0.8).subgraph.nodes
     last = demo.tset().n_layers - 1
-    feats = [n for n in nodes if n.kind == "feature" and 0 < (n.layer or 0) < last]
+    feats = [n for n in nodes if n.kind == "feature" and (n.layer or 0) > 0]
 
-    def rank(n) -> tuple[bool, int, str]:  # type: ignore[no-untyped-def]
+    def rank(n) -> tuple[bool, bool, int, str]:  # type: ignore[no-untyped-def]
         name = n.id.split("@")[0]
         links = len(demo.drivers(name).links) + len(demo.targets(name).links)
-        return n.label is not None, links, n.id
+        return n.layer < last, n.label is not None, links, n.id
 
     return max(feats, key=rank).id
 
