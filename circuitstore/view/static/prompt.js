@@ -21,7 +21,7 @@
   const COLORS = {embedding: "#4e79a7", feature: "#f28e2b", error: "#b07aa1", bias: "#bab0ac", logit: "#e15759"};
   const POS_EDGE = "#2b6cb0", NEG_EDGE = "#d1495b";
   const M = {left: 64, right: 16, top: 16, bottom: 96};
-  const state = {threshold: 0.8, edgeLimit: 4000, selected: null, pinned: new Set(), hover: null};
+  const state = {threshold: 0.8, all: false, edgeLimit: 4000, selected: null, pinned: new Set(), hover: null};
 
   // Edges by node, both ways, and sorted by |weight| (strongest drawn first).
   const E = P.edges, nE = E.weight.length;
@@ -40,6 +40,9 @@
   const thresholdInput = el("input", {id: "threshold", type: "range", min: 0.05, max: 1, step: 0.01,
     value: state.threshold, oninput: (e) => { state.threshold = Number(e.target.value); schedule(layout); }});
   const thresholdShown = el("output", {id: "threshold-value"});
+  // Every stored node, those without influence on the top logit too (off: as `query circuit`).
+  const allInput = el("input", {id: "all-nodes", type: "checkbox",
+    onchange: (e) => { state.all = e.target.checked; schedule(layout); }});
   const edgeInfo = el("span", {id: "edge-info"});
   const moreEdges = el("button", {id: "more-edges", type: "button",
     onclick: () => { state.edgeLimit *= 4; schedule(drawEdges); }}, "more edges");
@@ -50,6 +53,7 @@
       Object.entries(P.prompt.scores).map(([k, v]) => el("span", {"data-score": k}, `${k.replace("_", " ")}: ${num(v)}`))));
   const controls = el("div", {class: "controls"},
     el("label", {}, "influence threshold ", thresholdInput, " ", thresholdShown),
+    el("label", {}, allInput, " every stored node"),
     el("span", {id: "node-count"}), edgeInfo, moreEdges, legend());
   const wrap = el("div", {class: "graph-wrap"});
   const card = el("aside", {id: "card"}, el("p", {class: "empty"}, "Click a node for its card; shift-click pins it."));
@@ -82,6 +86,7 @@
 
   // -- which nodes show, and where --------------------------------------------------------
   function kept() {
+    if (state.all) return new Uint8Array(N).fill(1);
     const keep = new Uint8Array(N);
     keep[P.target] = 1;
     const limit = state.threshold * P.total * (1 - 1e-12);
@@ -137,6 +142,7 @@
     drawNodes();
     drawEdges();
     thresholdShown.textContent = state.threshold.toFixed(2);
+    thresholdInput.disabled = state.all;
     document.getElementById("node-count").textContent = `${visible.length} of ${N} nodes`;
   }
 
