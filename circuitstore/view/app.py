@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from circuitstore.query import CircuitStore
 from circuitstore.schema.errors import CircuitStoreError, QueryError, StoreUnavailableError
 from circuitstore.view import payloads
-from circuitstore.view.payloads import GraphCache
+from circuitstore.view.payloads import GraphCache, dumps, embedded
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def create_app(store: CircuitStore, token: str, port: int) -> Starlette:
     """The viewer over `store`, guarded by `token` (the cookie named after `port`)."""
     cache = GraphCache(store)
     views = Views(store, cache)
+    threading.Thread(target=payloads.warm, args=(store, cache), daemon=True).start()
     routes = [
         Route("/", views.prompts),
         Route("/prompt/{key:path}", views.prompt),
@@ -118,21 +119,20 @@ class Views:
         self.store, self.cache = store, cache
 
     async def prompts(self, request: Request) -> Response:
-        return await _html(request, "Prompts", "prompts", lambda: _list(self.store))
+        return await _html(request, "Prompts", "prompts", lambda: embedded(_list(self.store)))
 
     async def prompt(self, request: Request) -> Response:
         key = request.path_params["key"]
 
-        def build() -> dict[str, Any]:
-            pg = self.cache.get(key)
-            return payloads.graph_payload(pg, self.store.tset(pg.info.transcoder_set).n_layers)
-
-        return await _html(request, f"Prompt {key}", "prompt", build)
+        return await _html(request, f"Prompt {key}", "prompt", lambda: self.cache.get(key).page)
 
     async def feature(self, request: Request) -> Response:
         name = request.path_params["name"]
         return await _html(
-            request, f"Feature {name}", "feature", lambda: payloads.feature_page(self.store, name)
+            request,
+            f"Feature {name}",
+            "feature",
+            lambda: embedded(payloads.feature_page(self.store, name)),
         )
 
     async def node(self, request: Request) -> Response:
@@ -211,9 +211,8 @@ async def _json(build: Callable[[], Any]) -> Response:
     return Response(dumps(result), media_type="application/json")
 
 
-async def _html(
-    request: Request, title: str, kind: str, build: Callable[[], dict[str, Any]]
-) -> Response:
+async def _html(request: Request, title: str, kind: str, build: Callable[[], str]) -> Response:
+    """The page `kind` with its data (`build()`: JSON to embed, see `payloads.embedded`)."""
     # A bad or missing key in a pasted URL is a query error before the store is read at all.
     if request.path_params.get("key", None) == "" or request.path_params.get("name", None) == "":
         return HTMLResponse(_page(title, _error("missing name in the URL")), status_code=400)
@@ -222,22 +221,12 @@ async def _html(
         return HTMLResponse(_page(title, _error(message)), status_code=status)
     body = (
         f"<main id='app' data-page='{kind}'></main>"
-        f"<script type='application/json' id='payload'>{_embedded(result)}</script>"
+        f"<script type='application/json' id='payload'>{result}</script>"
         f"<script src='/static/vendor/d3.min.js'></script>"
         f"<script src='/static/common.js'></script>"
         f"<script src='/static/{kind}.js'></script>"
     )
     return HTMLResponse(_page(title, body))
-
-
-def dumps(value: Any) -> str:
-    """JSON without NaN (`clean` turns it to null upstream; this refuses any left over)."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
-
-
-def _embedded(value: Any) -> str:
-    """JSON safe inside a <script> element: no `<` that could close it."""
-    return dumps(value).replace("<", "\\u003c")
 
 
 def _error(message: str) -> str:

@@ -37,11 +37,9 @@ def prompt_graph(store: StoreReader, prompt: str) -> tuple[PromptInfo, Subgraph]
     """One prompt's whole stored graph (nodes by local id, each with the token a person reads
     it by and its feature's label)."""
     info = prompt_info(store, prompt)
-    rows = store.rows(cypher.PROMPT_GRAPH, prompt=info.id)
+    rows = store.values(cypher.PROMPT_GRAPH, prompt=info.id)
     nodes = readable(store, info, (_node(r) for r in rows))
-    edges = tuple(
-        Edge(i["source"], r["id"], i["weight"], i["kind"]) for r in rows for i in r["inputs"]
-    )
+    edges = tuple(Edge(s, r["id"], w, k) for r in rows for s, w, k in r["inputs"])
     return info, Subgraph(info.key, nodes, edges)
 
 

@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 
 from circuitstore.query import CircuitStore
 from circuitstore.schema.errors import ConfigError
-from circuitstore.view.app import _embedded, create_app
+from circuitstore.view.app import create_app
+from circuitstore.view.payloads import embedded
 from circuitstore.view.serve import bind
 
 
@@ -95,7 +96,7 @@ def test_a_store_that_is_down_gets_a_json_error_from_the_calls(client):
 
 
 def test_embedded_json_cannot_close_its_script_element():
-    text = _embedded({"label": "</script><script>alert(1)</script>", "x": [1.5, None]})
+    text = embedded({"label": "</script><script>alert(1)</script>", "x": [1.5, None]})
     assert "</" not in text
     assert "<" not in text
     assert text.startswith('{"label":"\\u003c/script>')
