@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -91,7 +90,6 @@ def create_app(store: CircuitStore, token: str, port: int) -> Starlette:
     """The viewer over `store`, guarded by `token` (the cookie named after `port`)."""
     cache = GraphCache(store)
     views = Views(store, cache)
-    threading.Thread(target=payloads.warm, args=(store, cache), daemon=True).start()
     routes = [
         Route("/", views.prompts),
         Route("/prompt/{key:path}", views.prompt),
@@ -105,7 +103,9 @@ def create_app(store: CircuitStore, token: str, port: int) -> Starlette:
         Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"]),
         Middleware(TokenGuard, token=token, cookie=f"circuitstore-view-{port}"),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.cache = cache
+    return app
 
 
 Handler = Callable[[Request], Awaitable[Response]]

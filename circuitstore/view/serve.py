@@ -52,12 +52,17 @@ def bind(port: int) -> Viewer:
 
 
 def run(viewer: Viewer, store: CircuitStore, ready: Callable[[], None] | None = None) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM); `ready` runs once the server listens."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); `ready` runs once the server listens, after
+    a warm-up read (`payloads.warm`)."""
     import uvicorn
 
     from circuitstore.view.app import create_app
+    from circuitstore.view.payloads import warm
 
     app = create_app(store, viewer.token, viewer.port)
+    # Before the URL is printed: a user's first page should not wait for the server to plan
+    # the statements (requests made meanwhile queue on the bound socket).
+    warm(store, app.state.cache)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     if ready is not None:
