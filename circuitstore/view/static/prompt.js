@@ -102,23 +102,35 @@
   let keep = new Uint8Array(N), xs = new Float64Array(N), ys = new Float64Array(N), visible = [];
   const SPACING = 13;
 
+  // Columns as wide as their busiest cell needs (up to 24 nodes a line), scaled together to
+  // fill the frame: the positions where the circuit lives get the room.
+  function columns(cells) {
+    const busiest = new Array(nTok).fill(0);
+    for (const [k, list] of cells) busiest[k % 100000] = Math.max(busiest[k % 100000], list.length);
+    const want = busiest.map((c) => Math.max(28, Math.min(c, 24) * SPACING + 8));
+    const f = (W - M.left - M.right) / want.reduce((a, b) => a + b, 0);
+    const width = want.map((w) => w * f), left = [];
+    let x = M.left;
+    for (const w of width) { left.push(x); x += w; }
+    return {width, left, perRow: width.map((w) => Math.max(1, Math.floor((w - 6) / SPACING)))};
+  }
+
   function layout() {
     keep = kept();
     visible = [];
     for (let i = 0; i < N; i++) if (keep[i]) visible.push(i);
-    const colW = Math.max(44, Math.min(140, (W - M.left - M.right) / Math.max(nTok, 1)));
-    const perRow = Math.max(1, Math.floor((colW - 6) / SPACING));
     const cells = new Map();
     for (const i of visible) {
       const k = row(i) * 100000 + (P.nodes.pos[i] ?? 0);
       if (!cells.has(k)) cells.set(k, []);
       cells.get(k).push(i);
     }
+    const cols = columns(cells);
     const rows = P.nLayers + 2, lines = new Array(rows).fill(1);
     for (const [k, list] of cells) {
       list.sort((a, b) => infl[b] - infl[a] || (P.nodes.id[a] < P.nodes.id[b] ? -1 : 1));
       const r = Math.floor(k / 100000);
-      lines[r] = Math.max(lines[r], Math.ceil(list.length / perRow));
+      lines[r] = Math.max(lines[r], Math.ceil(list.length / cols.perRow[k % 100000]));
     }
     const heights = lines.map((n) => Math.max(34, n * SPACING + 12));
     // Rows share the height left over, so that a small graph fills the frame.
@@ -128,8 +140,8 @@
     let y = M.top + heights.reduce((a, b) => a + b, 0);
     for (let r = 0; r < rows; r++) { bottom.push(y); y -= heights[r]; }
     for (const [k, list] of cells) {   // each cell's nodes centred in it, strongest first
-      const r = Math.floor(k / 100000), pos = k % 100000;
-      const x0 = M.left + pos * colW + colW / 2, y0 = bottom[r] - heights[r] / 2;
+      const r = Math.floor(k / 100000), pos = k % 100000, perRow = cols.perRow[pos];
+      const x0 = cols.left[pos] + cols.width[pos] / 2, y0 = bottom[r] - heights[r] / 2;
       const nLines = Math.ceil(list.length / perRow);
       list.forEach((i, j) => {
         const line = Math.floor(j / perRow), at = j % perRow;
@@ -138,7 +150,7 @@
         ys[i] = y0 + ((nLines - 1) / 2 - line) * SPACING;
       });
     }
-    drawAxes(colW, bottom, heights);
+    drawAxes(cols, bottom, heights);
     drawNodes();
     drawEdges();
     thresholdShown.textContent = state.threshold.toFixed(2);
@@ -150,16 +162,17 @@
   // them); their names and the tokens are SVG text.
   let bands = [];
 
-  function drawAxes(colW, bottom, heights) {
-    const rows = P.nLayers + 2;
+  function drawAxes(cols, bottom, heights) {
+    const rows = P.nLayers + 2, width = cols.width.reduce((a, b) => a + b, 0);
     const names = ["emb", ...Array.from({length: P.nLayers}, (_, l) => `L${l}`), "logit"];
-    bands = d3.range(rows).map((r) => [M.left, bottom[r] - heights[r], nTok * colW, heights[r]]);
+    bands = d3.range(rows).map((r) => [M.left, bottom[r] - heights[r], width, heights[r]]);
     axes.selectAll("text.layer").data(d3.range(rows)).join("text").attr("class", "layer")
       .attr("x", M.left - 8).attr("y", (r) => bottom[r] - heights[r] / 2).text((r) => names[r]);
+    const slanted = Math.min(...cols.width) < 70;
     axes.selectAll("text.tok").data(P.prompt.tokens).join("text").attr("class", "tok")
       .attr("data-pos", (_, p) => p)
-      .attr("transform", (_, p) => `translate(${M.left + p * colW + colW / 2},${bottom[0] + 14}) rotate(${colW < 70 ? 35 : 0})`)
-      .attr("text-anchor", colW < 70 ? "start" : "middle")
+      .attr("transform", (_, p) => `translate(${cols.left[p] + cols.width[p] / 2},${bottom[0] + 14}) rotate(${slanted ? 35 : 0})`)
+      .attr("text-anchor", slanted ? "start" : "middle")
       .text((t) => tok(t));
   }
 
