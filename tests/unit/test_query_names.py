@@ -92,3 +92,73 @@ def test_range_names_the_allowed_range():
         QueryError, match=r"index 64 is out of range; .* features 0\.\.63 per layer"
     ):
         check_range(FeatureRef(0, 64), 2, 64, "s")
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("bias[attn2[3].q]@5", ("bias", 2, 3, "q", 5)),
+        ("bias[attn0[0].k]@0", ("bias", 0, 0, "k", 0)),
+        ("rem[attn11[7].k@4]", ("remainder", 11, 7, "k", 4)),
+        (" rem[attn1[2].q@9] ", ("remainder", 1, 2, "q", 9)),
+    ],
+)
+def test_qk_parts_round_trip(text, parsed) -> None:
+    from circuitstore.schema.names import QKPart, parse_qk_contributor
+
+    part = parse_qk_contributor(text)
+    assert isinstance(part, QKPart)
+    assert (part.what, part.layer, part.head, part.side, part.pos) == parsed
+    assert part.name == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("embed0@3", "embed0@3"),
+        ("mlp0tc[70]@3", "mlp0tc[70]@3"),
+        ("rem[mlp1tc[3]@4]", "rem[mlp1tc[3]@4]"),
+        ("bias[attn2]@5", "bias[attn2]@5"),
+    ],
+)
+def test_qk_contributors_that_are_graph_nodes_parse_as_nodes(text, expected) -> None:
+    from circuitstore.schema.names import QKPart, parse_qk_contributor
+
+    ref = parse_qk_contributor(text)
+    assert not isinstance(ref, QKPart)
+    assert ref.name == expected
+
+
+@pytest.mark.parametrize("text", ["bias[attn2[3].x]@5", "bias[attn2[3]]@5", "attn2[3].q@5"])
+def test_malformed_qk_contributors_are_refused(text) -> None:
+    from circuitstore.schema.names import parse_qk_contributor
+
+    with pytest.raises(QueryError):
+        parse_qk_contributor(text)
+
+
+@pytest.mark.parametrize(("text", "parsed"), [("attn2[3]", (2, 3)), (" attn11[0] ", (11, 0))])
+def test_heads_parse(text, parsed) -> None:
+    from circuitstore.schema.names import parse_head
+
+    assert parse_head(text) == parsed
+
+
+@pytest.mark.parametrize(
+    "text", ["attn2", "attn[3]", "attn2[3]@4", "attn-1[0]", "attn" + "9" * 10 + "[0]"]
+)
+def test_malformed_heads_are_refused(text) -> None:
+    from circuitstore.schema.names import parse_head
+
+    with pytest.raises(QueryError, match="expected attn<layer>"):
+        parse_head(text)
+
+
+def test_qk_side_ids_and_biases() -> None:
+    from circuitstore.schema.names import NodeId, qk_side_id
+
+    assert qk_side_id(2, 3, "q", 5) == "attn2[3].q@5"
+    assert NodeId.qk_bias(2, 3, "k", 1) == "bias[attn2[3].k]@1"
+    assert NodeId.remainder(qk_side_id(0, 1, "k", 0)) == "rem[attn0[1].k@0]"
+    with pytest.raises(ValueError, match="expected q or k"):
+        qk_side_id(0, 0, "v", 0)
