@@ -118,10 +118,10 @@ def qk(
 
     \b
     Example:
-      circuitstore qk --prompt eval-induction-000003 --head "attn1[2]" --query 14 --key 6
+      circuitstore qk --prompt eval-ioi-000010 --head "attn1[0]" --query 14 --key 4
     \b
     Example, the head that carries the most of a stored edge:
-      circuitstore qk --prompt eval-ioi-000010 --edge "mlp0tc[70]@3" "mlp1tc[12]@14"
+      circuitstore qk --prompt eval-ioi-000010 --edge "embed0@4" "mlp0tc[70]@14"
     """
     cfg = QKConfig(
         prompt, head, query, key, edge or None, top, mode, check, model, transcoders, device
