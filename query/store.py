@@ -29,6 +29,9 @@ from circuitstore.query.paths import read as paths_read
 from circuitstore.query.paths.records import CircuitResult, PathsResult, SubgraphScores
 from circuitstore.query.prompts import read as prompts_read
 from circuitstore.query.prompts.records import PromptInfo, PromptMatch, PromptSummary
+from circuitstore.query.qk import read as qk_read
+from circuitstore.query.qk.records import QKTrace
+from circuitstore.query.qk.stored import QKDriver
 from circuitstore.query.reader import StoreReader
 from circuitstore.query.readonly import run_read
 from circuitstore.query.subgraph import Subgraph
@@ -212,6 +215,22 @@ class CircuitStore(StoreReader):
         positions, or the one named), of `prompt` (key or id), or both; by prompt key, kind,
         features and scale."""
         return interventions_read.interventions(self, feature, prompt, top)
+
+    # -- QK traces ---------------------------------------------------------------------------
+
+    def qk_traces(self, prompt: str, head: str | None = None) -> Records[QKTrace]:
+        """The QK traces stored for `prompt` (key or id): each head's score at one (query, key)
+        pair split into its contributors' terms (`circuitstore qk --store`, `ingest
+        --qk-top`), of `head` (`attn2[3]`) where given; by head and positions."""
+        return qk_read.qk_traces(self, prompt, head)
+
+    def qk_drivers(
+        self, head: str, side: str = "key", top: int = 10, sign: str = "positive"
+    ) -> Records[QKDriver]:
+        """Which features most raise (`sign` positive), lower (negative) or move (abs) the
+        scores of `head` (`attn2[3]`) from its `side` (key or query), summed over its stored
+        traces: a feature occurrence's kept marginals, by the feature."""
+        return qk_read.qk_drivers(self, head, side, top, sign)
 
     # -- exports and Cypher ------------------------------------------------------------------
 
