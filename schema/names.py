@@ -298,6 +298,12 @@ class NodeId:
         return f"rem[{target_local_id}]"
 
     @staticmethod
+    def qk_bias(layer: int, head: int, side: str, pos: int) -> str:
+        """A head's query or key bias in a QK trace: `bias[attn2[3].q]@5` (b_Q of head attn2[3],
+        at query position 5), `bias[attn2[3].k]@2`."""
+        return f"bias[{qk_side_id(layer, head, side, pos).replace('@', ']@')}"
+
+    @staticmethod
     def is_remainder(local_id: str) -> bool:
         """Whether a local id is lumped mode's remainder of a target."""
         return local_id.startswith("rem[")
@@ -316,6 +322,67 @@ class NodeId:
 def head_name(layer: int, head: int) -> str:
     """An attention head as the original transcoder work writes it: `attn2[3]`."""
     return f"attn{layer}[{head}]"
+
+
+_HEAD = re.compile(rf"attn(?P<layer>{_N})\[(?P<head>{_N})\]")
+HEAD_FORM = "attn<layer>[<head>]"
+
+
+def parse_head(text: str) -> tuple[int, int]:
+    """(layer, head) of `attn2[3]`."""
+    match = _HEAD.fullmatch(text.strip())
+    if not match:
+        raise QueryError(f"head {shown(text)}: expected {HEAD_FORM}, e.g. attn2[3]")
+    return int(match["layer"]), int(match["head"])
+
+
+# A QK trace's sides: the head's query (at the query position) and its key (at the key position).
+QK_SIDES = ("q", "k")
+
+
+def qk_side_id(layer: int, head: int, side: str, pos: int) -> str:
+    """One side of a QK trace, named like a node: `attn2[3].q@5` is head attn2[3]'s query at
+    position 5, `attn2[3].k@2` its key at 2 (what a q/k bias and a lumped remainder belong to)."""
+    if side not in QK_SIDES:
+        raise ValueError(f"side {side!r}: expected q or k")
+    return f"{head_name(layer, head)}.{side}@{pos}"
+
+
+@dataclass(frozen=True)
+class QKPart:
+    """A QK trace's contributor that is no node of the graph: a side's own bias (`b_Q`, `b_K`
+    of the head: `bias[attn2[3].q]@5`) or, in lumped mode, its remainder (the paths through two
+    or more attention layers: `rem[attn2[3].q@5]`)."""
+
+    what: str  # "bias" or "remainder"
+    layer: int
+    head: int
+    side: str  # "q" or "k"
+    pos: int
+
+    @property
+    def name(self) -> str:
+        """The contributor's id."""
+        if self.what == "bias":
+            return NodeId.qk_bias(self.layer, self.head, self.side, self.pos)
+        return NodeId.remainder(qk_side_id(self.layer, self.head, self.side, self.pos))
+
+
+_QK_SIDE = rf"attn({_N})\[({_N})\]\.([qk])"
+_QK_BIAS = re.compile(rf"bias\[{_QK_SIDE}\]@({_N})")
+_QK_REMAINDER = re.compile(rf"rem\[{_QK_SIDE}@({_N})\]")
+
+
+def parse_qk_contributor(text: str) -> NodeRef | QKPart:
+    """A QK trace's contributor: a node of the prompt's graph (`parse_node`) or a side's own
+    bias or remainder (:class:`QKPart`)."""
+    cleaned = text.strip()
+    for what, pattern in (("bias", _QK_BIAS), ("remainder", _QK_REMAINDER)):
+        match = pattern.fullmatch(cleaned)
+        if match is not None:
+            layer, head, side, pos = match.groups()
+            return QKPart(what, int(layer), int(head), side, int(pos))
+    return parse_node(cleaned)
 
 
 def numbered_head(number: int, n_heads: int) -> tuple[int, int]:

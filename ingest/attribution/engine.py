@@ -128,25 +128,11 @@ def _chunk(
     pos = targets.pos[rows]
     u = targets.vectors(rows) if u is None else u
     nodes = targets.nodes[rows]
-    b, L = int(nodes.shape[0]), state.model.n_layers
-    field = _Field(state, pos, u, work, width)
-    width = field.width
-    # One step per gradient version: (slab, attention layer to pull back through afterwards).
-    steps: list[tuple[Slab, int | None]] = []
-    if targets.layer < L:  # a feature reads resid_mid: its own layer's attention comes first
-        steps.append((state.attn_bias_slabs[targets.layer], targets.layer))
-    steps += [(state.layer_slabs[layer], layer) for layer in reversed(range(targets.layer))]
-    steps.append((state.embed_slab, None))
-    sizes = [slab.rows(width) for slab, _ in steps]
-    # Source-major: every product lands in contiguous rows; `dense` is its transposed view.
-    dense_t = work.get("dense", (sum(sizes), b), u.dtype)
-    offset = 0
-    for (slab, attn), size in zip(steps, sizes, strict=True):
-        _dot_into(slab, field.field, dense_t[offset : offset + size])
-        offset += size
-        if attn is not None:
-            field.through_attention(attn)
-    sources = torch.cat([slab.source_ids(width) for slab, _ in steps])
+    # A feature reads resid_mid: its own layer's attention comes first.
+    own = targets.layer < state.model.n_layers
+    dense_t, sources = pull_back(
+        state, targets.layer, pos, u, own_attention=own, work=work, width=width
+    )
     const = targets.const[rows]
     extra_src, extra_tgt, extra_w = [targets.const_nodes[rows]], [nodes], [const]
     if state.mode == "lumped":
@@ -165,6 +151,42 @@ def _chunk(
         extra_target=torch.cat(extra_tgt),
         extra_weight=torch.cat(extra_w),
     )
+
+
+def pull_back(
+    state: PromptState,
+    layer: int,
+    pos: Int[Tensor, " b"],
+    u: Float[Tensor, "b d_model"],
+    *,
+    own_attention: bool,
+    work: Workspace | None = None,
+    width: int | None = None,
+) -> tuple[Float[Tensor, "s b"], Int[Tensor, " s"]]:
+    """Readouts u (one per row, each at its position) of layer `layer`'s residual input, pulled
+    back to every source below it, as the mode says: (source-major products, source node rows;
+    -1 is padding). The input is resid_mid (`own_attention`: the layer's own attention bias and
+    attention come first) or resid_pre (the queries and keys of its heads, `ingest.qk`)."""
+    work = work or Workspace()
+    b = int(pos.shape[0])
+    field = _Field(state, pos, u, work, width)
+    width = field.width
+    # One step per gradient version: (slab, attention layer to pull back through afterwards).
+    steps: list[tuple[Slab, int | None]] = []
+    if own_attention:
+        steps.append((state.attn_bias_slabs[layer], layer))
+    steps += [(state.layer_slabs[below], below) for below in reversed(range(layer))]
+    steps.append((state.embed_slab, None))
+    sizes = [slab.rows(width) for slab, _ in steps]
+    # Source-major: every product lands in contiguous rows; `dense` is its transposed view.
+    dense_t = work.get("dense", (sum(sizes), b), u.dtype)
+    offset = 0
+    for (slab, attn), size in zip(steps, sizes, strict=True):
+        _dot_into(slab, field.field, dense_t[offset : offset + size])
+        offset += size
+        if attn is not None:
+            field.through_attention(attn)
+    return dense_t, torch.cat([slab.source_ids(width) for slab, _ in steps])
 
 
 def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tensor, "k b"]) -> None:
