@@ -3,7 +3,6 @@ features that drive one head's scores over all of them."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from circuitstore.query.labels.search import feature_labels
@@ -14,19 +13,16 @@ from circuitstore.query.qk.stored import DRIVER_COLUMNS, QKDriver, TracedEdge
 from circuitstore.query.reader import StoreReader, TranscoderSetInfo, check_choice, check_top
 from circuitstore.query.tables import Records
 from circuitstore.schema.errors import QueryError
-from circuitstore.schema.names import KINDS, NodeKind, parse_feature, shown
+from circuitstore.schema.names import KINDS, NodeKind, parse_feature
+from circuitstore.schema.names import parse_head as parse_head_name
 
 SIDES = tuple(cypher.SIDES)
 SIGNS = tuple(cypher.SIGN_FILTERS)
-_HEAD = re.compile(r"attn(\d{1,9})\[(\d{1,9})\]")
 
 
-def parse_head(text: str, tset: TranscoderSetInfo) -> tuple[int, int]:
+def checked_head(text: str, tset: TranscoderSetInfo) -> tuple[int, int]:
     """(layer, head) of `attn2[3]`, checked against the transcoder set's layers and heads."""
-    match = _HEAD.fullmatch(text.strip())
-    if not match:
-        raise QueryError(f"head {shown(text)}: expected attn<layer>[<head>]")
-    layer, head = int(match[1]), int(match[2])
+    layer, head = parse_head_name(text)
     if not 0 <= layer < tset.n_layers:
         raise QueryError(
             f"head {text.strip()}: layer {layer} is out of range; transcoder set {tset.id} has "
@@ -49,7 +45,7 @@ def traced_edges(store: StoreReader, prompt: str, head: str | None = None) -> li
     """The traces stored for `prompt`, each with the edge it was made for where any."""
     info = prompt_info(store, prompt)
     layer, index = (
-        (None, None) if head is None else parse_head(head, store.tset(info.transcoder_set))
+        (None, None) if head is None else checked_head(head, store.tset(info.transcoder_set))
     )
     rows = store.values(cypher.PROMPT_TRACES, prompt=info.id, layer=layer, head=index)
     return [_traced(r["trace"]) for r in rows]
@@ -62,7 +58,7 @@ def qk_drivers(store: StoreReader, head: str, side: str, top: int, sign: str) ->
     check_choice("sign", sign, SIGNS)
     check_top(top)
     tset = store.tset()
-    layer, index = parse_head(head, tset)
+    layer, index = checked_head(head, tset)
     pattern = KINDS[NodeKind.FEATURE].local_id
     rows = store.values(
         cypher.head_drivers(side, sign),

@@ -1,6 +1,7 @@
-"""QK traces in the store: written (`ingest.qkstore`), read back equal (`CircuitStore.qk_traces`),
-linked to the graph nodes they name, replaced on a rerun, summed across the corpus
-(`qk_drivers`), and shown by `query qk` / `query qk-drivers`."""
+"""QK traces in the store, computed by the real engine (`ingest.qk`) on the tiny model: stored
+by `ingest --qk-top` with each prompt and by `ingest.qkstore.write_traces`, read back equal
+(`CircuitStore.qk_traces`), linked to the graph nodes they name, replaced on a rerun, summed
+across the corpus (`qk_drivers`), and shown by `query qk` / `query qk-drivers`."""
 
 from __future__ import annotations
 
@@ -13,168 +14,249 @@ import pytest
 from click.testing import CliRunner
 
 from circuitstore.cli import cli
-from circuitstore.ingest.qkstore.write import TracedEdge, trace_id, write_traces
+from circuitstore.ingest.attribution.api import load_engine
+from circuitstore.ingest.config import IngestConfig
+from circuitstore.ingest.model import all_tokens
+from circuitstore.ingest.qk import trace_head
+from circuitstore.ingest.qk.decompose import RawTrace
+from circuitstore.ingest.qkstore.select import TRACE_TERMS
+from circuitstore.ingest.qkstore.write import TracedEdge, TracedPrompt, trace_id, write_traces
+from circuitstore.ingest.runner import IngestRunner
 from circuitstore.query import CircuitStore
+from circuitstore.query.qk.read import traced_edges
 from circuitstore.query.qk.records import QKTerm, QKTrace
+from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.errors import QueryError
 
-from .helpers import fill
+from .helpers import make_corpus, wipe_data
 
 pytestmark = pytest.mark.slow
 
+K = 3
+FEATURE = re.compile(r"mlp\d+tc\[\d+\]@\d+")
+
 
 @pytest.fixture(scope="module")
-def store(driver, neo4j_settings, tiny_weights, tmp_path_factory) -> CircuitStore:  # type: ignore[no-untyped-def]
-    fill(driver, neo4j_settings.database, tiny_weights, tmp_path_factory.mktemp("qk"))
-    s = CircuitStore(driver, neo4j_settings.database)
-    s.cypher("MATCH (t:QKTrace) RETURN count(t) AS n")  # the label may be new: plans either way
-    with driver.session(database=neo4j_settings.database) as session:
-        session.run("MATCH (t:QKTrace) DETACH DELETE t").consume()
-    return s
+def ingest_cfg(tiny_weights, tmp_path_factory) -> IngestConfig:  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("qk")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(make_corpus(6, seed=7)) + "\n")
+    model, tcs = tiny_weights
+    return IngestConfig.from_flat(
+        model=str(model),
+        transcoders=str(tcs),
+        prompts=str(corpus),
+        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
+        progress=False,
+        qk_top=K,
+    )
 
 
-def graph_nodes(store: CircuitStore, key: str) -> list[dict]:
+@pytest.fixture(scope="module")
+def store(driver, neo4j_settings, ingest_cfg) -> CircuitStore:  # type: ignore[no-untyped-def]
+    wipe_data(driver)
+    apply_schema(driver, neo4j_settings.database)
+    summary = IngestRunner(ingest_cfg, driver, neo4j_settings.database).run()
+    assert summary.written == 6
+    assert summary.qk_traces == 6 * K
+    return CircuitStore(driver, neo4j_settings.database)
+
+
+@pytest.fixture(scope="module")
+def engine(ingest_cfg):  # type: ignore[no-untyped-def]
+    return load_engine(ingest_cfg.model, ingest_cfg.transcoders, device="cpu")
+
+
+def as_record(raw: RawTrace, prompt: TracedPrompt) -> QKTrace:
+    """What the store must give back for a computed trace."""
+    return QKTrace(
+        prompt=prompt.key,
+        prompt_id=prompt.id,
+        transcoder_set=prompt.transcoder_set,
+        layer=raw.layer,
+        head=raw.head,
+        query_pos=raw.query_pos,
+        key_pos=raw.key_pos,
+        mode=raw.mode,
+        score=raw.score,
+        total=raw.total,
+        probability=raw.probability,
+        n_query=raw.n_query,
+        n_key=raw.n_key,
+        pairs=tuple(QKTerm(q, k, v) for q, k, v in raw.pairs),
+        query_side=tuple(QKTerm(q, None, v) for q, v in raw.query_side),
+        key_side=tuple(QKTerm(None, k, v) for k, v in raw.key_side),
+    )
+
+
+def prompts(store: CircuitStore) -> list[TracedPrompt]:
+    infos = (store.prompt(p.key) for p in store.prompts(limit=100))
+    return [TracedPrompt(p.id, p.key, p.transcoder_set) for p in infos]
+
+
+def stored_edges(store: CircuitStore, key: str) -> list[dict]:
     return store.cypher(
-        "MATCH (p:Prompt {key: $k}) MATCH (n:GraphNode {prompt: p.id}) "
-        "RETURN n.localId AS id, n.pos AS pos, n.kind AS kind ORDER BY n.localId",
+        "MATCH (p:Prompt {key: $k}) MATCH (a:GraphNode {prompt: p.id})-[e:ATTR]->(b) "
+        "RETURN a.localId AS source, b.localId AS target, e.weight AS weight, e.kind AS kind, "
+        "a.pos AS sp, b.pos AS tp",
         {"k": key},
         limit=10**6,
     )
 
 
-def made_trace(store: CircuitStore, key: str, layer: int, head: int, scale: float) -> QKTrace:
-    """A trace over real node ids of the prompt's stored graph (and two it lacks), its values
-    arbitrary but distinct: what the store must keep, not what the model computes."""
-    info = store.prompt(key)
-    nodes = graph_nodes(store, key)
-    features = [n["id"] for n in nodes if n["kind"] == "feature"][:3]
-    t = max(n["pos"] for n in nodes if n["kind"] == "feature")
-    outside_q, outside_k = "mlp0tc[63]@1", "mlp1err@0"
-    assert outside_q not in {n["id"] for n in nodes}
-    queries = [*features, outside_q, "embed0@1"]
-    keys = [outside_k, *features[:2]]
-    q_side = tuple(QKTerm(q, None, scale * (0.5 - i) / 3) for i, q in enumerate(queries))
-    k_side = tuple(QKTerm(None, k, scale * (i + 1) / 7) for i, k in enumerate(keys))
-    pairs = tuple(
-        QKTerm(q, k, scale * 0.1 * (i + 1))
-        for i, (q, k) in enumerate(zip(queries, keys, strict=False))
-    )
-    return QKTrace(
-        prompt=info.key,
-        prompt_id=info.id,
-        transcoder_set=info.transcoder_set,
-        layer=layer,
-        head=head,
-        query_pos=t,
-        key_pos=0,
-        mode="lumped",
-        score=scale * 1.2345678901234567,
-        total=scale * 1.2345678901234566,
-        probability=0.3141592653589793,
-        n_query=17,
-        n_key=11,
-        pairs=pairs,
-        query_side=q_side,
-        key_side=k_side,
-    )
+def test_ingest_traces_each_prompts_strongest_attention_edges(store, engine):
+    for prompt in prompts(store):
+        edges = stored_edges(store, prompt.key)
+        found = {(e["source"], e["target"]): e for e in edges}
+        traced = traced_edges(store, prompt.key)
+        assert len(traced) == K
+        strongest = sorted(abs(e["weight"]) for e in edges if e["kind"] == "attention")[-K:]
+        # Attention edges from a constant have no head: the traced ones are the strongest of
+        # the rest, so at most as strong as the K strongest overall.
+        for t in traced:
+            e = found[t.source, t.target]
+            assert e["kind"] == "attention"
+            assert (t.trace.query_pos, t.trace.key_pos) == (e["tp"], e["sp"])
+            assert t.weight == e["weight"]
+            assert abs(t.weight) <= strongest[-1]
+        tokens = all_tokens(engine.model, store.prompt(prompt.key).text)
+        for t in traced[:1]:  # the stored trace is the engine's, recomputed from scratch
+            raw = trace_head(
+                engine,
+                tokens,
+                t.trace.layer,
+                t.trace.head,
+                t.trace.query_pos,
+                t.trace.key_pos,
+                mode=t.trace.mode,
+                top=TRACE_TERMS,
+            ).trace
+            want = as_record(raw, prompt)
+            assert [c.query for c in t.trace.query_side] == [c.query for c in want.query_side]
+            assert t.trace.score == pytest.approx(want.score, rel=1e-5)
+            assert t.trace.total == pytest.approx(t.trace.score, rel=1e-4, abs=1e-5)
 
 
-def keys(store: CircuitStore) -> list[str]:
-    return [p.key for p in store.prompts(limit=100)]
+def test_an_ingest_rerun_adds_no_trace(store, ingest_cfg):
+    before = store.cypher("MATCH (t:QKTrace) RETURN count(t) AS n")[0]["n"]
+    IngestRunner(ingest_cfg, store.driver, store.database).run()
+    assert store.cypher("MATCH (t:QKTrace) RETURN count(t) AS n")[0]["n"] == before == 6 * K
 
 
-def test_a_stored_trace_reads_back_equal_field_by_field(store):
-    key = keys(store)[0]
-    trace = made_trace(store, key, 1, 0, 1.0)
-    assert write_traces(store.driver, store.database, [(trace, None)]) == 1
-    (back,) = store.qk_traces(key)
-    assert back == trace  # every field, floats exactly
-    assert store.qk_traces(key, head="attn1[0]") == (trace,)
-    assert store.qk_traces(key, head="attn0[0]") == ()
+def test_a_computed_trace_reads_back_equal_field_by_field(store, engine):
+    prompt = prompts(store)[0]
+    tokens = all_tokens(engine.model, store.prompt(prompt.key).text)
+    last = int(tokens.shape[0]) - 1
+    raw = trace_head(engine, tokens, 1, 1, last, 1, mode="lumped", top=7).trace
+    assert write_traces(store.driver, store.database, prompt, [(raw, None)]) == 1
+    back = [t for t in store.qk_traces(prompt.key, head="attn1[1]") if t.key_pos == 1]
+    assert back == [as_record(raw, prompt)]  # every field, floats exactly
 
 
-def test_kept_marginals_link_the_graph_nodes_they_name(store):
-    key = keys(store)[0]
-    trace = made_trace(store, key, 1, 1, 2.0)
-    write_traces(store.driver, store.database, [(trace, None)])
-    tid = trace_id(trace.prompt_id, 1, 1, trace.query_pos, trace.key_pos, trace.mode)
-    stored = {n["id"] for n in graph_nodes(store, key)}
-    for side, terms, rel in (
-        ("query", trace.query_side, "QK_QUERY"),
-        ("key", trace.key_side, "QK_KEY"),
-    ):
+def test_kept_marginals_link_the_graph_nodes_they_name(store, engine):
+    prompt = prompts(store)[1]
+    tokens = all_tokens(engine.model, store.prompt(prompt.key).text)
+    last = int(tokens.shape[0]) - 1
+    raw = trace_head(engine, tokens, 1, 0, last, 2, mode="lumped", top=50).trace
+    write_traces(store.driver, store.database, prompt, [(raw, None)])
+    tid = trace_id(prompt.id, 1, 0, last, 2, "lumped")
+    stored = {
+        r["id"]
+        for r in store.cypher(
+            "MATCH (n:GraphNode {prompt: $p}) RETURN n.localId AS id", {"p": prompt.id}, 10**6
+        )
+    }
+    for side, rel in ((raw.query_side, "QK_QUERY"), (raw.key_side, "QK_KEY")):
         links = store.cypher(
             f"MATCH (t:QKTrace {{id: $id}})-[r:{rel}]->(n:GraphNode) "
             "RETURN n.localId AS id, r.value AS value, r.rank AS rank ORDER BY r.rank",
             {"id": tid},
         )
         want = [
-            {"id": getattr(c, side), "value": c.value, "rank": i + 1}
-            for i, c in enumerate(terms)
-            if getattr(c, side) in stored
+            {"id": name, "value": v, "rank": i + 1}
+            for i, (name, v) in enumerate(side)
+            if name in stored
         ]
         assert links == want
-        assert 0 < len(want) < len(terms)
+        assert len(want) < len(side)  # the q/k biases (and others) are in the lists only
     (of,) = store.cypher(
         "MATCH (t:QKTrace {id: $id})-[:OF_PROMPT]->(p:Prompt) RETURN p.key AS key", {"id": tid}
     )
-    assert of["key"] == key
+    assert of["key"] == prompt.key
 
 
-def test_a_rerun_replaces_the_trace_and_its_links(store):
-    key = keys(store)[1]
-    first = made_trace(store, key, 0, 1, 1.0)
-    write_traces(store.driver, store.database, [(first, None)])
-    second = made_trace(store, key, 0, 1, -3.0)
-    fewer = QKTrace(**{**second.__dict__, "key_side": second.key_side[:1]})
-    edge = TracedEdge("embed0@0", "mlp1tc[2]@3", 0.25)
-    write_traces(store.driver, store.database, [(fewer, edge)])
-    assert store.qk_traces(key, head="attn0[1]") == (fewer,)
-    n = store.cypher(
-        "MATCH (t:QKTrace {promptKey: $k, layer: 0, head: 1}) "
-        "RETURN count(t) AS traces, COUNT { (t)-[:QK_KEY]->() } AS keyLinks, "
-        "t.target AS target, t.edgeWeight AS w",
-        {"k": key},
+def test_a_rerun_replaces_the_trace_and_its_links(store, engine):
+    prompt = prompts(store)[2]
+    tokens = all_tokens(engine.model, store.prompt(prompt.key).text)
+    last = int(tokens.shape[0]) - 1
+    wide = trace_head(engine, tokens, 0, 1, last, 0, mode="lumped", top=40).trace
+    write_traces(store.driver, store.database, prompt, [(wide, None)])
+    narrow = trace_head(engine, tokens, 0, 1, last, 0, mode="lumped", top=1).trace
+    edge = TracedEdge("embed0@0", f"mlp1tc[2]@{last}", 0.25)
+    write_traces(store.driver, store.database, prompt, [(narrow, edge)])
+    back = [t for t in store.qk_traces(prompt.key, head="attn0[1]") if t.query_pos == last]
+    assert back == [as_record(narrow, prompt)]
+    (row,) = store.cypher(
+        "MATCH (t:QKTrace {prompt: $p, layer: 0, head: 1, queryPos: $q, keyPos: 0}) "
+        "RETURN count(t) AS traces, sum(COUNT { (t)-[:QK_QUERY|QK_KEY]->() }) AS links, "
+        "collect(t.target) AS target",
+        {"p": prompt.id, "q": last},
     )
-    assert n == [{"traces": 1, "keyLinks": 0, "target": "mlp1tc[2]@3", "w": 0.25}]
+    assert row["traces"] == 1
+    assert row["links"] <= 2
+    assert row["target"] == [f"mlp1tc[2]@{last}"]
+
+
+def expected_drivers(store: CircuitStore, head: str, side: str) -> dict[str, list[float]]:
+    """Per feature, its marginals on `side` (its positions in one trace summed), over every
+    stored trace of `head`: from the traces read back, not from the store's aggregation."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for prompt in prompts(store):
+        for t in store.qk_traces(prompt.key, head=head):
+            per_trace: dict[str, float] = defaultdict(float)
+            for c in t.query_side if side == "query" else t.key_side:
+                name = c.query if side == "query" else c.key
+                if FEATURE.fullmatch(name):
+                    per_trace[name.split("@")[0]] += c.value
+            for f, v in per_trace.items():
+                sums[f].append(v)
+    return sums
 
 
 def test_drivers_sum_feature_marginals_over_the_heads_traces(store):
-    written = []
-    for i, key in enumerate(keys(store)[:4]):
-        trace = made_trace(store, key, 1, 2, 1.0 + i)
-        write_traces(store.driver, store.database, [(trace, None)])
-        written.append(trace)
-    for side in ("query", "key"):
-        sums: dict[str, list[float]] = defaultdict(list)
-        for t in written:
-            terms = t.query_side if side == "query" else t.key_side
-            per_trace: dict[str, float] = defaultdict(float)
-            for c in terms:
-                local = c.query if side == "query" else c.key
-                if re.fullmatch(r"mlp\d+tc\[\d+\]@\d+", local):
-                    per_trace[local.split("@")[0]] += c.value
-            for f, v in per_trace.items():
-                sums[f].append(v)
-        for sign in ("positive", "negative", "abs"):
-            got = store.qk_drivers("attn1[2]", side, top=50, sign=sign)
-            ranked = sorted(sums.items(), key=lambda kv: (-math.fsum(kv[1]), kv[0]))
-            if sign == "negative":
-                ranked = [kv for kv in reversed(ranked) if math.fsum(kv[1]) < 0]
-            elif sign == "positive":
-                ranked = [kv for kv in ranked if math.fsum(kv[1]) > 0]
-            else:
-                ranked = sorted(sums.items(), key=lambda kv: (-abs(math.fsum(kv[1])), kv[0]))
-            assert [d.feature for d in got] == [f for f, _ in ranked]
-            for d, (_, vs) in zip(got, ranked, strict=True):
-                assert d.total == pytest.approx(math.fsum(vs), rel=1e-12)
-                assert d.traces == len(written)
-                assert d.n == len(vs)
-                assert d.mean == pytest.approx(d.total / d.n, rel=1e-12)
+    heads = store.cypher(
+        "MATCH (t:QKTrace) RETURN DISTINCT 'attn' + t.layer + '[' + t.head + ']' AS h ORDER BY h"
+    )
+    checked = 0
+    for head in (r["h"] for r in heads):
+        n_traces = sum(len(store.qk_traces(p.key, head=head)) for p in prompts(store))
+        for side in ("query", "key"):
+            sums = expected_drivers(store, head, side)
+            totals = {f: math.fsum(vs) for f, vs in sums.items()}
+            for sign in ("positive", "negative", "abs"):
+                got = store.qk_drivers(head, side, top=1000, sign=sign)
+                if sign == "positive":
+                    want = sorted(
+                        (f for f in totals if totals[f] > 0), key=lambda f: (-totals[f], f)
+                    )
+                elif sign == "negative":
+                    want = sorted(
+                        (f for f in totals if totals[f] < 0), key=lambda f: (totals[f], f)
+                    )
+                else:
+                    want = sorted(totals, key=lambda f: (-abs(totals[f]), f))
+                assert [d.feature for d in got] == want
+                for d in got:
+                    assert d.total == pytest.approx(totals[d.feature], rel=1e-9, abs=1e-12)
+                    assert d.n == len(sums[d.feature])
+                    assert d.traces == n_traces
+                    assert d.mean == pytest.approx(d.total / d.n, rel=1e-12)
+                checked += len(got)
+    assert checked > 0
 
 
 def test_bad_questions_are_refused(store):
-    key = keys(store)[0]
+    key = prompts(store)[0].key
     for head in ("attn9[0]", "attn0[99]", "attention0"):
         with pytest.raises(QueryError, match="head"):
             store.qk_traces(key, head=head)
@@ -187,29 +269,31 @@ def test_bad_questions_are_refused(store):
 
 
 def test_query_commands_show_traces_and_drivers(store, neo4j_env):
-    key = keys(store)[2]
-    trace = made_trace(store, key, 1, 3, 1.5)
-    write_traces(store.driver, store.database, [(trace, None)])
+    key = prompts(store)[3].key
+    traces = store.qk_traces(key)
+    trace = traces[0]
     runner = CliRunner()
-    done = runner.invoke(
-        cli, ["query", "qk", "--prompt", key, "--head", "attn1[3]", "--format", "json"]
-    )
+    done = runner.invoke(cli, ["query", "qk", "--prompt", key, "--format", "json"])
     assert done.exit_code == 0, done.output
-    (row,) = json.loads(done.output)
-    assert row["head"] == "attn1[3]"
-    assert row["score"] == trace.score
-    terms = ["query", "qk", "--prompt", key, "--head", "attn1[3]", "--terms"]
+    rows = json.loads(done.output)
+    assert len(rows) == len(traces)
+    assert rows[0]["head"] == trace.head_name
+    assert rows[0]["score"] == trace.score
+    terms = ["query", "qk", "--prompt", key, "--head", trace.head_name, "--terms"]
     done = runner.invoke(cli, [*terms, "--format", "csv"])
     assert done.exit_code == 0, done.output
-    n_terms = len(trace.pairs) + len(trace.query_side) + len(trace.key_side)
+    mine = [t for t in traces if t.head_name == trace.head_name]
+    n_terms = sum(len(t.pairs) + len(t.query_side) + len(t.key_side) for t in mine)
     assert len(done.output.strip().splitlines()) == 1 + n_terms
     done = runner.invoke(cli, terms)
     assert done.exit_code == 0
-    assert "embed0@1 '" in done.output
-    done = runner.invoke(cli, ["query", "qk-drivers", "attn1[3]", "--format", "json"])
+    assert re.search(r"@\d+ '", done.output)  # tokens beside the contributors
+    done = runner.invoke(
+        cli, ["query", "qk-drivers", trace.head_name, "--sign", "abs", "--format", "json"]
+    )
     assert done.exit_code == 0, done.output
     assert [r["feature"] for r in json.loads(done.output)] == [
-        d.feature for d in store.qk_drivers("attn1[3]")
+        d.feature for d in store.qk_drivers(trace.head_name, sign="abs")
     ]
     done = runner.invoke(cli, ["query", "qk-drivers", "attn1[99]"])
     assert done.exit_code != 0
