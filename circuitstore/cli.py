@@ -30,6 +30,7 @@ COMMANDS = {
         "circuitstore.commands.verify:verify",
         "Check a prompt's stored graph by intervention.",
     ),
+    "qk": ("circuitstore.commands.qk:qk", "Why a head attends where it does (QK tracing)."),
 }
 
 

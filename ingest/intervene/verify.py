@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from circuitstore.ingest.attribution.api import load_engine
+from circuitstore.ingest.attribution.api import AttributionEngine, load_engine
 from circuitstore.ingest.intervene.effects import Intervener, Readout, Site
 from circuitstore.ingest.intervene.stored import (
     RecordedWeights,
@@ -193,20 +193,34 @@ class Verifier:
     def _load(
         self, tset: RecordedWeights, info: StoredPromptInfo
     ) -> tuple[LoadedModel, TranscoderSet]:
-        model_path = self.cfg.model or tset.model
-        tc_path = self.cfg.transcoders or tset.transcoders
-        if not model_path or not tc_path:
-            raise ConfigError(f"transcoder set {tset.id} records no model: name it with --model")
-        model_is = f"model {model_path}"
-        tcs_are = f"transcoders {tc_path}"
-        engine = load_engine(
-            model_path,
-            tc_path,
-            device=self.cfg.device,
-            check_model=lambda m: _same(m.weights_hash, tset.model_hash, model_is, info),
-            check_transcoders=lambda t: _same(t.content_hash, tset.transcoders_hash, tcs_are, info),
-        )
+        cfg = self.cfg
+        engine = load_recorded(tset, info, cfg.model, cfg.transcoders, cfg.device)
         return engine.model, engine.transcoders
+
+
+def load_recorded(
+    tset: RecordedWeights,
+    info: StoredPromptInfo,
+    model: str | None = None,
+    transcoders: str | None = None,
+    device: str = "auto",
+) -> AttributionEngine:
+    """The engine of the weights prompt `info` was ingested with (`model` and `transcoders`
+    default to those its transcoder set records); refuses weights whose hashes differ from the
+    recorded ones, in one line, as each loads."""
+    model_path = model or tset.model
+    tc_path = transcoders or tset.transcoders
+    if not model_path or not tc_path:
+        raise ConfigError(f"transcoder set {tset.id} records no model: name it with --model")
+    model_is = f"model {model_path}"
+    tcs_are = f"transcoders {tc_path}"
+    return load_engine(
+        model_path,
+        tc_path,
+        device=device,
+        check_model=lambda m: _same(m.weights_hash, tset.model_hash, model_is, info),
+        check_transcoders=lambda t: _same(t.content_hash, tset.transcoders_hash, tcs_are, info),
+    )
 
 
 def _same(found: str, recorded: str | None, what: str, info: StoredPromptInfo) -> None:

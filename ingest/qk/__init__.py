@@ -4,6 +4,7 @@ prompt's graph nodes (`decompose`), checked by removing nodes from the forward p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,15 +34,14 @@ class HeadTrace:
 
 
 def check_head(
-    engine: AttributionEngine, layer: int, head: int, query: int, key: int, n_pos: int
+    n_layers: int, n_heads: int, layer: int, head: int, query: int, key: int, n_pos: int
 ) -> None:
     """Refuse a head the model lacks, or positions that are no (query, key) pair of the prompt."""
-    model = engine.model
     name = head_name(layer, head)
-    if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise InputError(
-            f"head {name}: the model has layers 0..{model.n_layers - 1} and heads "
-            f"0..{model.n_heads - 1} per layer"
+            f"head {name}: the model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1} "
+            "per layer"
         )
     if not (0 <= key <= query < n_pos):
         raise InputError(
@@ -52,7 +52,7 @@ def check_head(
 
 def trace_head(
     engine: AttributionEngine,
-    tokens: Int[Tensor, " pos"],
+    tokens: Int[Tensor, " pos"] | Sequence[int],
     layer: int,
     head: int,
     query: int,
@@ -64,11 +64,13 @@ def trace_head(
 ) -> HeadTrace:
     """Head (layer, head)'s score at (query, key) on `tokens` (BOS first), decomposed as the
     graph's `mode` does; its `top` strongest terms of each part, and `check` removal checks."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
     if not 1 <= top <= MAX_TOP:
         raise InputError(f"top {top}: expected 1..{MAX_TOP}")
     if not 0 <= check <= MAX_TOP:
         raise InputError(f"check {check}: expected 0..{MAX_TOP}")
-    check_head(engine, layer, head, query, key, int(tokens.shape[0]))
+    model = engine.model
+    check_head(model.n_layers, model.n_heads, layer, head, query, key, int(tokens.shape[0]))
     with torch.no_grad(), engine.on_device():
         state = engine.prepare_tokens(tokens, AttributionConfig(mode=mode, logit_top_k=1))
         raw, q, k = trace(state, layer, head, query, key, top)

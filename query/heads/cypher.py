@@ -19,3 +19,10 @@ WITH other, a.heads[i] AS head, a.headWeights[i] AS w
 RETURN head, count(*) AS edges, sum(w) AS total, sum(abs(w)) AS sumAbs, other
 ORDER BY sumAbs DESC, head
 """
+
+# One stored ATTR edge of a prompt (by its ends' global ids): its ends' positions and the heads
+# it names, with their weights (several rows where several edges join the pair).
+EDGE_HEADS = f"""
+MATCH (s:{L.GRAPH_NODE} {{id: $source}})-[a:{R.ATTR}]->(t:{L.GRAPH_NODE} {{id: $target}})
+RETURN s.pos AS source_pos, t.pos AS target_pos, a.heads AS heads, a.headWeights AS weights
+"""

@@ -21,6 +21,7 @@ TRACE_COLUMNS = (
     *("n_query", "n_key"),
 )
 TERM_COLUMNS = ("part", "rank", "query", "key", "value")
+CHECK_COLUMNS = ("node", "predicted", "frozen", "observed")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,19 @@ class QKTerm(Tabular):
     query: str | None
     key: str | None
     value: float
+
+
+@dataclass(frozen=True)
+class QKCheck(Tabular):
+    """One graph node removed from the forward pass: the trace's prediction of the score's
+    change (minus its marginals on both sides plus its own pair term; on one side only, minus
+    its marginal), the change with LayerNorm, patterns and MLPs frozen (equal to it up to float
+    error) and the real model's change, nothing frozen."""
+
+    node: str
+    predicted: float
+    frozen: float
+    observed: float
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class QKTrace(Tabular):
     pairs: tuple[QKTerm, ...]
     query_side: tuple[QKTerm, ...]
     key_side: tuple[QKTerm, ...]
+    checks: tuple[QKCheck, ...] = ()  # removal checks, where computed (`circuitstore qk`)
 
     @property
     def head_name(self) -> str:

@@ -1,0 +1,180 @@
+"""QK tracing (`ingest.qk`): a head's score split into the graph's nodes, on the tiny model and
+the shipped demo model, in both modes, checked against the model's own `hook_attn_scores` and
+by removing nodes from the forward pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from circuitstore.demo import WEIGHTS
+from circuitstore.ingest.attribution import AttributionEngine
+from circuitstore.ingest.model import load_model, tokenize
+from circuitstore.ingest.qk import HeadTrace, trace_head
+from circuitstore.ingest.transcoder import load_transcoders
+from circuitstore.schema.errors import InputError
+
+from .conftest import PROMPT, SPEC
+
+TOL = 1e-5
+DEMO_PROMPT = "When Mary and John went to the store, John gave a drink to"
+# (query, key) pairs of the tiny prompt's 12 tokens: the diagonal, BOS, and in between.
+PAIRS = ((11, 3), (5, 5), (6, 0), (11, 10))
+
+
+@pytest.fixture(scope="module")
+def demo32() -> AttributionEngine:
+    model = load_model(WEIGHTS / "model")
+    return AttributionEngine(model, load_transcoders(WEIGHTS / "transcoders"))
+
+
+def _size(t: HeadTrace) -> float:
+    """The float error scale of a score: |q| |k| / sqrt(d_head)."""
+    q, k = t.query.total, t.key.total
+    return float(q.norm() * k.norm()) / math.sqrt(int(q.shape[0]))
+
+
+def _check_sums(t: HeadTrace) -> None:
+    """Every pairwise term adds up to the model's score; each side's marginals too."""
+    scale = math.sqrt(int(t.query.vectors.shape[1]))
+    pairs = (t.query.vectors.double() @ t.key.vectors.double().T) / scale
+    size = _size(t)
+    assert abs(float(pairs.sum()) - t.trace.score) <= TOL * size
+    assert abs(t.trace.total - t.trace.score) <= TOL * size
+    q_side = pairs.sum(dim=1)
+    k_side = pairs.sum(dim=0)
+    assert abs(float(q_side.sum()) - t.trace.score) <= TOL * size
+    assert abs(float(k_side.sum()) - t.trace.score) <= TOL * size
+    # The sides' totals are the model's own query and key.
+    for side in (t.query, t.key):
+        gap = float((side.total - side.observed.double()).norm())
+        assert gap <= TOL * float(side.observed.norm())
+    # The kept marginals are the strongest of the full ones, with their values.
+    named = dict(zip(t.query.names, q_side.tolist(), strict=True))
+    for name, value in t.trace.query_side:
+        assert value == pytest.approx(named[name], abs=TOL * size)
+    assert abs(t.trace.query_side[0][1]) == pytest.approx(float(q_side.abs().max()), abs=TOL * size)
+    assert abs(t.trace.pairs[0][2]) == pytest.approx(float(pairs.abs().max()), abs=TOL * size)
+
+
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_tiny_every_head_sums_to_the_models_score(tiny32, mode) -> None:
+    tokens = tokenize(tiny32.model, PROMPT)
+    assert tokens.shape[0] == 12
+    for layer in range(SPEC.n_layers):
+        for head in range(SPEC.n_heads):
+            for query, key in PAIRS:
+                _check_sums(trace_head(tiny32.engine, tokens, layer, head, query, key, mode=mode))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_demo_every_head_sums_to_the_models_score(demo32, mode) -> None:
+    model = demo32.model
+    tokens = tokenize(model, DEMO_PROMPT)
+    n = int(tokens.shape[0])
+    for layer in range(model.n_layers):
+        for head in range(model.n_heads):
+            for query, key in ((n - 1, 3), (n - 1, n - 1), (n // 2, 1)):
+                _check_sums(trace_head(demo32, tokens, layer, head, query, key, mode=mode))
+
+
+@pytest.mark.parametrize(
+    ("mode", "layer", "head"),
+    [("exact", 2, 1), ("lumped", 2, 1), ("exact", 1, 3), ("lumped", 1, 0)],
+)
+def test_removal_with_layernorm_frozen_changes_the_score_by_the_trace(
+    tiny32, mode, layer, head
+) -> None:
+    """The frozen model's change is the trace's prediction (minus a one-sided node's marginal);
+    the real model's change is reported beside it."""
+    tokens = tokenize(tiny32.model, PROMPT)
+    t = trace_head(tiny32.engine, tokens, layer, head, 8, 3, mode=mode, top=20, check=6)
+    assert len(t.removals) == 6
+    size = _size(t)
+    marginals = dict(t.trace.query_side) | dict(t.trace.key_side)
+    one_sided = 0
+    for r in t.removals:
+        assert abs(r.frozen - r.predicted) <= TOL * size, r
+        assert math.isfinite(r.observed)
+        on_q, on_k = r.node in t.query.names, r.node in t.key.names
+        if on_q != on_k and r.node in marginals:
+            one_sided += 1
+            assert r.predicted == pytest.approx(-marginals[r.node], abs=TOL * size)
+    assert one_sided > 0
+    # LayerNorm free, the model responds: some change differs from the prediction.
+    assert any(abs(r.observed - r.predicted) > 1e-3 for r in t.removals)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_demo_removal_with_layernorm_frozen(demo32, mode) -> None:
+    tokens = tokenize(demo32.model, DEMO_PROMPT)
+    n = int(tokens.shape[0])
+    t = trace_head(demo32, tokens, demo32.model.n_layers - 1, 0, n - 1, 3, mode=mode, check=4)
+    for r in t.removals:
+        assert abs(r.frozen - r.predicted) <= TOL * _size(t), r
+
+
+def test_lumped_mode_has_a_remainder_per_side_and_exact_mode_none(tiny32) -> None:
+    tokens = tokenize(tiny32.model, PROMPT)
+    exact = trace_head(tiny32.engine, tokens, 2, 0, 8, 3, mode="exact")
+    lumped = trace_head(tiny32.engine, tokens, 2, 0, 8, 3, mode="lumped")
+    assert "rem[attn2[0].q@8]" in lumped.query.names
+    assert "rem[attn2[0].k@3]" in lumped.key.names
+    assert not any(n.startswith("rem[") for n in exact.query.names + exact.key.names)
+    assert "bias[attn2[0].q]@8" in exact.query.names
+    assert "bias[attn2[0].k]@3" in exact.key.names
+    # Layer 2 reads two attention layers: the remainder holds their chained paths.
+    rem = lumped.query.vectors[lumped.query.names.index("rem[attn2[0].q@8]")]
+    assert float(rem.norm()) > 1e-4
+    # Sources: everything below attention 2 (layer 1's MLP included), nothing of layer 2.
+    assert any(n.startswith("mlp1") for n in exact.query.names)
+    assert not any(n.startswith(("mlp2", "bias[attn2]", "bias[mlp2]")) for n in exact.query.names)
+    # The key side sees no position after the key.
+    assert all(int(n.rsplit("@", 1)[1].rstrip("]")) <= 3 for n in exact.key.names)
+
+
+def test_a_layer_0_head_reads_only_embeddings_and_its_biases(tiny32) -> None:
+    tokens = tokenize(tiny32.model, PROMPT)
+    t = trace_head(tiny32.engine, tokens, 0, 1, 4, 2)
+    assert t.query.names == ("embed0@4", "bias[attn0[1].q]@4")
+    assert t.key.names == ("embed0@2", "bias[attn0[1].k]@2")
+    assert t.trace.n_query == 2
+    assert len(t.trace.pairs) == 4
+
+
+@pytest.mark.parametrize(
+    ("layer", "head", "query", "key", "top", "message"),
+    [
+        (3, 0, 5, 2, 10, "head attn3[0]: the model has layers 0..2"),
+        (0, 4, 5, 2, 10, "head attn0[4]: the model has layers 0..2 and heads 0..3"),
+        (-1, 0, 5, 2, 10, "head attn-1[0]"),
+        (1, 0, 2, 5, 10, "positions query 2, key 5: expected 0 <= key <= query <= 11"),
+        (1, 0, 12, 2, 10, "positions query 12, key 2"),
+        (1, 0, 5, -1, 10, "positions query 5, key -1"),
+        (1, 0, 5, 2, 0, "top 0: expected 1..1000"),
+    ],
+)
+def test_bad_head_positions_and_top_are_refused(
+    tiny32, layer, head, query, key, top, message
+) -> None:
+    tokens = tokenize(tiny32.model, PROMPT)
+    with pytest.raises(InputError) as err:
+        trace_head(tiny32.engine, tokens, layer, head, query, key, top=top)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_engine_is_unchanged_by_the_pull_back_split(tiny32) -> None:
+    """Feature targets still read resid_mid: a graph's edges conserve each pre-activation."""
+    from circuitstore.ingest.attribution import AttributionConfig
+    from circuitstore.ingest.attribution.graph import Code
+
+    graph = tiny32.engine.attribute(PROMPT, AttributionConfig(prune=None))
+    incoming = torch.zeros(len(graph.nodes), dtype=torch.float64)
+    incoming.index_add_(0, graph.edges.target, graph.edges.weight.double())
+    feats = graph.nodes.kind == Code.FEATURE
+    assert torch.allclose(incoming[feats], graph.nodes.value[feats].double(), atol=1e-4)
