@@ -247,11 +247,15 @@ class CircuitStore(StoreReader):
         circuit-tracer's viewer load (see `export.neuronpedia_graph`); write it with
         `export.write_json` or, into a viewer folder, `export.write_viewer_graph`. `pinned`
         (local ids of the stored graph, checked as in `subgraph_scores`) are pinned in the
-        viewers (`qParams.pinnedIds`)."""
+        viewers (`qParams.pinnedIds`). Stored QK traces made for an edge fill its target's
+        `qk_tracing_results` (see `export.qk`)."""
         info, graph = self.prompt_graph(prompt)
         tset = self.tset(info.transcoder_set)
         ids = paths_read.pinned_nodes(graph, pinned or (), info)
-        return neuronpedia_graph(info, graph, tset, node_threshold, scan, source_set, slug, ids)
+        traced = qk_read.traced_edges(self, info.id)
+        return neuronpedia_graph(
+            info, graph, tset, node_threshold, scan, source_set, slug, ids, traced
+        )
 
     def cypher(
         self, statement: str, params: dict[str, Any] | None = None, limit: int = 1000

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +28,7 @@ from circuitstore.query.qk.read import traced_edges
 from circuitstore.query.qk.records import QKTerm, QKTrace
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.errors import QueryError
+from tests.docs_examples import cookbook_blocks
 
 from .helpers import make_corpus, wipe_data
 
@@ -298,3 +300,34 @@ def test_query_commands_show_traces_and_drivers(store, neo4j_env):
     done = runner.invoke(cli, ["query", "qk-drivers", "attn1[99]"])
     assert done.exit_code != 0
     assert len(done.output.strip().splitlines()) == 1
+
+
+def test_the_cookbook_block_answers_as_qk_drivers(store):
+    (block,) = [b for b in cookbook_blocks() if "QKTrace" in b.statement]
+    (first,) = store.cypher("MATCH (t:QKTrace) RETURN t.layer AS layer, t.head AS head LIMIT 1")
+    head = f"attn{first['layer']}[{first['head']}]"
+    for side in ("key", "query"):
+        rows = store.cypher(block.statement, {**first, "side": side, "top": 1000})
+        want = [d for d in store.qk_drivers(head, side, top=1000) if d.total > 0]
+        assert [r["feature"] for r in rows[: len(want)]] == [d.feature for d in want]
+        for r, d in zip(rows, want, strict=False):
+            assert (r["traces"], r["total"]) == (d.n, pytest.approx(d.total, rel=1e-12))
+
+
+def test_an_export_carries_the_stored_traces_and_passes_the_schema(store):
+    import jsonschema
+
+    schema_file = Path(__file__).parents[1] / "fixtures" / "neuronpedia" / "graph-schema.json"
+    schema = json.loads(schema_file.read_text())
+    key = prompts(store)[4].key
+    traced = traced_edges(store, key)
+    data = store.export_graph(key, node_threshold=1.0)
+    jsonschema.Draft7Validator(schema).validate(json.loads(json.dumps(data)))
+    shown = {n["node_id"]: n for n in data["nodes"]}
+    with_qk = [n for n in data["nodes"] if "qk_tracing_results" in n]
+    assert 0 < len(with_qk) <= len({t.target for t in traced})
+    only = data["qk_only_nodes"]
+    for n in with_qk:
+        r = n["qk_tracing_results"]
+        for c in r["top_q_marginal_contributors"] + r["top_k_marginal_contributors"]:
+            assert c[0] in shown or c[0] in only

@@ -35,9 +35,11 @@ ALL_STATIC = [
     iq.FEATURE_INTERVENTIONS,
     qq.PROMPT_TRACES,
 ]
-BUILT = [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS] + [
-    fq.prompt_links(d) for d in fq.PROMPT_HOPS
-] + [qq.head_drivers(side, sign) for side in qq.SIDES for sign in qq.SIGN_FILTERS]
+BUILT = (
+    [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS]
+    + [fq.prompt_links(d) for d in fq.PROMPT_HOPS]
+    + [qq.head_drivers(side, sign) for side in qq.SIDES for sign in qq.SIGN_FILTERS]
+)
 
 KNOWN = {str(x) for x in Label} | {str(x) for x in RelType}
 
