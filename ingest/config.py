@@ -183,6 +183,9 @@ class IngestConfig:
     """Tokens and virtual-weight neighbours kept per feature (>= 1)."""
     progress: bool | None = None
     """A progress bar: None shows it on a terminal only."""
+    qk_top: int = 0
+    """QK traces per prompt, stored with it: its K strongest stored attention edges, each traced
+    at the head that carries the most of it (>= 0; 0: none; not with `parts`)."""
     parts: str | None = None
     """Write Parquet parts to this folder or URL (any pyarrow filesystem) instead of to Neo4j;
     `circuitstore load` builds a store from them."""
@@ -201,6 +204,8 @@ class IngestConfig:
             _check_int(self.max_tokens, "max_tokens", 2)
         _check_int(self.batch_size, "batch_size", 1)
         _check_int(self.views_top_k, "views_top_k", 1)
+        _check_int(self.qk_top, "qk_top", 0)
+        _check(not (self.qk_top and self.parts), "qk_top", self.qk_top, "0 with parts")
         shard = f"{self.shard_index}/{self.shard_count}"
         _check(0 <= self.shard_index < self.shard_count, "shard", shard, "I/N with 0 <= I < N")
         problem = url_port_problem(self.catalog) if self.catalog else None

@@ -3,7 +3,7 @@ database), so what lands in the store can be checked without one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ class PromptPayload:
     features: list[dict[str, Any]]
     drives: list[dict[str, Any]]
     top: list[dict[str, Any]]
+    qk: list[dict[str, Any]] = field(default_factory=list)  # QK traces (`ingest --qk-top`)
 
     @property
     def n_edges(self) -> int:
@@ -38,13 +39,15 @@ class PromptPayload:
         """About how much transaction memory Neo4j needs to write this prompt in one
         transaction: per row, what a GPT-2-scale prompt took on Neo4j 5.26 (measured with
         `benchmarks/bench_write_memory.py`: graph nodes 7.2 KiB, ATTR edges 2.8, feature
-        statistics 5.3, top examples 3.8, DRIVES 4.9), rounded up."""
+        statistics 5.3, top examples 3.8, DRIVES 4.9), rounded up; a QK trace (a node, a few
+        lists and about 20 links) is put at 20 KiB, unmeasured."""
         kib = (
             7.5 * len(self.nodes)
             + 3.0 * len(self.edges)
             + 5.5 * len(self.features)
             + 4.0 * len(self.top)
             + 5.0 * len(self.drives)
+            + 20.0 * len(self.qk)
         )
         return int(kib * 1024)
 

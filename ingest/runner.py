@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import neo4j
@@ -32,6 +32,8 @@ from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
 from circuitstore.ingest.model import LoadedModel, all_tokens
 from circuitstore.ingest.parts.writer import PartsWriter
 from circuitstore.ingest.payload import PromptPayload, build_payload
+from circuitstore.ingest.qkstore.select import edge_traces
+from circuitstore.ingest.qkstore.write import TracedPrompt, trace_rows
 from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
 from circuitstore.ingest.writebehind import Done, write_behind
@@ -59,6 +61,8 @@ class IngestSummary:
     seconds: float = 0.0
     engine_seconds: float = 0.0  # the engine's share (forward, attribution, payload)
     heads_seconds: float = 0.0  # of which splitting the stored edges by attention head
+    qk_traces: int = 0  # QK traces written (`--qk-top`)
+    qk_seconds: float = 0.0  # the engine's share spent on them
     write_seconds: float = 0.0  # the writer thread's, overlapping the engine's
     blank_lines: int = 0
     repeated_lines: int = 0
@@ -84,6 +88,8 @@ class IngestSummary:
                 f"input-independent views (logit lens, de-embedding, virtual weights) written "
                 f"after the prompts, in {self.views_seconds:.1f} s"
             )
+        if self.qk_traces:
+            out.append(f"{self.qk_traces} QK traces, computed in {self.qk_seconds:.1f} s")
         skipped = [f"{n} {why}" for why, n in sorted(self.skipped.items())]
         if self.blank_lines or self.repeated_lines:
             skipped.append(f"{self.blank_lines} blank and {self.repeated_lines} repeated lines")
@@ -325,6 +331,7 @@ class _Job:
             summary.written += 1
             summary.edges += item.payload.n_edges
             summary.drives_rows += len(item.payload.drives)
+            summary.qk_traces += len(item.payload.qk)
             summary.truncated += item.truncated
         else:
             summary.already_stored += 1
@@ -368,7 +375,10 @@ class _Job:
             k = self.cfg.heads_per_edge
             heads = strongest_heads(state, graph, k) if k else None
             summary.heads_seconds += time.perf_counter() - began
-            return build_payload(
+            began = time.perf_counter()
+            traces = edge_traces(state, graph, self.cfg.qk_top) if self.cfg.qk_top else []
+            summary.qk_seconds += time.perf_counter() - began
+            payload = build_payload(
                 record,
                 graph,
                 feature_summary(state.nodes, self.d_tc),
@@ -379,6 +389,8 @@ class _Job:
                 d_tc=self.d_tc,
                 truncated_from=cut_from,
             )
+        prompt = TracedPrompt(payload.prompt_id, record.key, self.tset)
+        return replace(payload, qk=trace_rows(prompt, traces))
 
 
 def _views(engine: AttributionEngine, writer: Writer, set_id: str, top_k: int) -> float | None:

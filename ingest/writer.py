@@ -19,6 +19,7 @@ import neo4j
 
 from circuitstore.ingest import cypher
 from circuitstore.ingest.payload import PromptPayload
+from circuitstore.ingest.qkstore.cypher import WRITE_QK_TRACES
 from circuitstore.schema.connection import (
     MEMORY_CODE,
     display_uri,
@@ -241,6 +242,8 @@ class StoreWriter:
             tx.run(
                 cypher.UPDATE_TOP_EXAMPLES, rows=batch, prompt=p.prompt_id, k=self.top_k
             ).consume()
+        if p.qk:  # after the graph: the traces link its nodes
+            tx.run(WRITE_QK_TRACES, prompt=p.prompt_id, rows=p.qk).consume()
         return True
 
     def _session(self, read: bool = False) -> neo4j.Session:

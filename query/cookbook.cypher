@@ -146,3 +146,22 @@ WITH s, a.heads[i] AS h, a.headWeights[i] AS w
 RETURN 'attn' + toString(h / s.nHeads) + '[' + toString(h % s.nHeads) + ']' AS head,
        count(*) AS edges, sum(abs(w)) AS weight
 ORDER BY weight DESC, head LIMIT $top;
+
+// 14. QK traces (`ingest --qk-top`, `circuitstore qk --store`): the features whose occurrences
+// on one side of a head's stored traces (key: what makes a position attended to; query: what
+// makes a position look) most raise its attention scores, each trace's kept marginals summed
+// by feature (`query qk-drivers` asks the same). Returns no rows until
+// `circuitstore qk --prompt eval-induction-000003 --head attn1[2] --query 14 --key 6 --store` has run.
+:param layer => 1;
+:param head => 2;
+:param side => 'key';
+:param top => 10;
+MATCH (ts:TranscoderSet)
+MATCH (t:QKTrace {transcoderSet: ts.id, layer: $layer, head: $head})
+WITH t, CASE $side WHEN 'query' THEN [t.queryNodes, t.queryValues]
+                   ELSE [t.keyNodes, t.keyValues] END AS s
+UNWIND range(0, size(s[0]) - 1) AS i
+WITH t, s[0][i] AS node, s[1][i] AS value WHERE node CONTAINS 'tc['
+WITH t, split(node, '@')[0] AS feature, sum(value) AS value
+RETURN feature, count(*) AS traces, sum(value) AS total, sum(value) / count(*) AS mean
+ORDER BY total DESC, feature LIMIT $top;

@@ -29,6 +29,9 @@ from circuitstore.query.paths import read as paths_read
 from circuitstore.query.paths.records import CircuitResult, PathsResult, SubgraphScores
 from circuitstore.query.prompts import read as prompts_read
 from circuitstore.query.prompts.records import PromptInfo, PromptMatch, PromptSummary
+from circuitstore.query.qk import read as qk_read
+from circuitstore.query.qk.records import QKTrace
+from circuitstore.query.qk.stored import QKDriver
 from circuitstore.query.reader import StoreReader
 from circuitstore.query.readonly import run_read
 from circuitstore.query.subgraph import Subgraph
@@ -213,6 +216,22 @@ class CircuitStore(StoreReader):
         features and scale."""
         return interventions_read.interventions(self, feature, prompt, top)
 
+    # -- QK traces ---------------------------------------------------------------------------
+
+    def qk_traces(self, prompt: str, head: str | None = None) -> Records[QKTrace]:
+        """The QK traces stored for `prompt` (key or id): each head's score at one (query, key)
+        pair split into its contributors' terms (`circuitstore qk --store`, `ingest
+        --qk-top`), of `head` (`attn2[3]`) where given; by head and positions."""
+        return qk_read.qk_traces(self, prompt, head)
+
+    def qk_drivers(
+        self, head: str, side: str = "key", top: int = 10, sign: str = "positive"
+    ) -> Records[QKDriver]:
+        """Which features most raise (`sign` positive), lower (negative) or move (abs) the
+        scores of `head` (`attn2[3]`) from its `side` (key or query), summed over its stored
+        traces: a feature occurrence's kept marginals, by the feature."""
+        return qk_read.qk_drivers(self, head, side, top, sign)
+
     # -- exports and Cypher ------------------------------------------------------------------
 
     def export_graph(
@@ -228,11 +247,15 @@ class CircuitStore(StoreReader):
         circuit-tracer's viewer load (see `export.neuronpedia_graph`); write it with
         `export.write_json` or, into a viewer folder, `export.write_viewer_graph`. `pinned`
         (local ids of the stored graph, checked as in `subgraph_scores`) are pinned in the
-        viewers (`qParams.pinnedIds`)."""
+        viewers (`qParams.pinnedIds`). Stored QK traces made for an edge fill its target's
+        `qk_tracing_results` (see `export.qk`)."""
         info, graph = self.prompt_graph(prompt)
         tset = self.tset(info.transcoder_set)
         ids = paths_read.pinned_nodes(graph, pinned or (), info)
-        return neuronpedia_graph(info, graph, tset, node_threshold, scan, source_set, slug, ids)
+        traced = qk_read.traced_edges(self, info.id)
+        return neuronpedia_graph(
+            info, graph, tset, node_threshold, scan, source_set, slug, ids, traced
+        )
 
     def cypher(
         self, statement: str, params: dict[str, Any] | None = None, limit: int = 1000

@@ -63,6 +63,7 @@ SCHEMA_ITEMS: tuple[SchemaItem, ...] = (
     _unique(Label.INGEST_RUN),
     _unique(Label.SCHEMA_VERSION),
     _unique(Label.INTERVENTION),  # a constraint no older store can break: SCHEMA_VERSION kept
+    _unique(Label.QK_TRACE),  # likewise (a label no older store holds)
     # Feature names as users write them (mlp8tc[355]) resolve through this index.
     _node_index(Label.FEATURE, "transcoderSet", "layer", "index"),
     # `--prompt KEY` resolves through the user's own key, not the qualified id.
@@ -71,6 +72,9 @@ SCHEMA_ITEMS: tuple[SchemaItem, ...] = (
     _node_index(Label.OCCURRENCE, "prompt", "layer", "feature"),
     _node_index(Label.OCCURRENCE, "transcoderSet", "layer", "feature"),
     _node_index(Label.GRAPH_NODE, "prompt"),
+    # A prompt's QK traces (`query qk`), and one head's across the corpus (`query qk-drivers`).
+    _node_index(Label.QK_TRACE, "prompt"),
+    _node_index(Label.QK_TRACE, "transcoderSet", "layer", "head"),
     _fulltext(Label.FEATURE, FEATURE_LABEL_INDEX, "label", "labels"),
 )
 

@@ -21,6 +21,11 @@ Model (see README "Graph model"):
     (:Intervention {id, prompt, features, scale, predictedDiff, observedDiff, flips, ...})
     (:Intervention)-[:OF_PROMPT]->(:Prompt), (:Intervention)-[:ON_FEATURE]->(:Feature)
                                                              `circuitstore verify`'s results
+    (:QKTrace {id, prompt, promptKey, transcoderSet, layer, head, queryPos, keyPos, mode, score,
+               total, probability, nQuery, nKey, pairsQuery, pairsKey, pairsValue, queryNodes,
+               queryValues, keyNodes, keyValues, source, target, edgeWeight})
+    (:QKTrace)-[:OF_PROMPT]->(:Prompt), (:QKTrace)-[:QK_QUERY|QK_KEY {value, rank}]->(:GraphNode)
+                                                             one head's score at (T, S), split
     (:IngestRun {id, name, configHash, config, codeVersion})
     (:SchemaVersion {id, version})
 
@@ -50,6 +55,7 @@ class Label(StrEnum):
     INGEST_RUN = "IngestRun"
     SCHEMA_VERSION = "SchemaVersion"
     INTERVENTION = "Intervention"
+    QK_TRACE = "QKTrace"
 
 
 class RelType(StrEnum):
@@ -61,6 +67,8 @@ class RelType(StrEnum):
     VIRTUAL_WEIGHT = "VIRTUAL_WEIGHT"
     OF_PROMPT = "OF_PROMPT"
     ON_FEATURE = "ON_FEATURE"
+    QK_QUERY = "QK_QUERY"
+    QK_KEY = "QK_KEY"
 
 
 class EdgeKind(StrEnum):

@@ -65,6 +65,15 @@ DEFAULTS = IngestConfig(model="", transcoders="", prompts="")
     "0 stores none.",
 )
 @click.option(
+    "--qk-top",
+    default=DEFAULTS.qk_top,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="QK traces stored per prompt: its K strongest stored attention edges, each traced at "
+    "the head that carries the most of it (why that head attends there; `query qk`, `query "
+    "qk-drivers`); 0 stores none. Not with --parts.",
+)
+@click.option(
     "--catalog",
     envvar="CIRCUITSTORE_CATALOG",
     help="SQLAlchemy URL of the run catalog [env CIRCUITSTORE_CATALOG, which keeps a password "

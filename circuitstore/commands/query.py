@@ -21,6 +21,7 @@ from circuitstore.commands.query_heads import heads_cmd
 from circuitstore.commands.query_io import emit, open_store, store_options
 from circuitstore.commands.query_labels import search_cmd
 from circuitstore.commands.query_paths import circuit_cmd, paths_cmd
+from circuitstore.commands.query_qk import qk_cmd, qk_drivers_cmd
 from circuitstore.query.readonly import parse_params, run_read
 from circuitstore.schema.connection import Neo4jSettings, open_driver, translate_errors
 from circuitstore.schema.model import PromptScore
@@ -37,10 +38,10 @@ def query() -> None:
 
 
 # Each question's commands live in a module of their own (query_features, query_heads,
-# query_paths, query_labels, query_exports); the prompts' commands and `cypher` live here.
+# query_paths, query_labels, query_exports, query_qk); the prompts' commands and `cypher` live here.
 for _command in (drivers, targets, heads_cmd, examples_cmd, feature_cmd, paths_cmd, circuit_cmd):
     query.add_command(_command)
-for _command in (export_graph_cmd, search_cmd):
+for _command in (export_graph_cmd, search_cmd, qk_cmd, qk_drivers_cmd):
     query.add_command(_command)
 
 

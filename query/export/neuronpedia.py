@@ -40,7 +40,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from circuitstore.query import graphs
+from circuitstore.query.export.qk import qk_tracing
 from circuitstore.query.prompts.records import PromptInfo
+from circuitstore.query.qk.stored import TracedEdge
 from circuitstore.query.reader import TranscoderSetInfo
 from circuitstore.query.scores import logit_seeds
 from circuitstore.query.subgraph import Edge, Node, Subgraph
@@ -121,10 +123,12 @@ def neuronpedia_graph(
     source_set: str | None = None,
     slug: str | None = None,
     pinned: Sequence[str] = (),
+    traced: Sequence[TracedEdge] = (),
 ) -> dict[str, Any]:
     """One prompt's stored graph in the viewers' format (see the module's docstring), with the
     nodes `pinned` (local ids of `graph`) pinned in the viewers (`qParams.pinnedIds`): a node
-    the viewers cannot show by the error node it is folded into."""
+    the viewers cannot show by the error node it is folded into. The stored QK traces
+    `traced` fill `qk_tracing_results` and `qk_only_nodes` (see `export.qk`)."""
     names = neuronpedia_names(tset, scan, source_set)
     folded, counts = fold_constants(graph, tset.n_layers)
     logits = [n for n in folded.nodes if n.kind == NodeKind.LOGIT]
@@ -139,6 +143,10 @@ def neuronpedia_graph(
     links = [
         {"source": ids[e.source], "target": ids[e.target], "weight": e.weight} for e in folded.edges
     ]
+    qk, qk_only = qk_tracing(traced, ids, info, lambda n: _described(n, tset))
+    for node in nodes:
+        if node["node_id"] in qk:
+            node["qk_tracing_results"] = qk[node["node_id"]]
     metadata: dict[str, Any] = {
         "slug": slug or _slug(info.key),
         "scan": names.scan,
@@ -159,6 +167,7 @@ def neuronpedia_graph(
     }
     if names.source_set:
         metadata["feature_details"] = {"neuronpedia_source_set": names.source_set}
+    extra = {"qk_only_nodes": qk_only} if qk else {}
     return {
         "metadata": metadata,
         "qParams": {
@@ -170,6 +179,7 @@ def neuronpedia_graph(
         },
         "nodes": nodes,
         "links": links,
+        **extra,
     }
 
 
@@ -331,6 +341,12 @@ def _node_json(
         "feature": int(viewer.feature.format_map(fields)),
         "layer": viewer.layer.format_map(fields),
     }
+
+
+def _described(n: Node, tset: TranscoderSetInfo) -> dict[str, Any]:
+    """What a QK-only node shows of a node the viewers have a type for."""
+    full = _node_json(n, _node_id(n, tset), tset, None, {}, False)
+    return {k: full[k] for k in ("node_id", "feature", "layer", "feature_type", "clerp")}
 
 
 def _quoted(token: str | None) -> str:

@@ -169,6 +169,8 @@ def test_model_identity_covers_every_weight(tmp_path: Path, tiny_dirs: tuple[Pat
         ("heads_per_edge", -1, "heads_per_edge = -1: allowed an integer >= 0"),
         ("heads_per_edge", 1.5, "heads_per_edge = 1.5: allowed an integer >= 0"),
         ("heads_per_edge", True, "heads_per_edge = True: allowed an integer >= 0"),
+        ("qk_top", -1, "qk_top = -1: allowed an integer >= 0"),
+        ("qk_top", 2.0, "qk_top = 2.0: allowed an integer >= 0"),
         ("top_examples", 0, "top_examples = 0: allowed an integer >= 1"),
         ("views_top_k", 0, "views_top_k = 0: allowed an integer >= 1"),
         ("batch_size", 0, "batch_size = 0: allowed an integer >= 1"),
@@ -179,3 +181,11 @@ def test_ingest_config_refuses_bad_values(field: str, value: object, message: st
     with pytest.raises(ConfigError) as info:
         IngestConfig.from_flat(model="m", transcoders="t", prompts="p.txt", **{field: value})
     assert str(info.value) == message
+
+
+def test_qk_traces_are_refused_with_parts() -> None:
+    """The bulk path writes no QK traces (yet): asking for both is one line, before any work."""
+    with pytest.raises(ConfigError) as info:
+        IngestConfig.from_flat(model="m", transcoders="t", prompts="p.txt", qk_top=2, parts="d")
+    assert str(info.value) == "qk_top = 2: allowed 0 with parts"
+    assert IngestConfig.from_flat(model="m", transcoders="t", prompts="p.txt", parts="d")

@@ -13,6 +13,7 @@ from circuitstore.query.interventions import cypher as iq
 from circuitstore.query.labels import cypher as lq
 from circuitstore.query.paths import cypher as gq
 from circuitstore.query.prompts import cypher as pq
+from circuitstore.query.qk import cypher as qq
 from circuitstore.schema.model import Label, RelType
 
 ALL_STATIC = [
@@ -32,10 +33,13 @@ ALL_STATIC = [
     gq.INPUT_EXPLAINED,
     iq.INTERVENTIONS,
     iq.FEATURE_INTERVENTIONS,
+    qq.PROMPT_TRACES,
 ]
-BUILT = [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS] + [
-    fq.prompt_links(d) for d in fq.PROMPT_HOPS
-]
+BUILT = (
+    [fq.corpus_links(d, o, s) for d in fq.HOPS for o in fq.SCORES for s in fq.SIGN_FILTERS]
+    + [fq.prompt_links(d) for d in fq.PROMPT_HOPS]
+    + [qq.head_drivers(side, sign) for side in qq.SIDES for sign in qq.SIGN_FILTERS]
+)
 
 KNOWN = {str(x) for x in Label} | {str(x) for x in RelType}
 

@@ -22,6 +22,8 @@ from circuitstore.query.export import (
     uncantor,
     write_viewer_graph,
 )
+from circuitstore.query.qk.records import QKTerm, QKTrace
+from circuitstore.query.qk.stored import TracedEdge
 from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
 from circuitstore.schema.errors import QueryError
 
@@ -232,3 +234,75 @@ def test_pinned_nodes_are_pinned_by_their_viewer_ids():
     }
     with pytest.raises(QueryError, match=r"node mlp0tc\[71\]@2 is not in the stored graph"):
         neuronpedia_graph(info, sub, tset, pinned=["mlp0tc[71]@2"])
+
+
+def qk_edge(target: str, weight: float, layer: int = 1, pairs_value: float = 0.5) -> TracedEdge:
+    """A trace made for the stored edge embed0@1 -> `target`, its contributors of every sort:
+    exported nodes, a feature and a token the graph lacks, a folded bias, a q/k bias."""
+    q_bias, k_bias = f"bias[attn{layer}[0].q]@2", f"bias[attn{layer}[0].k]@1"
+    trace = QKTrace(
+        prompt="k",
+        prompt_id="s/k",
+        transcoder_set="s",
+        layer=layer,
+        head=0,
+        query_pos=2,
+        key_pos=1,
+        mode="lumped",
+        score=1.0,
+        total=1.0,
+        probability=0.5,
+        n_query=5,
+        n_key=4,
+        pairs=(QKTerm("mlp0tc[70]@2", "embed0@1", pairs_value), QKTerm(q_bias, k_bias, 0.1)),
+        query_side=(
+            QKTerm("mlp0tc[70]@2", None, 0.6),
+            QKTerm("mlp0tc[33]@2", None, -0.2),
+            QKTerm("bias[attn1]@2", None, 0.1),
+            QKTerm(q_bias, None, 0.05),
+            QKTerm(f"rem[attn{layer}[0].q@2]", None, 0.01),
+        ),
+        key_side=(QKTerm(None, "embed0@1", 0.7), QKTerm(None, k_bias, 0.3)),
+    )
+    return TracedEdge(trace, "embed0@1", target, weight)
+
+
+def test_qk_traces_fill_their_targets_results_and_pass_the_schema():
+    info, sub = lumped_graph()
+    tset = TranscoderSetInfo("gpt2-abc", 2, 64, "gpt2")
+    traced = [
+        qk_edge("mlp0tc[70]@2", 0.8),
+        qk_edge("mlp0tc[70]@2", -0.1, pairs_value=9.0),  # weaker: not the one shown
+        qk_edge("mlp1tc[99]@2", 0.5),  # not in the graph: no node to go on
+    ]
+    data = neuronpedia_graph(info, sub, tset, traced=traced)
+    validate(data)
+    with_qk = [n for n in data["nodes"] if "qk_tracing_results" in n]
+    assert [n["node_id"] for n in with_qk] == ["0_70_2"]
+    results = with_qk[0]["qk_tracing_results"]
+    assert results["pair_wise_contributors"][0] == ["0_70_2", "E_458_1", 0.5]
+    only = data["qk_only_nodes"]
+    shown = {n["node_id"] for n in data["nodes"]}
+    named = [
+        *(x for p in results["pair_wise_contributors"] for x in p[:2]),
+        *(c[0] for c in results["top_q_marginal_contributors"]),
+        *(c[0] for c in results["top_k_marginal_contributors"]),
+    ]
+    assert all(x in shown or x in only for x in named)  # each id resolves, as the schema asks
+    assert set(only) == {
+        "0_33_2",  # a feature the stored graph lacks, by the viewers' id
+        "bias[attn1]@2",  # folded into an error node by the export: by its own id
+        "bias[attn1[0].q]@2",
+        "bias[attn1[0].k]@1",
+        "rem[attn1[0].q@2]",
+    }
+    assert neuronpedia_decode(only["0_33_2"]["feature"]) == (0, 33)
+    assert only["bias[attn1[0].q]@2"]["feature_type"] == "qk bias"
+    assert only["0_33_2"]["ctx_idx"] == 2
+
+
+def test_without_traces_no_qk_fields():
+    info, sub = lumped_graph()
+    data = neuronpedia_graph(info, sub, TranscoderSetInfo("gpt2-abc", 2, 64, "gpt2"))
+    assert "qk_only_nodes" not in data
+    assert not any("qk_tracing_results" in n for n in data["nodes"])
