@@ -151,9 +151,9 @@ ORDER BY weight DESC, head LIMIT $top;
 // on one side of a head's stored traces (key: what makes a position attended to; query: what
 // makes a position look) most raise its attention scores, each trace's kept marginals summed
 // by feature (`query qk-drivers` asks the same). Returns no rows until
-// `circuitstore qk --prompt eval-induction-000003 --head attn1[2] --query 14 --key 6 --store` has run.
+// `circuitstore qk --prompt eval-ioi-000010 --head attn1[0] --query 14 --key 4 --store` has run.
 :param layer => 1;
-:param head => 2;
+:param head => 0;
 :param side => 'key';
 :param top => 10;
 MATCH (ts:TranscoderSet)

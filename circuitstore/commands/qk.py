@@ -21,6 +21,7 @@ from circuitstore.schema.names import parse_head
 if TYPE_CHECKING:
     from circuitstore.ingest.config import Mode
     from circuitstore.ingest.qk import HeadTrace
+    from circuitstore.ingest.qkstore.write import TracedEdge
     from circuitstore.query.prompts.records import PromptInfo
 
 MODES = ("exact", "lumped")
@@ -89,6 +90,13 @@ class QKConfig:
     help="Remove this many of the strongest graph nodes (by |marginal|) from the forward pass "
     "and set the score's change, LayerNorm frozen and free, beside the prediction.",
 )
+@click.option(
+    "--store",
+    "store_it",
+    is_flag=True,
+    help="Also write the trace into the store, linked to its prompt and the graph nodes it "
+    "names (tracing the same head and positions again replaces it).",
+)
 @click.option("--model", help="The model's folder or hub name [default: as ingested].")
 @click.option("--transcoders", help="The transcoders' folder or repo [default: as ingested].")
 @device_option()
@@ -102,6 +110,7 @@ def qk(
     top: int,
     mode: str | None,
     check: int,
+    store_it: bool,
     model: str | None,
     transcoders: str | None,
     device: str,
@@ -114,7 +123,7 @@ def qk(
     edge). Prints the strongest pairs (query contributor, key contributor), each side's
     strongest marginals (a contributor's terms summed over the whole other side), the model's
     score (hook_attn_scores) beside the sum of every term, the attention probability, and
-    removal checks. Nothing is written.
+    removal checks. Nothing is written unless --store.
 
     \b
     Example:
@@ -128,7 +137,13 @@ def qk(
     )
     with open_store(settings, tset) as store:
         info = store.prompt(prompt)
-        trace = trace_prompt(cfg, store)
+        done, on_edge = traced(cfg, store)
+        trace = as_record(done, info)
+        if store_it:
+            from circuitstore.ingest.qkstore.write import TracedPrompt, write_traces
+
+            owner = TracedPrompt(info.id, info.key, info.transcoder_set)
+            write_traces(store.driver, store.database, owner, [(done.trace, on_edge)])
     if fmt == "json":
         click.echo(trace_json(trace))
         return
@@ -143,13 +158,21 @@ def qk(
 def trace_prompt(cfg: QKConfig, store: CircuitStore) -> QKTrace:
     """Trace `cfg` on its stored prompt, with the weights it was ingested with (nothing is
     written). Refuses an unknown prompt, head or edge, bad positions and other weights."""
+    return as_record(traced(cfg, store)[0], store.prompt(cfg.prompt))
+
+
+def traced(cfg: QKConfig, store: CircuitStore) -> tuple[HeadTrace, TracedEdge | None]:
+    """The ingest side's trace of `cfg`, and the stored edge it was made for (`--edge`)."""
     from circuitstore.ingest.intervene.verify import load_recorded
     from circuitstore.ingest.qk import check_head, trace_head
+    from circuitstore.ingest.qkstore.write import TracedEdge
 
     info = store.prompt(cfg.prompt)
+    edge = None
     if cfg.edge is not None:
         found = edge_head(store, cfg.prompt, *cfg.edge)
         layer, head, query, key = found.layer, found.head, found.query_pos, found.key_pos
+        edge = TracedEdge(*cfg.edge, found.edge_weight)
     else:
         if cfg.head is None or cfg.query is None or cfg.key is None:
             raise ConfigError("--head needs --query and --key (the positions)")
@@ -165,7 +188,7 @@ def trace_prompt(cfg: QKConfig, store: CircuitStore) -> QKTrace:
     done = trace_head(
         engine, info.token_ids, layer, head, query, key, mode=mode, top=cfg.top, check=cfg.check
     )
-    return as_record(done, info)
+    return done, edge
 
 
 def _stored_mode(store: CircuitStore, info: PromptInfo) -> str:

@@ -24,5 +24,6 @@ ORDER BY sumAbs DESC, head
 # it names, with their weights (several rows where several edges join the pair).
 EDGE_HEADS = f"""
 MATCH (s:{L.GRAPH_NODE} {{id: $source}})-[a:{R.ATTR}]->(t:{L.GRAPH_NODE} {{id: $target}})
-RETURN s.pos AS source_pos, t.pos AS target_pos, a.heads AS heads, a.headWeights AS weights
+RETURN s.pos AS source_pos, t.pos AS target_pos, a.weight AS edge_weight, a.heads AS heads,
+       a.headWeights AS weights
 """

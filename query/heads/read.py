@@ -44,9 +44,10 @@ class EdgeHead:
 
     layer: int
     head: int
-    weight: float
+    weight: float  # the head's part of the edge
     query_pos: int
     key_pos: int
+    edge_weight: float  # the whole edge's
 
 
 def edge_head(store: StoreReader, prompt: str, source: str, target: str) -> EdgeHead:
@@ -68,4 +69,6 @@ def edge_head(store: StoreReader, prompt: str, source: str, target: str) -> Edge
         )
     _, weight, number, row = max(named, key=lambda x: (x[0], -x[2]))
     layer, head = store.tset(info.transcoder_set).head(number)
-    return EdgeHead(layer, head, weight, int(row["target_pos"]), int(row["source_pos"]))
+    return EdgeHead(
+        layer, head, weight, int(row["target_pos"]), int(row["source_pos"]), row["edge_weight"]
+    )
