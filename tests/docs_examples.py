@@ -56,9 +56,13 @@ class Example:
 
     @property
     def is_query(self) -> bool:
-        """A command that reads the demo's store: `query ...`, and `verify` (it reads one
-        prompt's stored graph, and shows what the docs show of it)."""
-        return self.argv[:2] in (["circuitstore", "query"], ["circuitstore", "verify"])
+        """A command that reads the demo's store: `query ...`, and `verify` and `qk` (each reads
+        one stored prompt and shows what the docs show of it)."""
+        return self.argv[:2] in (
+            ["circuitstore", "query"],
+            ["circuitstore", "verify"],
+            ["circuitstore", "qk"],
+        )
 
     @property
     def is_demo(self) -> bool:
