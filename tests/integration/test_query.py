@@ -611,6 +611,16 @@ def test_every_cookbook_query_runs(store, stored):
 
     report = check_prompt(VerifyConfig(key, top=3, device="cpu", rank="effect"), store)
     assert write_report(store.driver, store.database, report) == len(report.checks) + 1
+    # The QK block reads what `qk --store` stores: trace head attn<layer>[0] (the block's layer
+    # is set to the feature's below) at the prompt's last position, and store it.
+    from circuitstore.commands.qk import QKConfig, traced
+    from circuitstore.ingest.qkstore.write import TracedPrompt, write_traces
+
+    info = store.prompt(key)
+    last = len(info.tokens) - 1
+    done, _ = traced(QKConfig(key, f"attn{layer}[0]", last, last, check=0), store)
+    owner = TracedPrompt(info.id, info.key, info.transcoder_set)
+    assert write_traces(store.driver, store.database, owner, [(done.trace, None)]) == 1
     answered = 0
     for params, body in blocks:
         values = {k: store.cypher(f"RETURN {v} AS v")[0]["v"] for k, v in params.items()}
