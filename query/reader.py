@@ -13,7 +13,7 @@ import neo4j
 from circuitstore.query import cypher
 from circuitstore.query.tables import Tabular
 from circuitstore.schema.connection import translate_errors
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.names import (
     FeatureKey,
     FeatureRef,
@@ -99,7 +99,7 @@ class StoreReader:
         if wanted is not None:
             if wanted not in sets:
                 known = ", ".join(sets) or "none"
-                raise QueryError(f"unknown transcoder set {wanted!r} (the store holds: {known})")
+                raise NotFoundError(f"unknown transcoder set {wanted!r} (the store holds: {known})")
             return sets[wanted]
         if not sets:
             raise QueryError("the store holds no transcoder set: ingest a corpus first")
@@ -130,6 +130,6 @@ def check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
         raise QueryError(f"{what} {value!r}: expected one of {', '.join(allowed)}")
 
 
-def unknown_feature(ref: FeatureRef, key: FeatureKey) -> QueryError:
+def unknown_feature(ref: FeatureRef, key: FeatureKey) -> NotFoundError:
     """The error for a feature the store has no node for."""
-    return QueryError(f"unknown feature {ref.name} in transcoder set {key.transcoder_set}")
+    return NotFoundError(f"unknown feature {ref.name} in transcoder set {key.transcoder_set}")

@@ -43,10 +43,11 @@ from circuitstore.schema.names import NodeRef
 
 class CircuitStore(StoreReader):
     """The store's questions as Python calls. Every method raises only the project's errors:
-    :class:`QueryError` for a question that cannot be answered as asked (an unknown or malformed
-    name, a prompt not in the store), :class:`StoreUnavailableError` when Neo4j cannot be
-    reached or refuses the credentials, :class:`SchemaError` for anything else the server
-    refuses. `where` names the store in messages (its URI)."""
+    :class:`QueryError` for a question that cannot be answered as asked (a malformed name;
+    its subclass :class:`NotFoundError` for a name the store does not hold),
+    :class:`StoreUnavailableError` when Neo4j cannot be reached or refuses the credentials,
+    :class:`SchemaError` for anything else the server refuses. `where` names the store in
+    messages (its URI)."""
 
     def __init__(
         self,

@@ -61,3 +61,8 @@ class QueryError(CircuitStoreError):
     """A query cannot be answered as asked (unknown feature, prompt, malformed name)."""
 
     exit_code = 2
+
+
+class NotFoundError(QueryError):
+    """A well-formed name (a prompt key, a feature, a node, a transcoder set) that the store
+    does not hold: the viewer answers 404 for it, 400 for other query errors."""

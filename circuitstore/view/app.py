@@ -27,7 +27,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from circuitstore.query import CircuitStore
-from circuitstore.schema.errors import CircuitStoreError, QueryError, StoreUnavailableError
+from circuitstore.schema.errors import (
+    CircuitStoreError,
+    NotFoundError,
+    QueryError,
+    StoreUnavailableError,
+)
 from circuitstore.view import payloads
 from circuitstore.view.payloads import GraphCache, dumps, embedded
 
@@ -185,10 +190,9 @@ def _status(exc: CircuitStoreError) -> int:
     """404 for an unknown name, 400 for a malformed one, 503 for a store that is down."""
     if isinstance(exc, StoreUnavailableError):
         return 503
-    if isinstance(exc, QueryError):
-        text = str(exc)
-        return 404 if text.startswith("unknown") or " is not in " in text else 400
-    return 500
+    if isinstance(exc, NotFoundError):
+        return 404
+    return 400 if isinstance(exc, QueryError) else 500
 
 
 async def _run(build: Callable[[], Any]) -> tuple[Any, int, str | None]:

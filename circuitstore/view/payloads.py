@@ -18,7 +18,7 @@ from circuitstore.query.features.records import Link
 from circuitstore.query.prompts.records import PromptInfo, PromptSummary
 from circuitstore.query.subgraph import Node, Subgraph
 from circuitstore.query.tables import clean, readable_token
-from circuitstore.schema.errors import CircuitStoreError, QueryError
+from circuitstore.schema.errors import CircuitStoreError, NotFoundError, QueryError
 from circuitstore.schema.names import NodeKind, feature_name, parse_feature, parse_node
 
 # Rows a list or card shows: the card is a glance (the CLI's defaults), the feature page the
@@ -205,7 +205,7 @@ def node_card(store: CircuitStore, pg: PromptGraph, node_id: str) -> dict[str, A
     parse_node(node_id)  # a malformed id is refused as such, before it is looked up
     node = pg.nodes.get(node_id)
     if node is None:
-        raise QueryError(f"{node_id} is not in the stored graph of prompt {pg.info.key}")
+        raise NotFoundError(f"{node_id} is not in the stored graph of prompt {pg.info.key}")
     card: dict[str, Any] = {
         "node": _node(node, pg),
         "inputs": _inputs(store, pg, node),

@@ -46,7 +46,7 @@ from circuitstore.query.qk.stored import TracedEdge
 from circuitstore.query.reader import TranscoderSetInfo
 from circuitstore.query.scores import logit_seeds
 from circuitstore.query.subgraph import Edge, Node, Subgraph
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.names import NodeId, NodeKind, Viewer, feature_name
 
 # The version of the feature-id convention the viewers decode (1: Cantor pairing).
@@ -246,7 +246,9 @@ def _pinned_ids(
     local = [NodeId.error(*into[p]) if p in into else p for p in pinned]
     missing = [p for p, x in zip(pinned, local, strict=True) if x not in ids]
     if missing:
-        raise QueryError(f"node {missing[0]} is not in the stored graph of prompt {graph.prompt}")
+        raise NotFoundError(
+            f"node {missing[0]} is not in the stored graph of prompt {graph.prompt}"
+        )
     return list(dict.fromkeys(ids[p] for p in local))
 
 

@@ -14,7 +14,7 @@ from circuitstore.query.paths.read import readable
 from circuitstore.query.prompts.read import prompt_info
 from circuitstore.query.reader import StoreReader, check_choice, check_top, unknown_feature
 from circuitstore.query.subgraph import Edge, Node, Subgraph
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.names import FeatureRef, NodeKind
 
 Order = Literal["total", "mean"]
@@ -64,7 +64,7 @@ def _prompt_links(
     query = cypher.prompt_links(direction)
     rows = store.rows(query, prompt=info.id, layer=ref.layer, index=ref.index, pos=ref.pos)
     if not rows:
-        raise QueryError(f"{ref.name} is not in the stored graph of prompt {info.key}")
+        raise NotFoundError(f"{ref.name} is not in the stored graph of prompt {info.key}")
     name_of = store.tset(info.transcoder_set).head_name
     edges, raw = _prompt_edges(direction, rows, ref, name_of)
     nodes = {n.id: n for n in readable(store, info, raw.values())}

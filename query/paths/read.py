@@ -17,7 +17,7 @@ from circuitstore.query.prompts.read import prompt_info
 from circuitstore.query.prompts.records import PromptInfo
 from circuitstore.query.reader import StoreReader, check_choice, check_top
 from circuitstore.query.subgraph import Edge, Node, Subgraph
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.names import (
     FeatureRef,
     LocalRef,
@@ -130,7 +130,7 @@ def pinned_nodes(graph: Subgraph, pinned: Iterable[str], info: PromptInfo) -> tu
             parse_node(local)  # a malformed id: the message says what ids look like
         except QueryError as err:
             raise QueryError(f"{err} (pinned in prompt {info.key})") from None
-        raise QueryError(f"node {shown(local)} is not in the stored graph of prompt {info.key}")
+        raise NotFoundError(f"node {shown(local)} is not in the stored graph of prompt {info.key}")
     return out
 
 
@@ -155,7 +155,7 @@ def find_nodes(store: StoreReader, graph: Subgraph, ref: NodeRef, info: PromptIn
         logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
         ids = [max(logits, key=lambda n: n.value or -math.inf).id] if logits else []
     if not ids:
-        raise QueryError(f"{ref.name} is not in the stored graph of prompt {info.key}")
+        raise NotFoundError(f"{ref.name} is not in the stored graph of prompt {info.key}")
     return sorted(ids)
 
 

@@ -12,7 +12,7 @@ from circuitstore.query.prompts import cypher
 from circuitstore.query.prompts.records import PromptInfo, PromptMatch, PromptSummary
 from circuitstore.query.reader import StoreReader, check_top, unknown_feature
 from circuitstore.query.tables import Records
-from circuitstore.schema.errors import QueryError
+from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.model import PromptScore
 
 
@@ -30,7 +30,7 @@ def _prompt_row(store: StoreReader, key: str) -> dict[str, Any]:
     rows = store.rows(cypher.PROMPT, key=key, tset=store.transcoder_set)
     if not rows:
         where = f" in transcoder set {store.transcoder_set}" if store.transcoder_set else ""
-        raise QueryError(f"unknown prompt {key!r}{where}")
+        raise NotFoundError(f"unknown prompt {key!r}{where}")
     if len(rows) > 1:
         sets = ", ".join(sorted(r["transcoder_set"] for r in rows))
         raise QueryError(
