@@ -3,8 +3,9 @@ key) pair of a stored prompt, split into the bilinear terms of the prompt's grap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -21,6 +22,8 @@ from circuitstore.schema.names import parse_head
 if TYPE_CHECKING:
     from circuitstore.ingest.config import Mode
     from circuitstore.ingest.qk import HeadTrace
+    from circuitstore.ingest.qk.decompose import RawTrace
+    from circuitstore.ingest.qk.removal import Removal
     from circuitstore.ingest.qkstore.write import TracedEdge
     from circuitstore.query.prompts.records import PromptInfo
 
@@ -138,7 +141,7 @@ def qk(
     with open_store(settings, tset) as store:
         info = store.prompt(prompt)
         done, on_edge = traced(cfg, store)
-        trace = as_record(done, info)
+        trace = as_record(done.trace, info, done.removals)
         if store_it:
             from circuitstore.ingest.qkstore.write import TracedPrompt, write_traces
 
@@ -158,7 +161,8 @@ def qk(
 def trace_prompt(cfg: QKConfig, store: CircuitStore) -> QKTrace:
     """Trace `cfg` on its stored prompt, with the weights it was ingested with (nothing is
     written). Refuses an unknown prompt, head or edge, bad positions and other weights."""
-    return as_record(traced(cfg, store)[0], store.prompt(cfg.prompt))
+    done = traced(cfg, store)[0]
+    return as_record(done.trace, store.prompt(cfg.prompt), done.removals)
 
 
 def traced(cfg: QKConfig, store: CircuitStore) -> tuple[HeadTrace, TracedEdge | None]:
@@ -195,13 +199,24 @@ def _stored_mode(store: CircuitStore, info: PromptInfo) -> str:
     return str(store.prompt_summary(info.id).accounting.get("mode") or "exact")
 
 
-def as_record(done: HeadTrace, info: PromptInfo) -> QKTrace:
-    """The ingest side's trace as the record the store and the query side read."""
-    raw = done.trace
+class TracedPromptLike(Protocol):
+    """What a trace record needs of its prompt (a `PromptInfo` or a `TracedPrompt`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def transcoder_set(self) -> str: ...
+
+
+def as_record(raw: RawTrace, prompt: TracedPromptLike, removals: Sequence[Removal] = ()) -> QKTrace:
+    """The ingest side's trace (and its removal checks, which the store does not keep) as the
+    record the store and the query side read."""
     return QKTrace(
-        prompt=info.key,
-        prompt_id=info.id,
-        transcoder_set=info.transcoder_set,
+        prompt=prompt.key,
+        prompt_id=prompt.id,
+        transcoder_set=prompt.transcoder_set,
         layer=raw.layer,
         head=raw.head,
         query_pos=raw.query_pos,
@@ -215,7 +230,7 @@ def as_record(done: HeadTrace, info: PromptInfo) -> QKTrace:
         pairs=tuple(QKTerm(q, k, v) for q, k, v in raw.pairs),
         query_side=tuple(QKTerm(q, None, v) for q, v in raw.query_side),
         key_side=tuple(QKTerm(None, k, v) for k, v in raw.key_side),
-        checks=tuple(QKCheck(r.node, r.predicted, r.frozen, r.observed) for r in done.removals),
+        checks=tuple(QKCheck(r.node, r.predicted, r.frozen, r.observed) for r in removals),
     )
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -113,9 +114,6 @@ def create_app(store: CircuitStore, token: str, port: int) -> Starlette:
     return app
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 class Views:
     """The pages and calls. Each runs its store reads in Starlette's thread pool (the driver is
     synchronous) and turns the project's errors into a page or JSON error that names them."""
@@ -124,7 +122,10 @@ class Views:
         self.store, self.cache = store, cache
 
     async def prompts(self, request: Request) -> Response:
-        return await _html(request, "Prompts", "prompts", lambda: embedded(_list(self.store)))
+        def build() -> str:
+            return embedded(payloads.prompt_list(self.store, PROMPT_LIMIT))
+
+        return await _html(request, "Prompts", "prompts", build)
 
     async def prompt(self, request: Request) -> Response:
         key = request.path_params["key"]
@@ -168,10 +169,6 @@ class Views:
         return response
 
 
-def _list(store: CircuitStore) -> dict[str, Any]:
-    return payloads.prompt_list(store, PROMPT_LIMIT)
-
-
 def _param(request: Request, name: str) -> str:
     value = request.query_params.get(name)
     if not value:
@@ -197,8 +194,6 @@ def _status(exc: CircuitStoreError) -> int:
 
 async def _run(build: Callable[[], Any]) -> tuple[Any, int, str | None]:
     """`build()` in the thread pool: (result, 200, None) or (None, status, message)."""
-    from starlette.concurrency import run_in_threadpool
-
     try:
         return await run_in_threadpool(build), 200, None
     except CircuitStoreError as exc:

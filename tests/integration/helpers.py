@@ -146,3 +146,28 @@ def fill(driver: Any, database: str, tiny_weights: tuple[Path, Path], folder: Pa
         progress=False,
     )
     IngestRunner(cfg, driver, database).run()
+
+
+def fill_demo(driver: Any, database: str, rows: list[dict[str, Any]], folder: Path) -> int:
+    """An emptied store holding `rows` of the demo corpus, ingested with the shipped demo model
+    and transcoders; returns how many prompts the run wrote."""
+    import json
+
+    from circuitstore.demo import WEIGHTS
+    from circuitstore.ingest.config import IngestConfig
+    from circuitstore.ingest.runner import IngestRunner
+    from circuitstore.schema.apply import apply_schema
+
+    with driver.session(database=database) as session:
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
+    apply_schema(driver, database)
+    corpus = folder / "slice.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = IngestConfig.from_flat(
+        model=str(WEIGHTS / "model"),
+        transcoders=str(WEIGHTS / "transcoders"),
+        prompts=str(corpus),
+        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
+        progress=False,
+    )
+    return IngestRunner(cfg, driver, database).run().written

@@ -16,13 +16,12 @@ import pytest
 import torch
 
 from circuitstore.demo import CORPUS, WEIGHTS
-from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.model import load_model, run_forward, tokenize
-from circuitstore.ingest.runner import IngestRunner
 from circuitstore.ingest.transcoder import load_transcoders
 from circuitstore.query import CircuitStore
-from circuitstore.schema.apply import apply_schema
 from demo.make import corpus as dc
+
+from .helpers import fill_demo
 
 PER_TASK = 10
 NAME_TOKENS = {" " + name for name in dc.NAMES}
@@ -36,21 +35,8 @@ def demo_slice(tmp_path_factory) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def demo_store(demo_slice, driver, neo4j_settings, tmp_path_factory):  # type: ignore[no-untyped-def]
-    with driver.session() as s:
-        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
-    apply_schema(driver, neo4j_settings.database)
     folder = tmp_path_factory.mktemp("demo")
-    corpus = folder / "slice.jsonl"
-    corpus.write_text("\n".join(json.dumps(r) for r in demo_slice) + "\n")
-    cfg = IngestConfig.from_flat(
-        model=str(WEIGHTS / "model"),
-        transcoders=str(WEIGHTS / "transcoders"),
-        prompts=str(corpus),
-        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
-        progress=False,
-    )
-    summary = IngestRunner(cfg, driver, neo4j_settings.database).run()
-    assert summary.written == len(demo_slice)
+    assert fill_demo(driver, neo4j_settings.database, demo_slice, folder) == len(demo_slice)
     return CircuitStore(driver, neo4j_settings.database)
 
 

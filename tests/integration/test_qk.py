@@ -8,11 +8,10 @@ import json
 
 import pytest
 
-from circuitstore.demo import CORPUS, WEIGHTS
-from circuitstore.ingest.config import IngestConfig
-from circuitstore.ingest.runner import IngestRunner
+from circuitstore.demo import CORPUS
 from circuitstore.query import CircuitStore
-from circuitstore.schema.apply import apply_schema
+
+from .helpers import fill_demo
 
 PER_TASK = 2
 
@@ -25,20 +24,8 @@ def qk_store(driver, neo4j_settings, tmp_path_factory):  # type: ignore[no-untyp
         for task in ("ioi", "induction")
         for r in [x for x in rows if x["task"] == task][:PER_TASK]
     ]
-    with driver.session() as s:
-        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
-    apply_schema(driver, neo4j_settings.database)
     folder = tmp_path_factory.mktemp("qk")
-    corpus = folder / "slice.jsonl"
-    corpus.write_text("\n".join(json.dumps(r) for r in picked) + "\n")
-    cfg = IngestConfig.from_flat(
-        model=str(WEIGHTS / "model"),
-        transcoders=str(WEIGHTS / "transcoders"),
-        prompts=str(corpus),
-        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
-        progress=False,
-    )
-    assert IngestRunner(cfg, driver, neo4j_settings.database).run().written == len(picked)
+    assert fill_demo(driver, neo4j_settings.database, picked, folder) == len(picked)
     return CircuitStore(driver, neo4j_settings.database), picked
 
 

@@ -15,17 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from circuitstore.cli import cli
+from circuitstore.commands.qk import as_record
 from circuitstore.ingest.attribution.api import load_engine
 from circuitstore.ingest.config import IngestConfig
 from circuitstore.ingest.model import all_tokens
 from circuitstore.ingest.qk import trace_head
-from circuitstore.ingest.qk.decompose import RawTrace
 from circuitstore.ingest.qkstore.select import TRACE_TERMS
 from circuitstore.ingest.qkstore.write import TracedEdge, TracedPrompt, trace_id, write_traces
 from circuitstore.ingest.runner import IngestRunner
 from circuitstore.query import CircuitStore
 from circuitstore.query.qk.read import traced_edges
-from circuitstore.query.qk.records import QKTerm, QKTrace
 from circuitstore.schema.apply import apply_schema
 from circuitstore.schema.errors import QueryError
 from tests.docs_examples import cookbook_blocks
@@ -67,28 +66,6 @@ def store(driver, neo4j_settings, ingest_cfg) -> CircuitStore:  # type: ignore[n
 @pytest.fixture(scope="module")
 def engine(ingest_cfg):  # type: ignore[no-untyped-def]
     return load_engine(ingest_cfg.model, ingest_cfg.transcoders, device="cpu")
-
-
-def as_record(raw: RawTrace, prompt: TracedPrompt) -> QKTrace:
-    """What the store must give back for a computed trace."""
-    return QKTrace(
-        prompt=prompt.key,
-        prompt_id=prompt.id,
-        transcoder_set=prompt.transcoder_set,
-        layer=raw.layer,
-        head=raw.head,
-        query_pos=raw.query_pos,
-        key_pos=raw.key_pos,
-        mode=raw.mode,
-        score=raw.score,
-        total=raw.total,
-        probability=raw.probability,
-        n_query=raw.n_query,
-        n_key=raw.n_key,
-        pairs=tuple(QKTerm(q, k, v) for q, k, v in raw.pairs),
-        query_side=tuple(QKTerm(q, None, v) for q, v in raw.query_side),
-        key_side=tuple(QKTerm(None, k, v) for k, v in raw.key_side),
-    )
 
 
 def prompts(store: CircuitStore) -> list[TracedPrompt]:

@@ -26,12 +26,11 @@ from urllib.parse import quote
 
 import pytest
 
-from circuitstore.demo import CORPUS, LABELS, WEIGHTS
-from circuitstore.ingest.config import IngestConfig
-from circuitstore.ingest.runner import IngestRunner
+from circuitstore.demo import CORPUS, LABELS
 from circuitstore.query import CircuitStore
 from circuitstore.query.labels import import_labels
-from circuitstore.schema.apply import apply_schema
+
+from .helpers import fill_demo
 
 pytestmark = pytest.mark.integration
 
@@ -45,23 +44,11 @@ SHOTS = os.environ.get("CIRCUITSTORE_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def demo(driver, neo4j_settings, tmp_path_factory) -> CircuitStore:  # type: ignore[no-untyped-def]
     """A slice of the demo corpus (every task), its labels, and verify's checks of one prompt."""
-    with driver.session() as s:
-        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
-    apply_schema(driver, neo4j_settings.database)
     rows = [json.loads(line) for line in CORPUS.read_text().splitlines()]
     tasks = sorted({r["task"] for r in rows})
     picked = [r for t in tasks for r in [x for x in rows if x["task"] == t][:PER_TASK]]
     folder = tmp_path_factory.mktemp("view-demo")
-    corpus = folder / "slice.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in picked))
-    cfg = IngestConfig.from_flat(
-        model=str(WEIGHTS / "model"),
-        transcoders=str(WEIGHTS / "transcoders"),
-        prompts=str(corpus),
-        catalog=f"sqlite:///{folder / 'catalog.sqlite'}",
-        progress=False,
-    )
-    assert IngestRunner(cfg, driver, neo4j_settings.database).run().written == len(picked)
+    assert fill_demo(driver, neo4j_settings.database, picked, folder) == len(picked)
     store = CircuitStore(driver, neo4j_settings.database)
     store = CircuitStore(driver, neo4j_settings.database, store.tset().id)
     import_labels(store, [LABELS], stored_only=True)
