@@ -1,13 +1,20 @@
-"""The in-memory transcoder: five tensors per layer plus what the file said about itself."""
+"""The in-memory transcoder: five tensors per layer, how its features fire, and the optional
+linear parts of the newer families (a skip connection; cross-layer decoders).
+
+Every layout is read into this one form. A transcoder that reads the MLP's real input (the norm's
+output with its gain and bias, ``mlp.hook_in``) is turned into one that reads the normalised
+input (``ln2.hook_normalized``) when paired with a model (`Transcoder.reading_normalized`), so
+the engine sees a single convention."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from circuitstore.ingest.safeload import weights_digest
@@ -20,11 +27,76 @@ def expected_hook_point(layer: int) -> str:
     return f"blocks.{layer}.ln2.hook_normalized"
 
 
+def mlp_input_hook(layer: int) -> str:
+    """The MLP's real input: ln2's output with its gain and bias (circuit-tracer's sets)."""
+    return f"blocks.{layer}.mlp.hook_in"
+
+
+INPUT_HOOKS = (expected_hook_point, mlp_input_hook)
+
+
+def _relu(act: Activation, pre: Tensor) -> Tensor:  # noqa: ARG001 (one signature for the table)
+    return pre > 0
+
+
+def _jumprelu(act: Activation, pre: Tensor) -> Tensor:
+    assert act.threshold is not None
+    return pre > act.threshold.to(pre.dtype)
+
+
+def _topk(act: Activation, pre: Tensor) -> Tensor:
+    """The k largest pre-activations of each position that are also positive: the selection is
+    then frozen like the attention patterns, so an active feature's value is its pre-activation."""
+    assert act.k is not None
+    k = min(act.k, pre.shape[-1])
+    top = torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, pre.topk(k, dim=-1).indices, True)
+    return top & (pre > 0)
+
+
+# Activation functions by name: each gives the mask of active features from the pre-activations.
+# An active feature's value is its pre-activation (ReLU and JumpReLU by definition; TopK keeps
+# the selected values), so the graph's linear algebra is the same for all three.
+ACTIVATIONS: dict[str, Callable[[Activation, Tensor], Tensor]] = {
+    "relu": _relu,
+    "jumprelu": _jumprelu,
+    "topk": _topk,
+}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """How features fire: a key of `ACTIVATIONS`, with JumpReLU's per-feature threshold or
+    TopK's k."""
+
+    kind: str = "relu"
+    threshold: Float[Tensor, " d_tc"] | None = None
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTIVATIONS:
+            raise ValueError(f"activation {self.kind!r}: expected one of {', '.join(ACTIVATIONS)}")
+
+    def active(self, pre: Float[Tensor, "*batch d_tc"]) -> Bool[Tensor, "*batch d_tc"]:
+        """Which features fire, given their pre-activations."""
+        return ACTIVATIONS[self.kind](self, pre)
+
+    def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Activation:
+        """The same activation with its threshold in `dtype` (on `device`)."""
+        if self.threshold is None:
+            return self
+        return replace(self, threshold=self.threshold.to(device=device, dtype=dtype))
+
+
+RELU = Activation()
+
+
 @dataclass(frozen=True)
 class Transcoder:
     """One layer's transcoder.
 
-    pre = (x - b_dec) @ W_enc + b_enc; z = ReLU(pre); out = z @ W_dec + b_dec_out.
+    pre = (x - b_dec) @ W_enc + b_enc; z = pre where `activation` says a feature fires, else 0;
+    out = z @ W_dec + b_dec_out (+ x @ W_skip). A cross-layer transcoder's layer-L features also
+    write z @ W_dec_ahead[:, i] to the MLP output of layer L + 1 + i.
     """
 
     layer: int
@@ -37,6 +109,9 @@ class Transcoder:
     source: str
     cfg: dict[str, Any] = field(default_factory=dict)
     log_feature_sparsity: Float[Tensor, " d_tc"] | None = None
+    activation: Activation = RELU
+    W_skip: Float[Tensor, "d_model d_model"] | None = None
+    W_dec_ahead: Float[Tensor, "d_tc n_ahead d_model"] | None = None
 
     @property
     def d_tc(self) -> int:
@@ -54,30 +129,74 @@ class Transcoder:
 
     def encode(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_tc"]:
         """The features' activations on MLP inputs `x`."""
-        return torch.relu(self.preactivation(x))
+        pre = self.preactivation(x)
+        return pre * self.activation.active(pre)
 
     def decode(self, z: Float[Tensor, "*batch d_tc"]) -> Float[Tensor, "*batch d_model"]:
-        """The MLP output the activations `z` reconstruct."""
+        """The own layer's MLP output the activations `z` reconstruct (without the skip)."""
         return z @ self.W_dec + self.b_dec_out
 
+    @property
+    def n_ahead(self) -> int:
+        """How many later layers this layer's features also write to (0: per-layer)."""
+        return 0 if self.W_dec_ahead is None else int(self.W_dec_ahead.shape[1])
+
+    def decoder_to(self, layer: int) -> Float[Tensor, "d_tc d_model"]:
+        """The decoder into `layer`'s MLP output (this layer's own or a later one's)."""
+        ahead = layer - self.layer
+        if ahead == 0:
+            return self.W_dec
+        assert self.W_dec_ahead is not None
+        assert 0 < ahead <= self.n_ahead
+        return self.W_dec_ahead[:, ahead - 1]
+
+    def reading_normalized(
+        self, gain: Float[Tensor, " d_model"], bias: Float[Tensor, " d_model"]
+    ) -> Transcoder:
+        """The same transcoder reading ln2's normalised output n instead of the MLP's input
+        x = n * gain + bias, exactly: the gain goes into W_enc and W_skip, the constants into
+        b_enc and b_dec_out. A transcoder already reading n is returned as it is."""
+        if self.hook_point == expected_hook_point(self.layer):
+            return self
+        dt = self.W_enc.dtype
+        gain, bias = gain.to(dt), bias.to(dt)
+        skip_const = bias @ self.W_skip.to(dt) if self.W_skip is not None else 0.0
+        return replace(
+            self,
+            hook_point=expected_hook_point(self.layer),
+            W_enc=gain[:, None] * self.W_enc,
+            b_enc=self.b_enc + (bias - self.b_dec) @ self.W_enc,
+            b_dec=torch.zeros_like(self.b_dec),
+            b_dec_out=self.b_dec_out + skip_const,
+            W_skip=None if self.W_skip is None else gain[:, None] * self.W_skip,
+        )
+
     def named_tensors(self) -> list[tuple[str, Tensor]]:
-        """The five parameters, and the log feature sparsity where known."""
+        """Every tensor that defines the transcoder (its identity in the store), and the log
+        feature sparsity where known."""
         named = [(name, getattr(self, name)) for name in PARAM_NAMES]
+        for name in OPTIONAL_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                named.append((name, value))
+        if self.activation.threshold is not None:
+            named.append(("threshold", self.activation.threshold))
         if self.log_feature_sparsity is not None:
             named.append(("log_feature_sparsity", self.log_feature_sparsity))
         return named
 
     def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Transcoder:
         """The transcoder in `dtype` (on `device`)."""
-        params = {name: getattr(self, name).to(device=device, dtype=dtype) for name in PARAM_NAMES}
-        return Transcoder(
-            layer=self.layer,
-            hook_point=self.hook_point,
-            source=self.source,
-            cfg=self.cfg,
-            log_feature_sparsity=self.log_feature_sparsity,
-            **params,
-        )
+        params: dict[str, Any] = {
+            name: getattr(self, name).to(device=device, dtype=dtype) for name in PARAM_NAMES
+        }
+        for name in OPTIONAL_NAMES:
+            value = getattr(self, name)
+            params[name] = None if value is None else value.to(device=device, dtype=dtype)
+        return replace(self, activation=self.activation.to(dtype, device), **params)
+
+
+OPTIONAL_NAMES = ("W_skip", "W_dec_ahead")
 
 
 @dataclass(frozen=True)
@@ -97,6 +216,16 @@ class TranscoderSet:
     def d_tc(self) -> int:
         """Features per layer (the widest layer's)."""
         return max(tc.d_tc for tc in self.transcoders)
+
+    @property
+    def cross_layer(self) -> bool:
+        """Whether features write to later layers' MLP outputs too (a cross-layer transcoder)."""
+        return any(tc.n_ahead for tc in self.transcoders)
+
+    @property
+    def has_skip(self) -> bool:
+        """Whether any layer has a linear skip connection (W_skip)."""
+        return any(tc.W_skip is not None for tc in self.transcoders)
 
     def __getitem__(self, layer: int) -> Transcoder:
         return self.transcoders[layer]
