@@ -1,5 +1,7 @@
 """The language model, loaded through TransformerLens 4 with HookedTransformer's processing.
 
+Any family of `ingest.families` loads here: GPT-2, Llama, Qwen3 and Gemma-2 alike.
+
 ``enable_compatibility_mode()`` folds each LayerNorm's gain and bias into the next matrices
 (fold_ln), removes the d_model mean from every matrix that writes to the residual stream
 (center_writing_weights) and from W_U (center_unembed), and folds b_V into b_O
@@ -26,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitstore.ingest.config import DtypeName
+from circuitstore.ingest.families import MODEL_FAMILIES, ModelFamily, family_of
 from circuitstore.ingest.safeload import (
     first_degenerate,
     load_failure,
@@ -38,10 +41,12 @@ from circuitstore.schema.model import content_hash
 FORWARD_HOOKS = (
     "ln1.hook_scale",
     "attn.hook_pattern",
+    "hook_resid_mid",
     "ln2.hook_scale",
     "ln2.hook_normalized",
     "hook_mlp_out",
 )
+POST_NORM_HOOK = "ln1_post.hook_scale"  # Gemma-2's norm on the attention output
 
 
 def torch_dtype(name: DtypeName) -> torch.dtype:
@@ -54,12 +59,15 @@ class ModelWeights:
     """The processed weights the engine needs, in the engine's dtype."""
 
     W_E: Float[Tensor, "d_vocab d_model"]
-    W_pos: Float[Tensor, "n_ctx d_model"]
-    W_V: Float[Tensor, "n_layers n_heads d_model d_head"]
-    W_O: Float[Tensor, "n_layers n_heads d_head d_model"]
+    W_V: Float[Tensor, "n_layers n_heads d_model d_head"]  # one per query head (GQA expanded)
+    W_O: Float[Tensor, "n_layers n_heads d_head d_model"]  # times the post-attention gain
     attn_bias: Float[Tensor, "n_layers d_model"]  # b_O plus b_V @ W_O (patterns sum to one)
     W_U: Float[Tensor, "d_model d_vocab"]
     b_U: Float[Tensor, " d_vocab"]  # noqa: N815 (the field's name)
+    # ln2's gain and bias as the model applies them, before processing folds them into the MLP:
+    # what a transcoder reading the MLP's real input (`mlp.hook_in`) sees on top of ln2's output.
+    mlp_in_gain: Float[Tensor, "n_layers d_model"]
+    mlp_in_bias: Float[Tensor, "n_layers d_model"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,19 @@ class LoadedModel:
     device: torch.device
     weights: ModelWeights
     weights_hash: str  # sha256 of every weight and the vocabulary (see `_fingerprint`)
+    family: ModelFamily
+    softcap: float | None  # logits = softcap * tanh(raw / softcap); the engine attributes raw
+    prepend_bos: bool
+
+    @property
+    def centred(self) -> bool:
+        """Whether the model's norms remove the mean (LayerNorm) before scaling."""
+        return self.family.centred
+
+    def readin(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The norm's linear part before its frozen scale: LayerNorm's mean removal, or nothing
+        (RMSNorm). Symmetric, so it is also its own transpose for gradients."""
+        return x - x.mean(dim=-1, keepdim=True) if self.family.centred else x
 
 
 @dataclass(frozen=True)
@@ -85,13 +106,16 @@ class ForwardCache:
 
     tokens: Int[Tensor, " pos"]
     str_tokens: tuple[str, ...]
+    embed: Float[Tensor, "pos d_model"]  # the residual stream before block 0 (scale, positions)
     ln1_scale: Float[Tensor, "n_layers pos"]
     pattern: Float[Tensor, "n_layers n_heads pos pos"]
+    resid_mid: Float[Tensor, "n_layers pos d_model"]
     ln2_scale: Float[Tensor, "n_layers pos"]
     ln2_normalized: Float[Tensor, "n_layers pos d_model"]
     mlp_out: Float[Tensor, "n_layers pos d_model"]
     final_scale: Float[Tensor, " pos"]
-    logits: Float[Tensor, "pos d_vocab"]
+    logits: Float[Tensor, "pos d_vocab"]  # before any soft-cap: what the logit nodes hold
+    attn_out_scale: Float[Tensor, "n_layers pos"] | None = None  # Gemma-2's post-attention norm
 
 
 def load_model(
@@ -102,7 +126,7 @@ def load_model(
 ) -> LoadedModel:
     """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer)
     onto `device`. Raises ModelLoadError: it cannot be loaded, its weights hold NaN or infinity,
-    or its normalisation is not LayerNorm."""
+    or its architecture is not in `ingest.families`."""
     device = torch.device(device)
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -113,21 +137,24 @@ def load_model(
             bridge = TransformerBridge.boot_transformers(
                 str(name_or_path), device=str(device), dtype=dtype
             )
+            family = _family(bridge, name_or_path)
+            mlp_in = _mlp_input_norm(bridge, family, dtype)
             bridge.enable_compatibility_mode(disable_warnings=True)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(
             f"{name_or_path}: cannot load model ({type(exc).__name__}: {load_failure(exc)})"
         ) from None
+    if dtype == torch.float64:
+        _norms_in_run_dtype(bridge)
     _copy_file_backed(bridge)
     named = list(bridge.state_dict().items())
     bad = first_degenerate(named)
     if bad is not None:
         raise ModelLoadError(f"{name_or_path}: weight {bad[0]} {bad[1]}")
     cfg = bridge.cfg
-    if getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"):
-        raise ModelLoadError(
-            f"{name_or_path}: normalization {cfg.normalization_type}, only LayerNorm is supported"
-        )
+    cap = float(getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0)
     return LoadedModel(
         bridge=bridge,
         name=str(name_or_path),
@@ -138,9 +165,52 @@ def load_model(
         d_vocab=int(cfg.d_vocab),
         dtype=dtype,
         device=device,
-        weights=_weights(bridge, dtype),
+        weights=_weights(bridge, family, dtype, mlp_in),
         weights_hash=_fingerprint(bridge, named),
+        family=family,
+        softcap=cap if cap > 0 else None,
+        prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
     )
+
+
+def _norms_in_run_dtype(bridge: Any) -> None:
+    """Compute every norm in float64 when the run is float64: HF's RMSNorm computes in float32
+    whatever the input, which leaves the real forward 1e-8 off its own hooks and the graph's
+    conservation near 1e-3 on a tiny random Llama. The bridge's own norm is the same formula
+    in the input's dtype (float32 runs keep HF's forward, bit for bit)."""
+    from transformer_lens.model_bridge.generalized_components.normalization import (
+        NormalizationBridge,
+    )
+
+    for module in bridge.modules():
+        if isinstance(module, NormalizationBridge):
+            module.use_native_layernorm_autograd = False
+
+
+def _family(bridge: Any, name: str | Path) -> ModelFamily:
+    model_type = str(getattr(bridge.original_model.config, "model_type", ""))
+    family = family_of(model_type)
+    if family is None:
+        known = ", ".join(MODEL_FAMILIES)
+        raise ModelLoadError(f"{name}: architecture {model_type!r} is not supported ({known})")
+    return family
+
+
+def _norm_params(norm: Any, family: ModelFamily, d_model: int, dtype: torch.dtype) -> Tensor:
+    """A norm's applied gain and bias, stacked (2, d_model): the family's offset added to the
+    stored weight, zeros where the norm has no bias."""
+    module = norm._original_component
+    gain = module.weight.detach().to(dtype) + family.gain_offset
+    bias = getattr(module, "bias", None)
+    bias = torch.zeros(d_model, dtype=dtype) if bias is None else bias.detach().to(dtype)
+    return torch.stack([gain, bias.to(gain.device)])
+
+
+def _mlp_input_norm(bridge: Any, family: ModelFamily, dtype: torch.dtype) -> Tensor:
+    """ln2's gain and bias of every layer (n_layers, 2, d_model), read before processing folds
+    them into the MLP's input weights."""
+    d = int(bridge.cfg.d_model)
+    return torch.stack([_norm_params(b.ln2, family, d, dtype) for b in bridge.blocks])
 
 
 def _fingerprint(bridge: Any, named: list[tuple[str, Tensor]]) -> str:
@@ -201,24 +271,49 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _weights(bridge: Any, dtype: torch.dtype) -> ModelWeights:
+def _param(bridge: Any, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A stacked weight, or zeros where the checkpoint has none (bias-free projections)."""
+    try:
+        return getattr(bridge, name).detach().to(dtype)
+    except AttributeError:
+        return torch.zeros(shape, dtype=dtype)
+
+
+def _weights(bridge: Any, family: ModelFamily, dtype: torch.dtype, mlp_in: Tensor) -> ModelWeights:
+    cfg = bridge.cfg
+    L, H, d = int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model)
     with torch.no_grad():
-        W_V, W_O = bridge.W_V.detach().to(dtype), bridge.W_O.detach().to(dtype)
-        b_V, b_O = bridge.b_V.detach().to(dtype), bridge.b_O.detach().to(dtype)
+        W_O = bridge.W_O.detach().to(dtype)
+        W_V = bridge.W_V.detach().to(dtype)
+        dh = int(W_V.shape[-1])
+        b_V = _param(bridge, "b_V", (L, W_V.shape[1], dh), dtype)
+        # Grouped-query attention: query head h reads key/value head h // (H / n_kv).
+        W_V = W_V.repeat_interleave(H // W_V.shape[1], dim=1)
+        b_V = b_V.repeat_interleave(H // b_V.shape[1], dim=1)
+        b_O = _param(bridge, "b_O", (L, d), dtype)
         attn_bias = b_O + torch.einsum("lhe,lhed->ld", b_V, W_O)
+        if family.post_norms:  # the post-attention norm's gain, per layer; its scale stays frozen
+            post = torch.stack(
+                [_norm_params(b.ln1_post, family, d, dtype)[0] for b in bridge.blocks]
+            )
+            W_O = W_O * post[:, None, None, :]
+            attn_bias = attn_bias * post
+        W_U = bridge.W_U.detach().to(dtype)
         return ModelWeights(
             W_E=bridge.W_E.detach().to(dtype),
-            W_pos=bridge.W_pos.detach().to(dtype),
             W_V=W_V,
             W_O=W_O,
             attn_bias=attn_bias,
-            W_U=bridge.W_U.detach().to(dtype),
-            b_U=bridge.b_U.detach().to(dtype),
+            W_U=W_U,
+            b_U=_param(bridge, "b_U", (W_U.shape[1],), dtype),
+            mlp_in_gain=mlp_in[:, 0].to(dtype),
+            mlp_in_bias=mlp_in[:, 1].to(dtype),
         )
 
 
 def tokenize(model: LoadedModel, prompt: str, *, truncate: bool = False) -> Int[Tensor, " pos"]:
-    """Tokens with BOS at position 0, as in the transcoders' training."""
+    """Tokens with BOS at position 0 where the model's family prepends one (GPT-2, Llama,
+    Gemma-2; not Qwen3), as in the transcoders' training."""
     tokens = all_tokens(model, prompt)
     if tokens.shape[0] > model.n_ctx:
         if not truncate:
@@ -231,16 +326,17 @@ def tokenize(model: LoadedModel, prompt: str, *, truncate: bool = False) -> Int[
 
 
 def all_tokens(model: LoadedModel, prompt: str) -> Int[Tensor, " pos"]:
-    """Every token of `prompt`, BOS first, however long."""
+    """Every token of `prompt` (BOS first where the model prepends one), however long."""
     if not prompt.strip():
         raise InputError("prompt is empty: give at least one token of text")
-    return model.bridge.to_tokens(prompt, prepend_bos=True, truncate=False)[0]
+    return model.bridge.to_tokens(prompt, prepend_bos=model.prepend_bos, truncate=False)[0]
 
 
 def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache:
     """The real forward pass, keeping only the hooks the replacement model freezes or reads."""
-    wanted = {f"blocks.{layer}.{h}" for layer in range(model.n_layers) for h in FORWARD_HOOKS}
-    wanted.add("ln_final.hook_scale")
+    hooks = FORWARD_HOOKS + ((POST_NORM_HOOK,) if model.family.post_norms else ())
+    wanted = {f"blocks.{layer}.{h}" for layer in range(model.n_layers) for h in hooks}
+    wanted |= {"ln_final.hook_scale", "blocks.0.hook_resid_pre", "unembed.hook_out"}
     with torch.no_grad():
         logits, cache = model.bridge.run_with_cache(
             tokens[None].to(model.device), names_filter=lambda n: n in wanted
@@ -254,16 +350,29 @@ def run_forward(model: LoadedModel, tokens: Int[Tensor, " pos"]) -> ForwardCache
     out = ForwardCache(
         tokens=tokens.to(model.device),
         str_tokens=tuple(model.bridge.to_str_tokens(tokens)),
+        embed=cache["blocks.0.hook_resid_pre"][0].to(model.dtype),
         ln1_scale=stack("ln1.hook_scale")[..., 0],
         pattern=stack("attn.hook_pattern"),
+        resid_mid=stack("hook_resid_mid"),
         ln2_scale=stack("ln2.hook_scale")[..., 0],
         ln2_normalized=stack("ln2.hook_normalized"),
         mlp_out=stack("hook_mlp_out"),
         final_scale=cache["ln_final.hook_scale"][0, :, 0].to(model.dtype),
-        logits=logits[0].to(model.dtype),
+        # The unembedding's output, before a soft-cap (the same as the logits without one).
+        logits=cache["unembed.hook_out"][0].to(model.dtype),
+        attn_out_scale=stack(POST_NORM_HOOK)[..., 0] if model.family.post_norms else None,
     )
+    del logits
     _check_forward(model, out)
     return out
+
+
+def transcoder_input(
+    cache: ForwardCache, layer: int, *, residual: bool
+) -> Float[Tensor, "pos d_model"]:
+    """What a (paired) transcoder of `layer` reads: ln2's normalised output, or the raw residual
+    stream before the MLP."""
+    return cache.resid_mid[layer] if residual else cache.ln2_normalized[layer]
 
 
 def _check_forward(model: LoadedModel, cache: ForwardCache) -> None:

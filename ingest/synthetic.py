@@ -1,4 +1,4 @@
-"""Tiny random GPT-2-architecture models and transcoders, saved in the real file formats.
+"""Tiny random models (GPT-2, Llama, Qwen3, Gemma-2) and transcoders, saved in the real formats.
 
 The tests and the benchmark cannot download GPT-2 or the published transcoders, so they build
 stand-ins here and load them back through the same loaders users run on the real thing:
@@ -8,8 +8,10 @@ boots offline, and transcoders in the published per-layer pickle layout (or safe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,7 +29,7 @@ _CORPUS = (
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The sizes of a small random GPT-2 built for tests."""
+    """The sizes of a small random model built for tests (a key of `FAMILY_CONFIGS`)."""
 
     n_layers: int = 2
     d_model: int = 32
@@ -36,6 +38,8 @@ class ModelSpec:
     vocab_size: int = 320  # tokenizer size; the model's d_vocab is max(this, d_vocab)
     d_vocab: int = 0
     seed: int = 0
+    family: str = "gpt2"
+    n_kv_heads: int = 2  # grouped-query attention (not GPT-2)
 
 
 def train_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
@@ -53,35 +57,96 @@ def train_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
     )
 
 
-def save_model(folder: Path, spec: ModelSpec) -> Path:
-    """A random GPT-2 with non-trivial LayerNorm gains/biases (so folding them matters) and
-    attention that is far from uniform, saved with its tokenizer."""
+def _gpt2(spec: ModelSpec, tokenizer: Any) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=max(len(tokenizer), spec.d_vocab),
+            n_positions=spec.n_ctx,
+            n_embd=spec.d_model,
+            n_layer=spec.n_layers,
+            n_head=spec.n_heads,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+
+
+def _rotary_kwargs(spec: ModelSpec, tokenizer: Any) -> dict[str, Any]:
+    return {
+        "vocab_size": max(len(tokenizer), spec.d_vocab),
+        "hidden_size": spec.d_model,
+        "intermediate_size": 2 * spec.d_model,
+        "num_hidden_layers": spec.n_layers,
+        "num_attention_heads": spec.n_heads,
+        "num_key_value_heads": spec.n_kv_heads,
+        "head_dim": spec.d_model // spec.n_heads,
+        "max_position_embeddings": spec.n_ctx,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
+def _llama(spec: ModelSpec, tokenizer: Any) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(**_rotary_kwargs(spec, tokenizer)))
+
+
+def _qwen3(spec: ModelSpec, tokenizer: Any) -> Any:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM(Qwen3Config(**_rotary_kwargs(spec, tokenizer)))
+
+
+def _gemma2(spec: ModelSpec, tokenizer: Any) -> Any:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    kwargs = _rotary_kwargs(spec, tokenizer) | {"tie_word_embeddings": True}
+    cfg = Gemma2Config(
+        **kwargs,
+        query_pre_attn_scalar=spec.d_model // spec.n_heads,
+        sliding_window=max(4, spec.n_ctx // 4),  # local layers see less than the context
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+    )
+    return Gemma2ForCausalLM(cfg)
+
+
+# HF model builders by family (`ingest.families`): tests and benchmarks make one of each.
+FAMILY_CONFIGS: dict[str, Callable[[ModelSpec, Any], Any]] = {
+    "gpt2": _gpt2,
+    "llama": _llama,
+    "qwen3": _qwen3,
+    "gemma2": _gemma2,
+}
+
+
+def save_model(folder: Path, spec: ModelSpec) -> Path:
+    """A random model of `spec.family` with non-trivial norm gains (and GPT-2's biases), so
+    folding them matters, and attention far from uniform, saved with its tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(spec.vocab_size)
-    cfg = GPT2Config(
-        vocab_size=max(len(tokenizer), spec.d_vocab),
-        n_positions=spec.n_ctx,
-        n_embd=spec.d_model,
-        n_layer=spec.n_layers,
-        n_head=spec.n_heads,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     torch.manual_seed(spec.seed)
-    model = GPT2LMHeadModel(cfg)
+    model = FAMILY_CONFIGS[spec.family](spec, tokenizer)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "ln" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            elif "attn.c_attn.weight" in name:
-                p.mul_(8.0)  # sharper, uneven attention patterns
+            _randomise(name, p, spec.family)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _randomise(name: str, p: torch.Tensor, family: str) -> None:
+    if ("ln" in name or "norm" in name) and name.endswith("weight"):
+        centre = 0.0 if family == "gemma2" else 1.0  # Gemma's norms scale by 1 + weight
+        p.copy_(centre + 0.3 * torch.randn_like(p))
+    elif name.endswith("bias"):
+        p.copy_(0.1 * torch.randn_like(p))
+    elif "attn.c_attn.weight" in name or name.endswith(("q_proj.weight", "k_proj.weight")):
+        p.mul_(8.0)  # sharper, uneven attention patterns
 
 
 def random_transcoders(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
@@ -55,6 +56,24 @@ def load_engine(
     return AttributionEngine(loaded, tcs)
 
 
+def paired(transcoders: TranscoderSet, model: LoadedModel) -> TranscoderSet:
+    """The set with every transcoder reading ln2's normalised output, the one input the engine
+    knows: a set reading the MLP's real input takes the model's ln2 gain and bias into its
+    weights (`Transcoder.reading_normalized`). The set's identity (hash) is unchanged."""
+    w = model.weights
+    moved = dataclasses.replace(
+        transcoders,
+        transcoders=tuple(
+            tc.reading_normalized(w.mlp_in_gain[tc.layer], w.mlp_in_bias[tc.layer])
+            for tc in transcoders.transcoders
+        ),
+    )
+    if any(a is not b for a, b in zip(moved.transcoders, transcoders.transcoders, strict=True)):
+        # The set's identity stays the files' tensors, not the rewritten ones.
+        moved.__dict__["content_hash"] = transcoders.content_hash
+    return moved
+
+
 class AttributionEngine:
     """A model and its transcoders, checked against each other once, on the model's device.
     Every tensor the engine makes lives there; only what a caller reads back (`.tolist()`)
@@ -63,7 +82,7 @@ class AttributionEngine:
     def __init__(self, model: LoadedModel, transcoders: TranscoderSet) -> None:
         validate_against(transcoders, n_layers=model.n_layers, d_model=model.d_model)
         self.model = model
-        self.transcoders = transcoders.to(model.dtype, model.device)
+        self.transcoders = paired(transcoders, model).to(model.dtype, model.device)
 
     def on_device(self) -> AbstractContextManager[object]:
         """Makes the device the default for new tensors: the engine's buffers, the pruner's

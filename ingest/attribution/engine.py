@@ -171,22 +171,54 @@ def pull_back(
     b = int(pos.shape[0])
     field = _Field(state, pos, u, work, width)
     width = field.width
-    # One step per gradient version: (slab, attention layer to pull back through afterwards).
-    steps: list[tuple[Slab, int | None]] = []
-    if own_attention:
-        steps.append((state.attn_bias_slabs[layer], layer))
-    steps += [(state.layer_slabs[below], below) for below in reversed(range(layer))]
-    steps.append((state.embed_slab, None))
+    steps = _steps(state, layer, own_attention=own_attention)
     sizes = [slab.rows(width) for slab, _ in steps]
     # Source-major: every product lands in contiguous rows; `dense` is its transposed view.
     dense_t = work.get("dense", (sum(sizes), b), u.dtype)
     offset = 0
-    for (slab, attn), size in zip(steps, sizes, strict=True):
+    for (slab, step), size in zip(steps, sizes, strict=True):
         _dot_into(slab, field.field, dense_t[offset : offset + size])
         offset += size
-        if attn is not None:
-            field.through_attention(attn)
-    return dense_t, torch.cat([slab.source_ids(width) for slab, _ in steps])
+        if step is not None:
+            field.through(*step)
+    sources = torch.cat([slab.source_ids(width) for slab, _ in steps])
+    if state.cross_layer:
+        return _merge_rows(dense_t, sources)
+    return dense_t, sources
+
+
+# After a slab's products, the field is pulled back through one linear part of the model:
+# ("attn", layer): frozen attention, resid_mid -> resid_pre; ("skip", layer): a transcoder's
+# skip connection, resid_post -> resid_mid.
+Step = tuple[str, int]
+
+
+def _steps(
+    state: PromptState, layer: int, *, own_attention: bool
+) -> list[tuple[Slab, Step | None]]:
+    """One entry per gradient version, top down: (the slab that sees it, the step after it)."""
+    steps: list[tuple[Slab, Step | None]] = []
+    if own_attention:
+        steps.append((state.attn_bias_slabs[layer], ("attn", layer)))
+    for below in reversed(range(layer)):
+        if state.split:  # the MLP output sees resid_post; the attention bias resid_mid
+            skip: Step | None = None if state.skips[below] is None else ("skip", below)
+            steps.append((state.layer_slabs[below], skip))
+            steps.append((state.attn_bias_slabs[below], ("attn", below)))
+        else:  # without a skip connection both see the same gradient: one product
+            steps.append((state.layer_slabs[below], ("attn", below)))
+    steps.append((state.embed_slab, None))
+    return steps
+
+
+def _merge_rows(
+    dense_t: Float[Tensor, "s b"], sources: Int[Tensor, " s"]
+) -> tuple[Float[Tensor, "u b"], Int[Tensor, " u"]]:
+    """One row per source: a cross-layer feature's products from every layer it writes to,
+    summed (its direct effect through all of them)."""
+    unique, inverse = torch.unique(sources, return_inverse=True)
+    merged = dense_t.new_zeros(int(unique.shape[0]), dense_t.shape[1])
+    return merged.index_add_(0, inverse, dense_t), unique
 
 
 def _dot_into(slab: Slab, field: Float[Tensor, "b pos d_model"], out: Float[Tensor, "k b"]) -> None:
@@ -230,8 +262,14 @@ class _Field:
         self.field.zero_()
         self.field[torch.arange(b), pos] = u
 
-    def through_attention(self, layer: int) -> None:
-        if self.state.mode == "exact":
+    def through(self, kind: str, layer: int) -> None:
+        exact = self.state.mode == "exact"
+        if kind == "skip":
+            if exact:
+                _skip_backward(self.state, layer, self.field)
+            else:
+                _skip_one_step(self.state, layer, self.pos, self.u, self.field)
+        elif exact:
             _attention_backward(self.state, layer, self.field)
         else:
             _one_step(self.state, layer, self.pos, self.u, self.field)
@@ -253,6 +291,27 @@ def _attention_backward(
         x = (part.reshape(n * width, d) @ op.W_O_t).view(n, width, H, dh)
         y = torch.einsum("hts,bthe->bshe", pattern, x).reshape(n * width, H * dh)
         part.view(n * width, d).addmm_(y, op.W_V_centred_t)
+
+
+def _skip_backward(state: PromptState, layer: int, field: Float[Tensor, "b pos d_model"]) -> None:
+    """field += field pulled back through the skip connection (resid_post -> resid_mid)."""
+    skip = state.skips[layer]
+    assert skip is not None
+    width = field.shape[1]
+    field += skip.back(field, skip.inv_scale[:width][None, :, None])
+
+
+def _skip_one_step(
+    state: PromptState,
+    layer: int,
+    pos: Int[Tensor, " b"],
+    u: Float[Tensor, "b d_model"],
+    field: Tensor,
+) -> None:
+    """Lumped mode: the targets' own vectors through one skip connection, at their position."""
+    skip = state.skips[layer]
+    assert skip is not None
+    field[torch.arange(u.shape[0]), pos] += skip.back(u, skip.inv_scale[pos][:, None])
 
 
 def _one_step(

@@ -10,7 +10,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitstore.ingest.attribution.layout import BiasKind, RowLayout
-from circuitstore.ingest.model import ForwardCache, LoadedModel
+from circuitstore.ingest.model import ForwardCache, transcoder_input
 from circuitstore.ingest.transcoder.types import TranscoderSet
 
 
@@ -59,44 +59,60 @@ def per_pos_slab(vectors: Float[Tensor, "pos d_model"], first_row: int) -> Slab:
 
 
 def layer_slab(
-    model: LoadedModel,
     tcs: TranscoderSet,
     cache: ForwardCache,
     acts: list[Tensor],
-    active: Int[Tensor, "k 2"],
+    active: list[Int[Tensor, "k 2"]],
     layer: int,
     layout: RowLayout,
+    attn_bias: Float[Tensor, "pos d_model"] | None,
 ) -> Slab:
-    """Per position: the active features' z_j * W_dec[j], then the error term, b_dec_out and
-    the layer's attention output bias (all of them see the gradient at resid_mid)."""
-    T, d = layout.n_pos, model.d_model
+    """Per position: what the layer's MLP output holds (every feature that writes to it times
+    its decoder into this layer, then the error term and b_dec_out), and the layer's attention
+    output bias where given (it sees the same gradient unless a skip connection runs between).
+
+    A cross-layer transcoder's features write to every layer from their own up, so a feature
+    of layer i sits in the slabs of layers i..: its edges sum those products."""
+    T = layout.n_pos
     tc = tcs[layer]
-    pos, index = active[:, 0], active[:, 1]
-    feats = acts[layer][:, None] * tc.W_dec[index]
-    # Error = real MLP output minus the transcoder's whole output (the same feature vectors),
-    # so features + bias + error reproduce hook_mlp_out.
+    writers = [i for i in range(layer + 1) if i == layer or tcs[i].n_ahead >= layer - i]
+    feats_l, ids_l, pos_l = [], [], []
+    for i in writers:
+        pos_i, index = active[i][:, 0], active[i][:, 1]
+        decoder = tcs[i].decoder_to(layer)[index].to(acts[i].dtype)
+        feats_l.append(acts[i][:, None] * decoder)
+        ids_l.append(layout.features(i) + torch.arange(pos_i.shape[0]))
+        pos_l.append(pos_i)
+    feats, ids, pos = torch.cat(feats_l), torch.cat(ids_l), torch.cat(pos_l)
+    if len(writers) > 1:  # rows per position in one run, as the padded layout wants
+        order = torch.argsort(pos, stable=True)
+        feats, ids, pos = feats[order], ids[order], pos[order]
+    # Error = real MLP output minus the transcoder's whole output (the same feature vectors and
+    # the skip connection's linear part), so features + bias + skip + error reproduce it.
+    b_out = tc.b_dec_out.to(feats.dtype)
     decoded = torch.zeros_like(cache.mlp_out[layer]).index_add_(0, pos, feats)
-    error = cache.mlp_out[layer] - (decoded + tc.b_dec_out)
+    if tc.W_skip is not None:
+        x = transcoder_input(cache, layer, residual=tc.reads_residual)
+        decoded += x @ tc.W_skip.to(feats.dtype)
+    error = cache.mlp_out[layer] - (decoded + b_out)
     ar = torch.arange(T)
-    attn_bias = model.weights.attn_bias[layer].expand(T, -1)
-    extra = torch.stack([error, tc.b_dec_out.expand(T, -1), attn_bias], dim=1)
-    extra_idx = torch.stack(
-        [
-            layout.error(layer, ar),
-            layout.bias(BiasKind.MLP, layer, ar),
-            layout.bias(BiasKind.ATTN, layer, ar),
-        ],
-        dim=1,
-    )
-    # Per position: its features (sorted by index), then the 3 extras.
+    extras = [error, b_out.expand(T, -1)]
+    extra_ids = [layout.error(layer, ar), layout.bias(BiasKind.MLP, layer, ar)]
+    if attn_bias is not None:
+        extras.append(attn_bias)
+        extra_ids.append(layout.bias(BiasKind.ATTN, layer, ar))
+    n_extra = len(extras)
+    extra = torch.stack(extras, dim=1)
+    extra_idx = torch.stack(extra_ids, dim=1)
+    # Per position: its features (sorted by index), then the extras.
     n_at = torch.bincount(pos, minlength=T)
     rank = torch.arange(pos.shape[0]) - (torch.cumsum(n_at, 0) - n_at)[pos]
     return padded_slab(
-        torch.cat([feats, extra.reshape(-1, d)]),
-        torch.cat([layout.features(layer) + torch.arange(pos.shape[0]), extra_idx.reshape(-1)]),
-        torch.cat([pos, ar.repeat_interleave(3)]),
-        torch.cat([rank, (n_at[:, None] + torch.arange(3)).reshape(-1)]),
-        n_at + 3,
+        torch.cat([feats, extra.reshape(-1, feats.shape[1])]),
+        torch.cat([ids, extra_idx.reshape(-1)]),
+        torch.cat([pos, ar.repeat_interleave(n_extra)]),
+        torch.cat([rank, (n_at[:, None] + torch.arange(n_extra)).reshape(-1)]),
+        n_at + n_extra,
         T,
     )
 

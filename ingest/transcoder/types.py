@@ -32,7 +32,14 @@ def mlp_input_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_in"
 
 
-INPUT_HOOKS = (expected_hook_point, mlp_input_hook)
+def residual_input_hook(layer: int) -> str:
+    """The residual stream before the MLP, no norm at all (circuit-tracer's Llama set, CLTs)."""
+    return f"blocks.{layer}.hook_resid_mid"
+
+
+# What a transcoder can read, each a function of the layer: after pairing with a model, only the
+# first and the last remain (`Transcoder.reading_normalized` rewrites the middle one).
+INPUT_HOOKS = (expected_hook_point, mlp_input_hook, residual_input_hook)
 
 
 def _relu(act: Activation, pre: Tensor) -> Tensor:  # noqa: ARG001 (one signature for the table)
@@ -137,6 +144,11 @@ class Transcoder:
         return z @ self.W_dec + self.b_dec_out
 
     @property
+    def reads_residual(self) -> bool:
+        """Whether the input is the raw residual stream (no norm between it and the encoder)."""
+        return self.hook_point == residual_input_hook(self.layer)
+
+    @property
     def n_ahead(self) -> int:
         """How many later layers this layer's features also write to (0: per-layer)."""
         return 0 if self.W_dec_ahead is None else int(self.W_dec_ahead.shape[1])
@@ -155,8 +167,8 @@ class Transcoder:
     ) -> Transcoder:
         """The same transcoder reading ln2's normalised output n instead of the MLP's input
         x = n * gain + bias, exactly: the gain goes into W_enc and W_skip, the constants into
-        b_enc and b_dec_out. A transcoder already reading n is returned as it is."""
-        if self.hook_point == expected_hook_point(self.layer):
+        b_enc and b_dec_out. A transcoder reading anything else is returned as it is."""
+        if self.hook_point != mlp_input_hook(self.layer):
             return self
         dt = self.W_enc.dtype
         gain, bias = gain.to(dt), bias.to(dt)

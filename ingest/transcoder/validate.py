@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from circuitstore.ingest.safeload import first_degenerate
 from circuitstore.ingest.transcoder.files import RawTranscoderFile
-from circuitstore.ingest.transcoder.types import PARAM_NAMES, TranscoderSet, expected_hook_point
+from circuitstore.ingest.transcoder.types import (
+    INPUT_HOOKS,
+    PARAM_NAMES,
+    TranscoderSet,
+    expected_hook_point,
+)
 from circuitstore.schema.errors import TranscoderLoadError
 
 
@@ -65,7 +70,7 @@ def validate_against(tcs: TranscoderSet, *, n_layers: int, d_model: int) -> None
             f"{tcs.source}: {tcs.n_layers} transcoder layers for a model with {n_layers} layers"
         )
     for tc in tcs.transcoders:
-        if tc.hook_point != expected_hook_point(tc.layer):
+        if tc.hook_point not in (hook(tc.layer) for hook in INPUT_HOOKS):
             raise TranscoderLoadError(
                 f"{tc.source}: hook point {tc.hook_point}, expected {expected_hook_point(tc.layer)}"
             )

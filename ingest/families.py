@@ -1,0 +1,59 @@
+"""The model families the engine traces, as one table: what differs between them is data.
+
+With attention patterns and norm scales frozen, every family's forward pass is the same linear
+map: rotary embeddings, grouped-query attention and Qwen3's QK-norm only shape the patterns,
+which are frozen, so they change nothing in the attribution's linear algebra. What does differ
+is listed here: whether the norm removes the mean (LayerNorm) or not (RMSNorm), how the stored
+gain relates to the applied one (Gemma's RMSNorm multiplies by 1 + weight), and whether the
+attention and MLP outputs pass through norms of their own before reaching the residual stream
+(Gemma-2; their scales are frozen too). The embedding scale (Gemma's sqrt(d_model)) and learned
+positions need no entry: the engine reads the embedding from the residual stream itself, and the
+logit soft-cap is read from the model's config (targets are the logits before the cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One architecture, keyed by its HuggingFace ``model_type``."""
+
+    model_type: str
+    label: str
+    centred: bool  # LayerNorm removes the mean over d_model; RMSNorm does not
+    gain_offset: float  # the applied gain is offset + the stored weight
+    post_norms: bool  # norms after attention (ln1_post) and the MLP (ln2_post)
+    qk_tracing: bool  # `qk`'s bilinear decomposition needs learned positions and no QK-norm
+    hub: tuple[str, ...]  # checkpoints of the family the docs name
+
+
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    f.model_type: f
+    for f in (
+        ModelFamily("gpt2", "GPT-2", True, 0.0, False, True, ("gpt2",)),
+        ModelFamily("llama", "Llama", False, 0.0, False, False, ("meta-llama/Llama-3.2-1B",)),
+        ModelFamily(
+            "qwen3",
+            "Qwen3",
+            False,
+            0.0,
+            False,
+            False,
+            (
+                "Qwen/Qwen3-0.6B",
+                "Qwen/Qwen3-1.7B",
+                "Qwen/Qwen3-4B",
+                "Qwen/Qwen3-8B",
+                "Qwen/Qwen3-14B",
+            ),
+        ),
+        ModelFamily("gemma2", "Gemma-2", False, 1.0, True, False, ("google/gemma-2-2b",)),
+    )
+}
+
+
+def family_of(model_type: str) -> ModelFamily | None:
+    """The family of a HuggingFace ``model_type``, or None where the engine has none."""
+    return MODEL_FAMILIES.get(model_type)
