@@ -27,12 +27,17 @@ class ModelFamily:
     post_norms: bool  # norms after attention (ln1_post) and the MLP (ln2_post)
     qk_tracing: bool  # `qk`'s bilinear decomposition needs learned positions and no QK-norm
     hub: tuple[str, ...]  # checkpoints of the family the docs name
+    # HookedTransformer's weight processing (folded and centred LayerNorms), which the published
+    # GPT-2 transcoders were trained on. Other families keep HF's weights: the engine folds the
+    # norms' gains itself, in the run's dtype (TransformerLens processes in float32 and holds a
+    # float32 copy of every weight while it does: 10.5 GB for Gemma-2-2B).
+    processed: bool = False
 
 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     f.model_type: f
     for f in (
-        ModelFamily("gpt2", "GPT-2", True, 0.0, False, True, ("gpt2",)),
+        ModelFamily("gpt2", "GPT-2", True, 0.0, False, True, ("gpt2",), processed=True),
         ModelFamily("llama", "Llama", False, 0.0, False, False, ("meta-llama/Llama-3.2-1B",)),
         ModelFamily(
             "qwen3",

@@ -139,7 +139,8 @@ def load_model(
             )
             family = _family(bridge, name_or_path)
             mlp_in = _mlp_input_norm(bridge, family, dtype)
-            bridge.enable_compatibility_mode(disable_warnings=True)
+            if family.processed:
+                bridge.enable_compatibility_mode(disable_warnings=True)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -285,6 +286,11 @@ def _weights(bridge: Any, family: ModelFamily, dtype: torch.dtype, mlp_in: Tenso
     with torch.no_grad():
         W_O = bridge.W_O.detach().to(dtype)
         W_V = bridge.W_V.detach().to(dtype)
+        W_U = bridge.W_U.detach().to(dtype)
+        if not family.processed:  # fold ln1's gain into W_V and ln_final's into W_U ourselves
+            ln1 = torch.stack([_norm_params(b.ln1, family, d, dtype)[0] for b in bridge.blocks])
+            W_V = W_V * ln1[:, None, :, None]
+            W_U = _norm_params(bridge.ln_final, family, d, dtype)[0][:, None] * W_U
         dh = int(W_V.shape[-1])
         b_V = _param(bridge, "b_V", (L, W_V.shape[1], dh), dtype)
         # Grouped-query attention: query head h reads key/value head h // (H / n_kv).
@@ -298,7 +304,6 @@ def _weights(bridge: Any, family: ModelFamily, dtype: torch.dtype, mlp_in: Tenso
             )
             W_O = W_O * post[:, None, None, :]
             attn_bias = attn_bias * post
-        W_U = bridge.W_U.detach().to(dtype)
         return ModelWeights(
             W_E=bridge.W_E.detach().to(dtype),
             W_V=W_V,

@@ -165,11 +165,8 @@ def test_activations_equal_hf_forward(
         sel = (nodes.kind == Code.FEATURE) & (nodes.layer == layer)
         mine[nodes.pos[sel], nodes.index[sel]] = nodes.activation[sel]
         assert int(sel.sum()) > 5
-        # TransformerLens processes weights in float32 whatever the model's dtype (float64
-        # included), so the bridge runs HF's model with its folded weights rounded to float32:
-        # up to 1.5e-7 of the largest activation apart on a tiny Gemma-2, 3e-8 on Llama and Qwen3.
         worst = float((mine - want).abs().max() / want.abs().max())
-        assert worst < 1e-6, f"layer {layer}: {worst:.1e} of the largest activation"
+        assert worst < 1e-12, f"layer {layer}: {worst:.1e} of the largest activation"
 
 
 def test_transcoder_rewrite_is_exact() -> None:
