@@ -25,6 +25,7 @@ from circuitstore.ingest.config import (
     DEVICE_FORMS,
     DTYPES,
     MODES,
+    WEIGHTS_DTYPES,
     AttributionConfig,
     IngestConfig,
     PruneConfig,
@@ -258,6 +259,14 @@ def attribution_options(attribution: AttributionConfig) -> Callable[[F], F]:
             type=click.Choice(DTYPES),
             default=INGEST_DEFAULTS.dtype,
             show_default=True,
+            help="The engine's dtype: every product accumulates in it.",
+        ),
+        click.option(
+            "--weights-dtype",
+            type=click.Choice(WEIGHTS_DTYPES),
+            default=None,
+            help="Hold the model's and transcoders' weights in this dtype (default: --dtype). "
+            "bfloat16 halves their memory: Gemma-2-2B with Gemma Scope fits 23 GB.",
         ),
         device_option(),
         click.option(

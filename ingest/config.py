@@ -30,8 +30,10 @@ from circuitstore.schema.inputs import url_port_problem
 Mode = Literal["exact", "lumped"]
 LogitPositions = Literal["last", "all"]
 DtypeName = Literal["float32", "float64"]
+WeightsDtypeName = Literal["bfloat16", "float32", "float64"]
 MODES: tuple[str, ...] = get_args(Mode)
 DTYPES: tuple[str, ...] = get_args(DtypeName)
+WEIGHTS_DTYPES: tuple[str, ...] = get_args(WeightsDtypeName)
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
 
@@ -137,7 +139,11 @@ GRAPH_FIELDS = (
     "heads_per_edge",
     "max_tokens",
     "truncate",
+    "weights_dtype",
 )
+# Graph fields added after stores were written: left out of the graph settings (and the run's
+# hash) while they hold their default, so those stores' runs keep their names.
+LATER_GRAPH_FIELDS = {"weights_dtype": None}
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,9 @@ class IngestConfig:
     """SQLAlchemy URL of the run catalog; default: SQLite in the data folder."""
     dtype: DtypeName = "float32"
     """Engine dtype."""
+    weights_dtype: WeightsDtypeName | None = None
+    """The dtype the model's and transcoders' weights are held in (None: the engine dtype).
+    bfloat16 halves their memory; products still accumulate in `dtype`."""
     device: str = "auto"
     """auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N."""
     tf32: bool = False
@@ -192,6 +201,13 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         _check(self.dtype in DTYPES, "dtype", self.dtype, " or ".join(DTYPES))
+        weights = self.weights_dtype
+        _check(
+            weights is None or weights in WEIGHTS_DTYPES,
+            "weights_dtype",
+            weights,
+            ", ".join(WEIGHTS_DTYPES),
+        )
         check_device(self.device)
         _check(self.attribution.prune is not None, "attribution.prune", None, "a PruneConfig")
         positions = self.attribution.logit_positions
@@ -251,7 +267,11 @@ class IngestConfig:
     def graph_dict(self) -> dict[str, Any]:
         """The settings that shape the stored graphs (their hash keys the run)."""
         flat = self.flat_dict()
-        return {name: flat[name] for name in GRAPH_FIELDS}
+        return {
+            name: flat[name]
+            for name in GRAPH_FIELDS
+            if name not in LATER_GRAPH_FIELDS or flat[name] != LATER_GRAPH_FIELDS[name]
+        }
 
     def graph_hash(self, provenance: dict[str, Any]) -> str:
         """Identity of what lands in the store: graph settings plus the weights' hashes."""

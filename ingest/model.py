@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitstore.ingest.config import DtypeName
+from circuitstore.ingest.config import WeightsDtypeName
 from circuitstore.ingest.families import MODEL_FAMILIES, ModelFamily, family_of
 from circuitstore.ingest.safeload import (
     first_degenerate,
@@ -49,9 +49,9 @@ FORWARD_HOOKS = (
 POST_NORM_HOOK = "ln1_post.hook_scale"  # Gemma-2's norm on the attention output
 
 
-def torch_dtype(name: DtypeName) -> torch.dtype:
-    """The torch dtype of a config's dtype name (`ingest.config.DTYPES`)."""
-    return {"float32": torch.float32, "float64": torch.float64}[name]
+def torch_dtype(name: WeightsDtypeName) -> torch.dtype:
+    """The torch dtype of a config's dtype name (`ingest.config.WEIGHTS_DTYPES`)."""
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}[name]
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,12 @@ class LoadedModel:
     n_heads: int
     n_ctx: int
     d_vocab: int
-    dtype: torch.dtype
+    dtype: torch.dtype  # the engine's: every product accumulates in it
     device: torch.device
     weights: ModelWeights
     weights_hash: str  # sha256 of every weight and the vocabulary (see `_fingerprint`)
     family: ModelFamily
+    weights_dtype: torch.dtype  # the bridge's, W_E's and W_U's (and the transcoders')
     softcap: float | None  # logits = softcap * tanh(raw / softcap); the engine attributes raw
     prepend_bos: bool
 
@@ -123,11 +124,14 @@ def load_model(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    weights_dtype: torch.dtype | None = None,
 ) -> LoadedModel:
     """Boot a HF model (hub name or a folder saved with ``save_pretrained`` plus its tokenizer)
     onto `device`. Raises ModelLoadError: it cannot be loaded, its weights hold NaN or infinity,
-    or its architecture is not in `ingest.families`."""
+    or its architecture is not in `ingest.families`. The weights are held in `weights_dtype`
+    (default: `dtype`); the few the engine multiplies often (W_V, W_O) in `dtype`."""
     device = torch.device(device)
+    held = weights_dtype or dtype
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
@@ -135,7 +139,7 @@ def load_model(
         with contextlib.redirect_stderr(io.StringIO()):
             logging.getLogger("transformers").setLevel(logging.ERROR)
             bridge = TransformerBridge.boot_transformers(
-                str(name_or_path), device=str(device), dtype=dtype
+                str(name_or_path), device=str(device), dtype=held
             )
             family = _family(bridge, name_or_path)
             mlp_in = _mlp_input_norm(bridge, family, dtype)
@@ -166,9 +170,10 @@ def load_model(
         d_vocab=int(cfg.d_vocab),
         dtype=dtype,
         device=device,
-        weights=_weights(bridge, family, dtype, mlp_in),
+        weights=_weights(bridge, family, dtype, held, mlp_in),
         weights_hash=_fingerprint(bridge, named),
         family=family,
+        weights_dtype=held,
         softcap=cap if cap > 0 else None,
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
     )
@@ -280,17 +285,23 @@ def _param(bridge: Any, name: str, shape: tuple[int, ...], dtype: torch.dtype) -
         return torch.zeros(shape, dtype=dtype)
 
 
-def _weights(bridge: Any, family: ModelFamily, dtype: torch.dtype, mlp_in: Tensor) -> ModelWeights:
+def _weights(
+    bridge: Any, family: ModelFamily, dtype: torch.dtype, held: torch.dtype, mlp_in: Tensor
+) -> ModelWeights:
+    """The engine's weights: W_V, W_O and the biases in `dtype`; W_E and W_U, the big ones
+    (256,000 x 2,304 each for Gemma-2), in `held`: their readers widen the rows they pick."""
     cfg = bridge.cfg
     L, H, d = int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model)
     with torch.no_grad():
         W_O = bridge.W_O.detach().to(dtype)
         W_V = bridge.W_V.detach().to(dtype)
-        W_U = bridge.W_U.detach().to(dtype)
+        W_U = bridge.W_U.detach()
         if not family.processed:  # fold ln1's gain into W_V and ln_final's into W_U ourselves
             ln1 = torch.stack([_norm_params(b.ln1, family, d, dtype)[0] for b in bridge.blocks])
             W_V = W_V * ln1[:, None, :, None]
-            W_U = _norm_params(bridge.ln_final, family, d, dtype)[0][:, None] * W_U
+            final = _norm_params(bridge.ln_final, family, d, dtype)[0]
+            W_U = W_U.to(held) * final.to(held)[:, None]
+        W_U = W_U.to(held)
         dh = int(W_V.shape[-1])
         b_V = _param(bridge, "b_V", (L, W_V.shape[1], dh), dtype)
         # Grouped-query attention: query head h reads key/value head h // (H / n_kv).
@@ -305,7 +316,7 @@ def _weights(bridge: Any, family: ModelFamily, dtype: torch.dtype, mlp_in: Tenso
             W_O = W_O * post[:, None, None, :]
             attn_bias = attn_bias * post
         return ModelWeights(
-            W_E=bridge.W_E.detach().to(dtype),
+            W_E=bridge.W_E.detach().to(held),
             W_V=W_V,
             W_O=W_O,
             attn_bias=attn_bias,

@@ -140,7 +140,12 @@ class IngestRunner:
         writer = self._writer()  # an unreachable store or unwritable folder fails here
         catalog = Catalog.open(cfg.catalog_url())
         engine = load_engine(
-            cfg.model, cfg.transcoders, device=cfg.device, dtype=cfg.dtype, tf32=cfg.tf32
+            cfg.model,
+            cfg.transcoders,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            weights_dtype=cfg.weights_dtype,
+            tf32=cfg.tf32,
         )
         model, tcs = engine.model, engine.transcoders
         provenance = _provenance(cfg, model, tcs)

@@ -82,10 +82,11 @@ def layer_views(
     virtual: list[dict[str, Any]] = []
     for start in range(0, tc.d_tc, CHUNK):
         stop = min(start + CHUNK, tc.d_tc)
-        lens = _top_tokens(tc.W_dec[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
+        W_U, W_E = model.weights.W_U, model.weights.W_E  # in the weights' dtype, as tc's
+        lens = _top_tokens(tc.W_dec[start:stop].to(W_U.dtype) @ W_U, top_k)
         deembed = None
         if layer == 0:
-            deembed = _top_tokens((model.weights.W_E @ tc.W_enc[:, start:stop]).T, top_k)
+            deembed = _top_tokens((W_E @ tc.W_enc[:, start:stop].to(W_E.dtype)).T, top_k)
         for offset, index in enumerate(range(start, stop)):
             props: dict[str, Any] = {"logitLensTokens": [decode(t) for t in lens[offset]]}
             if deembed is not None:

@@ -14,7 +14,13 @@ from circuitstore.clitools import (
     attribution_options,
     pruning_options,
 )
-from circuitstore.ingest.config import AttributionConfig, DtypeName, Mode, PruneConfig
+from circuitstore.ingest.config import (
+    AttributionConfig,
+    DtypeName,
+    Mode,
+    PruneConfig,
+    WeightsDtypeName,
+)
 
 
 @click.command("attribute", cls=CircuitStoreCommand, context_settings=HELP)
@@ -51,6 +57,7 @@ def attribute(
     mode: Mode,
     logit_top_k: int,
     dtype: DtypeName,
+    weights_dtype: WeightsDtypeName | None,
     device: str,
     tf32: bool,
     node_threshold: float,
@@ -82,7 +89,9 @@ def attribute(
         logit_positions="all" if all_positions else "last",
         prune=None if no_prune else prune,
     )
-    engine = load_engine(model_name, transcoders, device=device, dtype=dtype, tf32=tf32)
+    engine = load_engine(
+        model_name, transcoders, device=device, dtype=dtype, weights_dtype=weights_dtype, tf32=tf32
+    )
     if no_prune and fmt == "json" and not by_head:
         _stream_json(engine, prompt, config, truncate)
         return

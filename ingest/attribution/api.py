@@ -24,7 +24,7 @@ from circuitstore.ingest.attribution.heads import EdgeBreakdown, graph_by_head
 from circuitstore.ingest.attribution.prune import PruneSink
 from circuitstore.ingest.attribution.scores import GraphScores, edge_scores
 from circuitstore.ingest.attribution.state import PromptState, build_state, logit_seeds
-from circuitstore.ingest.config import AttributionConfig, DtypeName
+from circuitstore.ingest.config import AttributionConfig, DtypeName, WeightsDtypeName
 from circuitstore.ingest.device import resolve_device, use_tf32
 from circuitstore.ingest.model import LoadedModel, load_model, run_forward, tokenize, torch_dtype
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders, validate_against
@@ -36,21 +36,23 @@ def load_engine(
     *,
     device: str = "auto",
     dtype: DtypeName = "float32",
+    weights_dtype: WeightsDtypeName | None = None,
     tf32: bool = False,
     check_model: Callable[[LoadedModel], None] | None = None,
     check_transcoders: Callable[[TranscoderSet], None] | None = None,
 ) -> AttributionEngine:
     """The engine that ingest, `attribute` and `verify` run: the model (hub name or folder) on
-    `device` (a `--device` value) in `dtype`, its transcoders checked against it and moved there;
+    `device` (a `--device` value) computing in `dtype` with its weights and the transcoders' held
+    in `weights_dtype` (default: `dtype`), the transcoders checked against it and moved there;
     TF32 products on CUDA only where asked for. `check_model` and `check_transcoders` see each as
     it loads (verify's hash checks), before the two are checked against each other."""
     where = resolve_device(device)
     use_tf32(tf32)
-    weights = torch_dtype(dtype)
-    loaded = load_model(model, dtype=weights, device=where)
+    held = torch_dtype(weights_dtype or dtype)
+    loaded = load_model(model, dtype=torch_dtype(dtype), device=where, weights_dtype=held)
     if check_model is not None:
         check_model(loaded)
-    tcs = load_transcoders(transcoders, dtype=weights)
+    tcs = load_transcoders(transcoders, dtype=held)
     if check_transcoders is not None:
         check_transcoders(tcs)
     return AttributionEngine(loaded, tcs)
@@ -82,7 +84,7 @@ class AttributionEngine:
     def __init__(self, model: LoadedModel, transcoders: TranscoderSet) -> None:
         validate_against(transcoders, n_layers=model.n_layers, d_model=model.d_model)
         self.model = model
-        self.transcoders = paired(transcoders, model).to(model.dtype, model.device)
+        self.transcoders = paired(transcoders, model).to(model.weights_dtype, model.device)
 
     def on_device(self) -> AbstractContextManager[object]:
         """Makes the device the default for new tensors: the engine's buffers, the pruner's

@@ -131,8 +131,10 @@ class Transcoder:
         return int(self.W_enc.shape[0])
 
     def preactivation(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_tc"]:
-        """The features' pre-activations on MLP inputs `x`."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        """The features' pre-activations on MLP inputs `x`, in x's dtype (weights held narrower,
+        in bfloat16, are widened for the product)."""
+        dt = x.dtype
+        return (x - self.b_dec.to(dt)) @ self.W_enc.to(dt) + self.b_enc.to(dt)
 
     def encode(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_tc"]:
         """The features' activations on MLP inputs `x`."""
