@@ -45,12 +45,13 @@ def _jumprelu(act: Activation, pre: Tensor) -> Tensor:
 
 
 def _topk(act: Activation, pre: Tensor) -> Tensor:
-    """The k largest pre-activations of each position that are also positive: the selection is
-    then frozen like the attention patterns, so an active feature's value is its pre-activation."""
+    """The k largest pre-activations of each position, whatever their sign: circuit-tracer's
+    TopK (`transcoder/activation_functions.py`) keeps them without a ReLU, so a selected negative
+    pre-activation is an active feature with a negative value. The selection is then frozen like
+    the attention patterns, so an active feature's value is its pre-activation."""
     assert act.k is not None
     k = min(act.k, pre.shape[-1])
-    top = torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, pre.topk(k, dim=-1).indices, True)
-    return top & (pre > 0)
+    return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, pre.topk(k, dim=-1).indices, True)
 
 
 # Activation functions by name: each gives the mask of active features from the pre-activations.
