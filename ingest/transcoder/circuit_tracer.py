@@ -182,16 +182,18 @@ def read_plt(folder: Path, options: ReadOptions) -> TranscoderSet:
         raise TranscoderLoadError(
             f"{CONFIG}: model_kind {config.kind}, but the folder holds no W_enc_0.safetensors"
         )
-    paths = _layer_paths(folder, config)
-    tcs = tuple(_read_layer(path, layer, config, options) for layer, path in enumerate(paths))
+    files = _layer_files(folder, config)
+    tcs = tuple(_read_layer(*file, layer, config, options) for layer, file in enumerate(files))
     return TranscoderSet(tcs, str(folder), config.model_name)
 
 
-def _layer_paths(folder: Path, config: CtConfig) -> list[Path]:
+def _layer_files(folder: Path, config: CtConfig) -> list[tuple[Path, str]]:
+    """Each layer's file and how errors name it (a listed file by its entry: its cached path
+    says nothing about the layer)."""
     if config.transcoders is None:
         found = {int(m[1]): p for p in folder.iterdir() if (m := LAYER_FILE.fullmatch(p.name))}
-        return layer_sequence(found, folder.name, "layer_{}.safetensors")
-    paths = []
+        return [(p, p.name) for p in layer_sequence(found, folder.name, "layer_{}.safetensors")]
+    files = []
     for layer, entry in enumerate(config.transcoders):
         if entry.startswith("hf://"):
             from circuitstore.ingest.transcoder import hub
@@ -201,15 +203,18 @@ def _layer_paths(folder: Path, config: CtConfig) -> list[Path]:
             path = folder / entry  # an absolute entry replaces the folder
         if not path.is_file():
             raise TranscoderLoadError(f"{CONFIG}: transcoders[{layer}] {entry} does not exist")
-        paths.append(path)
-    return paths
+        files.append((path, entry))
+    return files
 
 
-def _read_layer(path: Path, layer: int, config: CtConfig, options: ReadOptions) -> Transcoder:
-    cfg = config.cfg(layer, path.name, "circuit-tracer")
+def _read_layer(
+    path: Path, label: str, layer: int, config: CtConfig, options: ReadOptions
+) -> Transcoder:
+    cfg = config.cfg(layer, label, "circuit-tracer")
+    hook = config.hook_point(layer)
     if path.suffix == ".npz":
-        return gemma_scope.read_npz(path, layer, options.dtype, config.hook_point(layer), cfg)
-    f = SafetensorsFile(path)
+        return gemma_scope.read_npz(path, layer, options.dtype, hook, cfg, label=label)
+    f = SafetensorsFile(path, label)
     f.require(PLT_TENSORS, "a circuit-tracer layer file holds W_enc, W_dec, b_enc, b_dec")
     d_tc, d = expect_2d(f.label, "W_enc", f.shape("W_enc"))
     expected = {"W_dec": (d_tc, d), "b_enc": (d_tc,), "b_dec": (d,), THRESHOLD: (d_tc,)}
@@ -218,13 +223,13 @@ def _read_layer(path: Path, layer: int, config: CtConfig, options: ReadOptions) 
     dt = options.dtype
     return Transcoder(
         layer=layer,
-        hook_point=config.hook_point(layer),
+        hook_point=hook,
         W_enc=f.tensor("W_enc", dt).T,
         b_enc=f.tensor("b_enc", dt),
         W_dec=f.tensor("W_dec", dt),
         b_dec=torch.zeros(d, dtype=dt),
         b_dec_out=f.tensor("b_dec", dt),
-        source=path.name,
+        source=label,
         cfg=cfg,
         activation=_plt_activation(f, config, d_tc, dt),
         W_skip=f.tensor("W_skip", dt).T if "W_skip" in f else None,

@@ -389,6 +389,14 @@ def _nan(shape: tuple[int, ...]) -> torch.Tensor:
     return t
 
 
+def _listed_with_a_nan(folder: Path) -> None:
+    (folder / "files").mkdir()
+    for i in range(N):
+        (folder / f"layer_{i}.safetensors").rename(folder / "files" / f"layer_{i}.safetensors")
+    _config(folder, transcoders=[f"files/layer_{i}.safetensors" for i in range(N)])
+    _edit(folder / "files/layer_1.safetensors", W_dec=_nan((T, D)))
+
+
 def _npz_without_threshold(folder: Path) -> None:
     path = folder / GEMMA.format(1, 10)
     arrays = {k: v for k, v in np.load(path).items() if k != "threshold"}
@@ -513,6 +521,12 @@ BAD: dict[str, tuple[str, dict, Callable[[Path], None], tuple[str, ...]]] = {
         {},
         lambda f: _config(f, transcoders=["layer_0.safetensors", "gone.safetensors"]),
         ("config.yaml", "transcoders[1] gone.safetensors"),
+    ),
+    "listed file with a NaN": (
+        PLT,
+        {},
+        _listed_with_a_nan,
+        ("files/layer_1.safetensors: W_dec contains NaN",),
     ),
     "clt decoder file missing": (
         CLT,
