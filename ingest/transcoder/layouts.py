@@ -9,6 +9,12 @@ to read and write it, which files of a hub repo it needs, and the hub repos know
 - gemma-scope: layer_{i}/width_{w}/average_l0_{n}/params.npz; google/gemma-scope-2b-pt-transcoders.
 - published: final_sparse_autoencoder_*.pt; pchlenski/gpt2-transcoders.
 - safetensors (ours): blocks.{L}.ln2.hook_normalized.safetensors.
+
+Of the circuit-tracer sets, Gemma Scope's read ln2.hook_normalized and Qwen3's mlp.hook_in; the
+Llama-3.2-1B per-layer set and the cross-layer sets read hook_resid_mid (circuit-tracer's former
+in-repo config for the former; third-party quotes of the hub configs for the latter), the
+residual stream before the norm, which the record cannot express: their config is refused in
+one line until it can.
 """
 
 from __future__ import annotations
