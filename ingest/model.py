@@ -222,9 +222,9 @@ def _mlp_input_norm(bridge: Any, family: ModelFamily, dtype: torch.dtype) -> Ten
 def _fingerprint(bridge: Any, named: list[tuple[str, Tensor]]) -> str:
     """A hash of every processed weight (in float32, so a float64 run is the same model) and of
     the tokenizer's vocabulary: the model's identity in the store."""
-    as32 = [(n, t.float() if t.is_floating_point() else t) for n, t in named]
     vocab = sorted(bridge.tokenizer.get_vocab().items())
-    return content_hash(weights_digest(as32), json.dumps(vocab), length=64)
+    digest = weights_digest(named, as_dtype=torch.float32)  # a tensor at a time: no full copy
+    return content_hash(digest, json.dumps(vocab), length=64)
 
 
 def _file_ranges() -> list[tuple[int, int]]:

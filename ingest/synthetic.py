@@ -3,7 +3,8 @@
 The tests and the benchmark cannot download GPT-2 or the published transcoders, so they build
 stand-ins here and load them back through the same loaders users run on the real thing:
 a ``save_pretrained`` folder (model plus a trained byte-level BPE tokenizer) that TransformerLens
-boots offline, and transcoders in the published per-layer pickle layout (or safetensors).
+boots offline, and transcoders in any of the layouts the loader reads (the published GPT-2 pickles,
+safetensors, circuit-tracer's per-layer and cross-layer layouts, Gemma Scope's npz files).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import torch
 
-from circuitstore.ingest.transcoder.files import save_published, save_safetensors
-from circuitstore.ingest.transcoder.types import Transcoder, TranscoderSet, expected_hook_point
+from circuitstore.ingest.transcoder import layouts
+from circuitstore.ingest.transcoder.common import INPUT_HOOKS
+from circuitstore.ingest.transcoder.types import Activation, Transcoder, TranscoderSet
 
 BOS = "<|endoftext|>"
 _CORPUS = (
@@ -157,40 +159,82 @@ def random_transcoders(
     active_fraction: float = 0.1,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    activation: str = "relu",
+    k: int | None = None,
+    skip: bool = False,
+    cross_layer: bool = False,
+    input_hook: str = "ln2.hook_normalized",
 ) -> TranscoderSet:
     """Unit-norm decoder rows, unit-norm encoder columns, and an encoder bias that lets about
-    ``active_fraction`` of features fire on unit-variance inputs."""
+    ``active_fraction`` of features fire on unit-variance inputs.
+
+    `activation`: relu, jumprelu (thresholds in [0.5, 0.75], the encoder bias raised to match)
+    or topk (`k` features per position, default ``active_fraction * d_tc``); `skip` adds a small
+    W_skip; `cross_layer` gives each layer decoders into every later layer (a CLT);
+    `input_hook` is circuit-tracer's name of what the transcoders read (ln2.hook_normalized or
+    mlp.hook_in). With the defaults the draws are those of the plain per-layer sets."""
     gen = torch.Generator().manual_seed(seed)
-    threshold = float(
-        torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1.0 - active_fraction))
-    )
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1.0 - active_fraction)))
+    hook = INPUT_HOOKS[input_hook]
     tcs = []
     for layer in range(n_layers):
         W_enc = torch.randn(d_model, d_tc, generator=gen)
         W_enc /= W_enc.norm(dim=0, keepdim=True)
         W_dec = torch.randn(d_tc, d_model, generator=gen)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
-        tcs.append(
-            Transcoder(
-                layer=layer,
-                hook_point=expected_hook_point(layer),
-                W_enc=W_enc.to(dtype),
-                b_enc=(-threshold + 0.1 * torch.randn(d_tc, generator=gen)).to(dtype),
-                W_dec=W_dec.to(dtype),
-                b_dec=(0.1 * torch.randn(d_model, generator=gen)).to(dtype),
-                b_dec_out=(0.1 * torch.randn(d_model, generator=gen)).to(dtype),
-                source=f"synthetic layer {layer}",
-                cfg={"model_name": "synthetic", "hook_point": expected_hook_point(layer)},
-                log_feature_sparsity=torch.full(
-                    (d_tc,), float(torch.log10(torch.tensor(active_fraction)))
-                ),
-            )
+        b_enc = -z + 0.1 * torch.randn(d_tc, generator=gen)
+        b_dec = 0.1 * torch.randn(d_model, generator=gen)
+        b_dec_out = 0.1 * torch.randn(d_model, generator=gen)
+        parts = _family_parts(gen, layer, n_layers, d_model, d_tc, activation, skip, cross_layer)
+        if parts["activation"].threshold is not None:
+            b_enc = b_enc + parts["activation"].threshold
+        if activation == "topk":
+            parts["activation"] = Activation("topk", k=k or max(1, round(active_fraction * d_tc)))
+        tc = Transcoder(
+            layer=layer,
+            hook_point=hook(layer),
+            W_enc=W_enc,
+            b_enc=b_enc,
+            W_dec=W_dec,
+            b_dec=b_dec,
+            b_dec_out=b_dec_out,
+            source=f"synthetic layer {layer}",
+            cfg={"model_name": "synthetic", "hook_point": hook(layer)},
+            log_feature_sparsity=torch.full(
+                (d_tc,), float(torch.log10(torch.tensor(active_fraction)))
+            ),
+            **parts,
         )
+        tcs.append(tc.to(dtype))
     return TranscoderSet(tuple(tcs), "synthetic", "synthetic")
 
 
-def save_transcoders(tcs: TranscoderSet, folder: Path, *, layout: str = "published") -> list[Path]:
-    """Write every layer in the published pickle layout or the safetensors layout."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write = save_published if layout == "published" else save_safetensors
-    return [write(tc, folder, tcs.model_name or "synthetic") for tc in tcs.transcoders]
+def _family_parts(
+    gen: torch.Generator,
+    layer: int,
+    n_layers: int,
+    d_model: int,
+    d_tc: int,
+    activation: str,
+    skip: bool,
+    cross_layer: bool,
+) -> dict[str, Any]:
+    """The optional parts, drawn after the plain ones (so the defaults draw nothing here)."""
+    threshold = 0.5 + 0.25 * torch.rand(d_tc, generator=gen) if activation == "jumprelu" else None
+    parts: dict[str, Any] = {"activation": Activation(activation, threshold=threshold)}
+    if skip:
+        parts["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model**0.5
+    n_ahead = n_layers - 1 - layer
+    if cross_layer and n_ahead:
+        ahead = torch.randn(d_tc, n_ahead, d_model, generator=gen)
+        parts["W_dec_ahead"] = 0.5 * ahead / ahead.norm(dim=2, keepdim=True)
+    return parts
+
+
+def save_transcoders(
+    tcs: TranscoderSet, folder: Path, *, layout: str = "published", **options: Any
+) -> list[Path]:
+    """Write every layer in one of the layouts of `LAYOUTS` (published, safetensors,
+    circuit-tracer, clt, gemma-scope; Gemma Scope's take `width` and `l0`), in the real files'
+    formats."""
+    return layouts.save_transcoders(tcs, folder, layout, **options)

@@ -52,12 +52,13 @@ def _jumprelu(act: Activation, pre: Tensor) -> Tensor:
 
 
 def _topk(act: Activation, pre: Tensor) -> Tensor:
-    """The k largest pre-activations of each position that are also positive: the selection is
-    then frozen like the attention patterns, so an active feature's value is its pre-activation."""
+    """The k largest pre-activations of each position, whatever their sign: circuit-tracer's
+    TopK (`transcoder/activation_functions.py`) keeps them without a ReLU, so a selected negative
+    pre-activation is an active feature with a negative value. The selection is then frozen like
+    the attention patterns, so an active feature's value is its pre-activation."""
     assert act.k is not None
     k = min(act.k, pre.shape[-1])
-    top = torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, pre.topk(k, dim=-1).indices, True)
-    return top & (pre > 0)
+    return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, pre.topk(k, dim=-1).indices, True)
 
 
 # Activation functions by name: each gives the mask of active features from the pre-activations.
@@ -250,11 +251,9 @@ class TranscoderSet:
         GPT-2 small's 12 transcoders. A sample would let two sets that differ elsewhere share an
         id, and with it their data in the store."""
         named = [
-            (f"{tc.layer}.{name}", t.float())
-            for tc in self.transcoders
-            for name, t in tc.named_tensors()
+            (f"{tc.layer}.{name}", t) for tc in self.transcoders for name, t in tc.named_tensors()
         ]
-        return weights_digest(named)
+        return weights_digest(named, as_dtype=torch.float32)
 
     def to(self, dtype: torch.dtype, device: torch.device | None = None) -> TranscoderSet:
         """The set in `dtype` (on `device`), its hash kept."""

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from circuitstore.ingest.safeload import first_degenerate
+from collections.abc import Mapping
+
 from circuitstore.ingest.transcoder.files import RawTranscoderFile
-from circuitstore.ingest.transcoder.types import (
-    INPUT_HOOKS,
-    PARAM_NAMES,
-    TranscoderSet,
-    expected_hook_point,
-)
+from circuitstore.ingest.transcoder.tensorfile import value_problem
+from circuitstore.ingest.transcoder.types import INPUT_HOOKS, PARAM_NAMES, TranscoderSet
 from circuitstore.schema.errors import TranscoderLoadError
+
+
+def expect_shapes(
+    label: str,
+    actual: Mapping[str, tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
+    origin: str,
+) -> None:
+    """Each tensor named in `expected` that the file holds has that shape; `origin` says where
+    the expected sizes come from (e.g. "from W_enc (32, 16)")."""
+    for name, shape in expected.items():
+        if name in actual and tuple(actual[name]) != shape:
+            raise TranscoderLoadError(
+                f"{label}: {name} has shape {tuple(actual[name])}, expected {shape} ({origin})"
+            )
+
+
+def expect_2d(label: str, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The two sizes of a matrix the file must hold as one."""
+    if len(shape) != 2:
+        raise TranscoderLoadError(f"{label}: {name} has shape {tuple(shape)}, expected 2-D")
+    return shape[0], shape[1]
 
 
 def check_file(raw: RawTranscoderFile, layer: int, hook: str) -> None:
@@ -28,38 +47,23 @@ def check_file(raw: RawTranscoderFile, layer: int, hook: str) -> None:
             f"{name}: file name says layer {layer} but its cfg says {cfg_layer}"
         )
     for p in PARAM_NAMES:
-        t = raw.tensors[p]
-        if not t.is_floating_point():
-            raise TranscoderLoadError(f"{name}: {p} has dtype {t.dtype}, expected a floating dtype")
-    bad = first_degenerate((p, raw.tensors[p]) for p in PARAM_NAMES)
-    if bad is not None:
-        raise TranscoderLoadError(f"{name}: {bad[0]} {bad[1]}")
-    _check_shapes(raw)
-
-
-def _check_shapes(raw: RawTranscoderFile) -> None:
-    t = raw.tensors
-    if t["W_enc"].ndim != 2:
-        raise TranscoderLoadError(
-            f"{raw.path.name}: W_enc has shape {tuple(t['W_enc'].shape)}, expected 2-D"
-        )
-    d_in, d_tc = t["W_enc"].shape
-    expected = {
-        "b_enc": (d_tc,),
-        "W_dec": (d_tc, d_in),
-        "b_dec": (d_in,),
-        "b_dec_out": (d_in,),
-    }
-    for p, shape in expected.items():
-        if tuple(t[p].shape) != shape:
-            raise TranscoderLoadError(
-                f"{raw.path.name}: {p} has shape {tuple(t[p].shape)}, expected {shape} "
-                f"(from W_enc {(d_in, d_tc)})"
-            )
+        dtype = raw.tensors[p].dtype
+        if not dtype.is_floating_point:
+            raise TranscoderLoadError(f"{name}: {p} has dtype {dtype}, expected a floating dtype")
+    for p in PARAM_NAMES:
+        problem = value_problem(raw.tensors[p])
+        if problem is not None:
+            raise TranscoderLoadError(f"{name}: {p} {problem}")
+    shapes = {p: tuple(t.shape) for p, t in raw.tensors.items()}
+    d_in, d_tc = expect_2d(name, "W_enc", shapes["W_enc"])
+    expected = {"b_enc": (d_tc,), "W_dec": (d_tc, d_in), "b_dec": (d_in,), "b_dec_out": (d_in,)}
+    actual = {p: shapes[p] for p in expected}
+    expect_shapes(name, actual, expected, f"from W_enc {(d_in, d_tc)}")
 
 
 def validate_against(tcs: TranscoderSet, *, n_layers: int, d_model: int) -> None:
-    """The set fits the model: one transcoder per layer, reading ln2's normalised output."""
+    """The set fits the model: one transcoder per layer, reading ln2's normalised output or the
+    MLP's input, as wide as the model, and a cross-layer set writing to every later layer."""
     if tcs.n_layers < n_layers:
         raise TranscoderLoadError(
             f"{tcs.source}: no transcoder file for layer {tcs.n_layers} "
@@ -69,12 +73,19 @@ def validate_against(tcs: TranscoderSet, *, n_layers: int, d_model: int) -> None
         raise TranscoderLoadError(
             f"{tcs.source}: {tcs.n_layers} transcoder layers for a model with {n_layers} layers"
         )
+    cross_layer = tcs.cross_layer
     for tc in tcs.transcoders:
-        if tc.hook_point not in (hook(tc.layer) for hook in INPUT_HOOKS):
+        hooks = [hook(tc.layer) for hook in INPUT_HOOKS]
+        if tc.hook_point not in hooks:
             raise TranscoderLoadError(
-                f"{tc.source}: hook point {tc.hook_point}, expected {expected_hook_point(tc.layer)}"
+                f"{tc.source}: hook point {tc.hook_point}, expected {' or '.join(hooks)}"
             )
         if tc.d_model != d_model:
             raise TranscoderLoadError(
                 f"{tc.source}: d_in {tc.d_model} but the model's d_model is {d_model}"
+            )
+        if cross_layer and tc.n_ahead != n_layers - 1 - tc.layer:
+            raise TranscoderLoadError(
+                f"{tc.source}: layer {tc.layer} writes to {tc.n_ahead} later layers, expected "
+                f"{n_layers - 1 - tc.layer} (a cross-layer transcoder writes to every later layer)"
             )
