@@ -87,6 +87,9 @@ def _rotary_kwargs(spec: ModelSpec, tokenizer: Any) -> dict[str, Any]:
         "max_position_embeddings": spec.n_ctx,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
+        # Gemma's config pads with id 0, our BOS: a padding row is initialised to zeros, and a
+        # zero residual stream at BOS makes every norm there divide by sqrt(eps).
+        "pad_token_id": None,
         "tie_word_embeddings": False,
     }
 

@@ -21,6 +21,7 @@ from circuitstore.ingest.transcoder.types import (
     mlp_input_hook,
     residual_input_hook,
 )
+from circuitstore.schema.errors import TranscoderLoadError
 
 FAMILIES = ("llama", "qwen3", "gemma2")
 PROMPT = "When Mary and John went to the store, John gave a drink"
@@ -87,7 +88,7 @@ def test_conservation(model: LoadedModel, kind: str, mode: str) -> None:
     assert int((nodes.kind == Code.FEATURE).sum()) > 50
     got, want = _incoming(graph)[targets], nodes.value[targets]
     worst = float(((got - want).abs() / want.abs().clamp_min(1e-3)).max())
-    assert worst < 1e-4, f"{model.family.model_type} {kind} {mode}: relative error {worst:.2e}"
+    assert worst < 1e-8, f"{model.family.model_type} {kind} {mode}: relative error {worst:.2e}"
 
 
 def _rms_in_float64(module: torch.nn.Module) -> None:
@@ -200,3 +201,21 @@ def test_bfloat16_weights_accumulate_in_float32(model: LoadedModel, kind: str) -
     got, want = _incoming(graph)[targets], nodes.value[targets].double()
     assert graph.edges.weight.dtype == torch.float32
     assert float((got - want).abs().max() / want.abs().max()) < 2e-2
+
+
+def test_output_before_gemmas_post_norm_is_refused(model: LoadedModel) -> None:
+    tcs = published_style("resid-skip", model.n_layers, model.d_model)
+    before = dataclasses.replace(
+        tcs,
+        transcoders=tuple(
+            dataclasses.replace(tc, cfg={**tc.cfg, "feature_output_hook": "mlp.hook_out"})
+            for tc in tcs.transcoders
+        ),
+    )
+    if not model.family.post_norms:  # Llama and Qwen3: the same point as hook_mlp_out
+        AttributionEngine(model, before)
+        return
+    with pytest.raises(TranscoderLoadError) as info:
+        AttributionEngine(model, before)
+    assert "before Gemma-2's post-MLP norm" in str(info.value)
+    assert "\n" not in str(info.value)
