@@ -32,6 +32,7 @@ from circuitstore.ingest.corpus import Corpus, PromptRecord, read_corpus
 from circuitstore.ingest.model import LoadedModel, all_tokens
 from circuitstore.ingest.parts.writer import PartsWriter
 from circuitstore.ingest.payload import PromptPayload, build_payload
+from circuitstore.ingest.qk import require_qk_tracing
 from circuitstore.ingest.qkstore.select import edge_traces
 from circuitstore.ingest.qkstore.write import TracedPrompt, trace_rows
 from circuitstore.ingest.transcoder import TranscoderSet
@@ -148,6 +149,8 @@ class IngestRunner:
             tf32=cfg.tf32,
         )
         model, tcs = engine.model, engine.transcoders
+        if cfg.qk_top:  # refused before the run is recorded, not at its first prompt
+            require_qk_tracing(model)
         provenance = _provenance(cfg, model, tcs)
         graph_hash = cfg.graph_hash(provenance)
         settings = {k: v for k, v in cfg.graph_dict().items() if k not in ("model", "transcoders")}

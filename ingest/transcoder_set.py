@@ -70,9 +70,10 @@ def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:
 def layer_views(
     model: LoadedModel, tcs: TranscoderSet, set_id: str, layer: int, top_k: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One layer's input-independent views: per feature its logit-lens tokens (and, in layer 0,
-    its de-embedding tokens), and the VIRTUAL_WEIGHT rows into its features from every earlier
-    layer (`target` and its `sources`, [id, weight] strongest first).
+    """One layer's input-independent views: per feature its logit-lens tokens (its decoder rows
+    summed over every layer it writes to, by W_U; in layer 0 also its de-embedding tokens), and
+    the VIRTUAL_WEIGHT rows into its features from every earlier layer (`target` and its
+    `sources`, [id, weight] strongest first).
 
     Computed in bulk (chunks of features against whole matrices) on the model's device: the
     store wants them for every feature, and at GPT-2 scale they are ~85 TFLOP in all."""
@@ -83,7 +84,8 @@ def layer_views(
     for start in range(0, tc.d_tc, CHUNK):
         stop = min(start + CHUNK, tc.d_tc)
         W_U, W_E = model.weights.W_U, model.weights.W_E  # in the weights' dtype, as tc's
-        lens = _top_tokens(tc.W_dec[start:stop].to(W_U.dtype) @ W_U, top_k)
+        written = _reaching(tcs, layer, tcs.n_layers)[start:stop].to(W_U.dtype)
+        lens = _top_tokens(written @ W_U, top_k)
         deembed = None
         if layer == 0:
             deembed = _top_tokens((W_E @ tc.W_enc[:, start:stop].to(W_E.dtype)).T, top_k)
@@ -101,11 +103,12 @@ def _virtual_rows(
     tcs: TranscoderSet, set_id: str, layer: int, start: int, stop: int, top_k: int
 ) -> list[dict[str, Any]]:
     """Features start..stop of `layer`, each with its top-k earlier features by
-    |W_dec[l'][j] . W_enc[l][:, i]|: a running top-k over source layers, so memory stays at one
+    |W_dec[l'][j] . W_enc[l][:, i]| (a cross-layer feature's decoders into layers l'..l-1
+    summed, `_reaching`): a running top-k over source layers, so memory stays at one
     (chunk x d_tc) score block whatever the depth (a concatenation of the earlier decoders
     alone would be 0.8 GB at GPT-2 scale)."""
     block = tcs[layer].W_enc[:, start:stop].T.contiguous()  # (chunk, d_model)
-    best = _running_top(block, [tcs[src].W_dec for src in range(layer)], top_k)
+    best = _running_top(block, [_reaching(tcs, src, layer) for src in range(layer)], top_k)
     weights, src_layer, src_index = (t.tolist() for t in best)
     return [
         {
@@ -114,6 +117,18 @@ def _virtual_rows(
         }
         for col, row in enumerate(zip(weights, src_layer, src_index, strict=True))
     ]
+
+
+def _reaching(tcs: TranscoderSet, source: int, below: int) -> torch.Tensor:
+    """What layer `source`'s features write into the residual stream below layer `below`'s
+    MLP (d_tc, d_model): the decoder row, plus a cross-layer transcoder's decoders into the
+    later layers before `below` (`tcs.n_layers`: every layer it writes to, as the logits see)."""
+    tc = tcs[source]
+    last = min(below - 1, source + tc.n_ahead)
+    total = tc.W_dec
+    for layer in range(source + 1, last + 1):
+        total = total + tc.decoder_to(layer)
+    return total
 
 
 def _running_top(

@@ -1,9 +1,14 @@
-"""Edges broken down by path: same-position residual, each single attention head, and the paths
-through two or more attention layers (what lumped mode folds into its remainder).
+"""Edges broken down by path: the residual part (same position, no attention), each single
+attention head, and the paths through two or more attention layers or skip connections (what
+lumped mode folds into its remainder).
 
 With attention frozen, the part of an edge s -> t that goes through head h of attention layer a
-alone is A_a[h, t, s] / ln1_scale_a[s] * (W_O[a, h] u_t) . (W_V[a, h]^T centre(v_s)): one d_head
-dot product per edge, head and layer once the targets' and sources' projections are made.
+alone is A_a[h, t, s] / ln1_scale_a[s] * (W_O[a, h] u_t) . (W_V[a, h]^T readin(v_s)): one
+d_head dot product per edge, head and layer once the targets' and sources' projections are
+made. Where the transcoders have skip connections (out += x @ W_skip) a same-position edge also
+runs through one skip connection with no attention: that part is the residual's too, so
+residual + heads is what a lumped-mode edge holds, in every kind of set. A cross-layer
+transcoder's feature is split write by write (`writes`) and the parts summed.
 `head_parts` computes them for many edges at once; the rest of the module reads them out."""
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import Tensor
 from circuitstore.ingest.attribution.engine import iter_chunks
 from circuitstore.ingest.attribution.graph import AttributionGraph, Code
 from circuitstore.ingest.attribution.state import PromptState, Targets
+from circuitstore.ingest.attribution.writes import Writes, source_writes
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import head_name
 
@@ -28,7 +34,9 @@ EDGE_BATCH = 8192
 
 @dataclass(frozen=True)
 class EdgeBreakdown:
-    """total = residual + sum(heads.values()) + multi_layer."""
+    """total = residual + sum(heads.values()) + multi_layer. `residual`: the same-position part
+    without attention (straight, or through one skip connection); `multi_layer`: the paths
+    through two or more attention layers or skip connections."""
 
     total: float
     residual: float
@@ -152,34 +160,88 @@ def head_parts(
     state: PromptState, sources: Int[Tensor, " e"], targets: Int[Tensor, " e"]
 ) -> HeadParts:
     """The edges sources[i] -> targets[i] (rows of the full table, each source one its target
-    reads) split into their residual part and one part per single attention head."""
+    reads) split into their residual part and one part per single attention head.
+
+    Each write of a source (`writes`: a cross-layer feature writes into several MLP outputs) is
+    split on its own and the parts summed: the target sees a write directly if it lies below
+    the target's input, through a head of attention layer a if it lies below a, and through a
+    skip connection of layer c (same position only) if it lies below c."""
     nodes, model = state.nodes, state.model
     L, H = model.n_layers, model.n_heads
     src, s_of = torch.unique(sources, return_inverse=True)
     tgt, t_of = torch.unique(targets, return_inverse=True)
-    v, has_v = _source_vectors(state, src)
+    writes = source_writes(state, src)
     u, has_u = _target_vectors(state, tgt)
-    valid = has_v[s_of] & has_u[t_of]
+    valid = writes.found[s_of] & has_u[t_of]
     first = nodes.layer[sources] + 1  # a source at layer l is read by attention l+1 on
     is_feature = nodes.kind[targets] == Code.FEATURE
-    last = torch.where(is_feature, nodes.layer[targets], L - 1)  # a feature reads resid_mid
-    ends = _Ends(v, u, s_of, t_of, nodes.pos[sources], nodes.pos[targets])
-    same = valid & (ends.sp == ends.tp)
-    residual = torch.zeros(sources.shape[0], dtype=v.dtype)
-    residual[same] = (v[s_of[same]] * u[t_of[same]]).sum(-1)
-    heads = torch.zeros(sources.shape[0], L, H, dtype=v.dtype)
+    reads = torch.where(is_feature, nodes.layer[targets], L)  # resid_mid[l], or the last stream
+    last = reads.clamp_max(L - 1)  # a feature reads resid_mid: its own attention comes first
+    edge, write = _per_write(writes, s_of, valid)
+    ends = _Ends(
+        writes.vectors, u, write, t_of[edge], nodes.pos[sources][edge], nodes.pos[targets][edge]
+    )
+    residual = torch.zeros(sources.shape[0], dtype=u.dtype)
+    residual.index_add_(0, edge, _same_position(state, ends, writes, write, reads[edge]))
+    heads = torch.zeros(sources.shape[0], L, H, dtype=u.dtype)
+    pre_from, last_e = writes.pre_from[write], last[edge]
     for a in range(L):
-        edges = (valid & (first <= a) & (a <= last)).nonzero(as_tuple=True)[0]
-        if edges.numel():
-            heads[edges, a] = _through_head(state, a, ends, edges)
+        sel = ((pre_from <= a) & (a <= last_e)).nonzero(as_tuple=True)[0]
+        if sel.numel():
+            heads[:, a].index_add_(0, edge[sel], _through_head(state, a, ends, sel))
     return HeadParts(residual, heads, valid, first, last)
+
+
+def _per_write(
+    writes: Writes, s_of: Int[Tensor, " e"], valid: Bool[Tensor, " e"]
+) -> tuple[Int[Tensor, " w"], Int[Tensor, " w"]]:
+    """One entry per (valid edge, write of its source): the edge, and the write."""
+    n_src = int(writes.found.shape[0])
+    counts = torch.bincount(writes.of, minlength=n_src)
+    starts = torch.cumsum(counts, 0) - counts
+    edges = valid.nonzero(as_tuple=True)[0]
+    per_edge = counts[s_of[edges]]
+    edge = edges.repeat_interleave(per_edge)
+    offset = torch.arange(edge.shape[0]) - (torch.cumsum(per_edge, 0) - per_edge).repeat_interleave(
+        per_edge
+    )
+    return edge, starts[s_of[edge]] + offset
+
+
+def _same_position(
+    state: PromptState,
+    ends: _Ends,
+    writes: Writes,
+    write: Int[Tensor, " w"],
+    reads: Int[Tensor, " w"],
+) -> Float[Tensor, " w"]:
+    """Per (edge, write): the part that stays at the source's position without attention,
+    straight to the target's input and through one skip connection (layer c reads the write
+    when it lies below resid_mid c, and the target reads c's output when c is below it)."""
+    same = ends.sp == ends.tp
+    mid_from = writes.mid_from[write]
+    out = torch.zeros(write.shape[0], dtype=ends.u.dtype)
+    direct = (same & (mid_from <= reads)).nonzero(as_tuple=True)[0]
+    out[direct] = (ends.v[ends.s_of[direct]] * ends.u[ends.t_of[direct]]).sum(-1)
+    for c, skip in enumerate(state.skips):
+        sel = (same & (mid_from <= c) & (c < reads)).nonzero(as_tuple=True)[0]
+        if skip is None or not sel.numel():
+            continue
+        # The targets' vectors pulled back through the skip, once per target (at its position).
+        tgt, t_at = torch.unique(ends.t_of[sel], return_inverse=True)
+        at = torch.zeros(ends.u.shape[0], dtype=torch.long)
+        at[ends.t_of[sel]] = ends.tp[sel]
+        back = skip.back(ends.u[tgt], skip.inv_scale[at[tgt]][:, None])
+        out[sel] += (ends.v[ends.s_of[sel]] * back[t_at]).sum(-1)
+    return out
 
 
 @dataclass(frozen=True)
 class _Ends:
-    """Edges as indices into their unique sources' and targets' vectors, with positions."""
+    """Per (edge, write) entries as indices into the writes' and the unique targets' vectors,
+    with positions."""
 
-    v: Float[Tensor, "s d_model"]
+    v: Float[Tensor, "w d_model"]
     u: Float[Tensor, "t d_model"]
     s_of: Int[Tensor, " e"]
     t_of: Int[Tensor, " e"]
@@ -188,12 +250,12 @@ class _Ends:
 
 
 def _through_head(state: PromptState, a: int, ends: _Ends, edges: Int[Tensor, " k"]) -> Tensor:
-    """(k, n_heads): the part of each edge through each single head of attention layer `a`."""
+    """(k, n_heads): the part of each entry through each single head of attention layer `a`."""
     op, H = state.attention[a], state.model.n_heads
     # Project only the sources and targets these edges use: each is one d_model^2 product.
     src, s_at = torch.unique(ends.s_of[edges], return_inverse=True)
     tgt, t_at = torch.unique(ends.t_of[edges], return_inverse=True)
-    q = (ends.v[src] @ op.W_V_centred_t.T).view(src.shape[0], H, -1)  # W_V^T centre(v)
+    q = (ends.v[src] @ op.W_V_centred_t.T).view(src.shape[0], H, -1)  # W_V^T readin(v)
     p = (ends.u[tgt] @ op.W_O_t).view(tgt.shape[0], H, -1)  # W_O u
     out = torch.empty(edges.shape[0], H, dtype=ends.v.dtype)
     for part in torch.arange(edges.shape[0]).split(EDGE_BATCH):
@@ -201,26 +263,6 @@ def _through_head(state: PromptState, a: int, ends: _Ends, edges: Int[Tensor, " 
         dots = (q[s_at[part]] * p[t_at[part]]).sum(-1)
         out[part] = dots * op.pattern_scaled[:, ends.tp[e], ends.sp[e]].T  # A / ln1 scale
     return out
-
-
-def _source_vectors(
-    state: PromptState, rows: Int[Tensor, " n"]
-) -> tuple[Float[Tensor, "n d_model"], Bool[Tensor, " n"]]:
-    """Each row's residual-stream vector (features, errors, embeddings, biases), zeros and False
-    for rows with none (a target's constant, a remainder, a logit)."""
-    out = torch.zeros(rows.shape[0], state.model.d_model, dtype=state.model.dtype)
-    found = torch.zeros(rows.shape[0], dtype=torch.bool)
-    where = torch.full((len(state.nodes),), -1, dtype=torch.long)
-    slabs = [*state.layer_slabs, *state.attn_bias_slabs, state.embed_slab]
-    for slab in (part for whole in slabs for part in whole.parts()):
-        real = (slab.idx >= 0).nonzero(as_tuple=True)[0]
-        where[slab.idx[real]] = real
-        at = where[rows]
-        hit = (at >= 0) & ~found
-        out[hit] = slab.vectors[at[hit]]
-        found |= hit
-        where[slab.idx[real]] = -1
-    return out, found
 
 
 def _target_vectors(

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.api import AttributionEngine
 from circuitstore.ingest.config import AttributionConfig, Mode
-from circuitstore.ingest.qk.decompose import RawTrace, Side, trace
+from circuitstore.ingest.qk.decompose import RawTrace, Side, require_qk_tracing, trace
 from circuitstore.ingest.qk.removal import Removal, Remover
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import head_name
@@ -63,7 +63,9 @@ def trace_head(
     check: int = 0,
 ) -> HeadTrace:
     """Head (layer, head)'s score at (query, key) on `tokens` (BOS first), decomposed as the
-    graph's `mode` does; its `top` strongest terms of each part, and `check` removal checks."""
+    graph's `mode` does; its `top` strongest terms of each part, and `check` removal checks.
+    Raises InputError for a family without QK tracing (`decompose.require_qk_tracing`)."""
+    require_qk_tracing(engine.model)
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if not 1 <= top <= MAX_TOP:
         raise InputError(f"top {top}: expected 1..{MAX_TOP}")
@@ -76,7 +78,7 @@ def trace_head(
         raw, q, k = trace(state, layer, head, query, key, top)
         done: tuple[Removal, ...] = ()
         if check:
-            remover = Remover(state, layer, head, q, k)
+            remover = Remover(state, engine.transcoders, layer, head, q, k)
             done = tuple(remover.removal(row, name) for row, name in _strongest(q, k, check))
     return HeadTrace(raw, q, k, done)
 
@@ -95,4 +97,12 @@ def _strongest(q: Side, k: Side, n: int) -> list[tuple[int, str]]:
     return [(row, name) for row, (_, name) in ranked]
 
 
-__all__ = ["HeadTrace", "RawTrace", "Removal", "Side", "check_head", "trace_head"]
+__all__ = [
+    "HeadTrace",
+    "RawTrace",
+    "Removal",
+    "Side",
+    "check_head",
+    "require_qk_tracing",
+    "trace_head",
+]

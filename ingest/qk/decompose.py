@@ -22,8 +22,31 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.engine import pull_back
 from circuitstore.ingest.attribution.graph import Rows
-from circuitstore.ingest.attribution.state import PromptState, centre
+from circuitstore.ingest.attribution.state import PromptState
+from circuitstore.ingest.model import LoadedModel
+from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import QKPart
+
+# Why a family's scores are no sum of bilinear terms of the graph's nodes, by model_type.
+_ROTARY = "rotary position embeddings make the score depend on the relative position"
+NOT_BILINEAR = {
+    "llama": _ROTARY,
+    "qwen3": f"{_ROTARY}, and its QK-norm is not linear",
+    "gemma2": f"{_ROTARY}, and its attention soft-cap is not linear",
+}
+
+
+def require_qk_tracing(model: LoadedModel) -> None:
+    """Refuse, in one line, a model whose family the bilinear split does not hold for."""
+    family = model.family
+    if family.qk_tracing:
+        return
+    why = NOT_BILINEAR.get(family.model_type, "its attention is not that of GPT-2")
+    raise InputError(
+        f"QK tracing is not available for {family.label} ({model.name}): {why}; it needs "
+        "learned absolute positions and no QK-norm, as in GPT-2"
+    )
+
 
 # Pairwise terms are computed this many at a time (query rows x key rows) while the top ones
 # are kept: a GPT-2-scale side has tens of thousands of contributors.
@@ -106,7 +129,7 @@ def side(state: PromptState, layer: int, head: int, which: str, pos: int, observ
     weight = W[layer, head].detach().to(dtype)  # (d_model, d_head)
     bias = b[layer, head].detach().to(dtype)
     d_head = int(weight.shape[1])
-    u = centre(weight.T) / state.cache.ln1_scale[layer, pos]
+    u = state.model.readin(weight.T) / state.cache.ln1_scale[layer, pos]
     positions = torch.full((d_head,), pos, dtype=torch.long)
     with torch.no_grad():
         dense_t, sources = pull_back(state, layer, positions, u, own_attention=False)

@@ -9,7 +9,7 @@ import torch
 from circuitstore.ingest.attribution.graph import AttributionGraph, Rows
 from circuitstore.ingest.attribution.heads import head_parts
 from circuitstore.ingest.attribution.state import PromptState
-from circuitstore.ingest.qk.decompose import RawTrace, trace
+from circuitstore.ingest.qk.decompose import RawTrace, require_qk_tracing, trace
 from circuitstore.ingest.qkstore.write import TracedEdge
 from circuitstore.schema.model import EdgeKind
 
@@ -22,7 +22,9 @@ def edge_traces(
 ) -> list[tuple[RawTrace, TracedEdge]]:
     """The traces of the `k` strongest attention edges of `graph` (computed from `state`) that
     some head carries (edges from a constant or into a remainder have no head split), strongest
-    first; fewer where the graph has fewer."""
+    first; fewer where the graph has fewer. Raises InputError for a family without QK tracing."""
+    if k > 0:
+        require_qk_tracing(state.model)
     chosen = _strongest_heads(state, graph, k)
     rows = Rows(graph.nodes, graph.tokens)
     pos = graph.nodes.pos.tolist()

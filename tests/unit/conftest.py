@@ -3,6 +3,7 @@ published pickle layout, written to a temp folder and loaded back through the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,19 @@ def tiny32(tiny_dirs: tuple[Path, Path]) -> Tiny:
     model = load_model(model_dir, dtype=torch.float32)
     tcs = load_transcoders(tc_dir)
     return Tiny(model_dir, tc_dir, model, tcs, AttributionEngine(model, tcs))
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LoadedModel]:
+    """The tiny float64 model of a family (`families.spec`), built once per session."""
+    from .families import spec
+
+    built: dict[str, LoadedModel] = {}
+
+    def get(family: str) -> LoadedModel:
+        if family not in built:
+            folder = save_model(tmp_path_factory.mktemp(family) / "model", spec(family))
+            built[family] = load_model(folder, dtype=torch.float64)
+        return built[family]
+
+    return get

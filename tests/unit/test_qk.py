@@ -5,18 +5,22 @@ by removing nodes from the forward pass."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from circuitstore.demo import WEIGHTS
-from circuitstore.ingest.attribution import AttributionEngine
-from circuitstore.ingest.model import load_model, tokenize
+from circuitstore.ingest.attribution import AttributionConfig, AttributionEngine
+from circuitstore.ingest.model import LoadedModel, load_model, tokenize
 from circuitstore.ingest.qk import HeadTrace, trace_head
+from circuitstore.ingest.qkstore.select import edge_traces
 from circuitstore.ingest.transcoder import load_transcoders
 from circuitstore.schema.errors import InputError
 
 from .conftest import PROMPT, SPEC
+from .families import FAMILIES, KINDS, published_style
+from .families import PROMPT as FAMILY_PROMPT
 
 TOL = 1e-5
 DEMO_PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -178,3 +182,45 @@ def test_the_engine_is_unchanged_by_the_pull_back_split(tiny32) -> None:
     incoming.index_add_(0, graph.edges.target, graph.edges.weight.double())
     feats = graph.nodes.kind == Code.FEATURE
     assert torch.allclose(incoming[feats], graph.nodes.value[feats].double(), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_families_without_learned_positions_are_refused_in_one_line(
+    family_model: Callable[[str], LoadedModel], family: str
+) -> None:
+    """Rotary positions (and Qwen3's QK-norm, Gemma-2's attention soft-cap): refused by the
+    library entry point and by the selection `ingest --qk-top` runs, naming the family."""
+    model = family_model(family)
+    engine = AttributionEngine(model, published_style("clt", model.n_layers, model.d_model))
+    tokens = tokenize(model, FAMILY_PROMPT)
+    with pytest.raises(InputError) as err:
+        trace_head(engine, tokens, 1, 0, 5, 2)
+    message = str(err.value)
+    assert f"QK tracing is not available for {model.family.label}" in message
+    assert "rotary position embeddings make the score depend on the relative position" in message
+    assert ("QK-norm is not linear" in message) == (family == "qwen3")
+    assert "\n" not in message
+    config = AttributionConfig(prune=None, logit_top_k=1)
+    state = engine.prepare(FAMILY_PROMPT, config)
+    with pytest.raises(InputError, match="QK tracing is not available"):
+        edge_traces(state, engine.graph(state, config), 2)
+    assert edge_traces(state, engine.graph(state, config), 0) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mode", ["exact", "lumped"])
+def test_gpt2_traces_with_every_kind_of_transcoder(
+    family_model: Callable[[str], LoadedModel], kind: str, mode: str
+) -> None:
+    """Skip connections and cross-layer decoders: the terms still sum to the model's score,
+    and a removal in the frozen model (skip connections responding, a cross-layer feature
+    leaving every layer it writes to) changes it by the trace's prediction."""
+    model = family_model("gpt2")
+    engine = AttributionEngine(model, published_style(kind, model.n_layers, model.d_model))
+    tokens = tokenize(model, FAMILY_PROMPT)
+    t = trace_head(engine, tokens, 2, 1, 9, 4, mode=mode, top=20, check=8)
+    _check_sums(t)
+    assert len(t.removals) == 8
+    assert any(r.node.startswith(("mlp0", "mlp1")) for r in t.removals)
+    for r in t.removals:
+        assert abs(r.frozen - r.predicted) <= 1e-9 * _size(t), r

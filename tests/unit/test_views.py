@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
+from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder_set import layer_views
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import FeatureKey
 
 from .conftest import Tiny
+from .families import published_style
 from .views_oracle import (
     deembedding,
     logit_lens,
@@ -81,3 +85,37 @@ def test_bulk_token_views_equal_per_feature_views(tiny: Tiny) -> None:
                 assert props["deembedTokens"] == want
             else:
                 assert "deembedTokens" not in props
+
+
+def test_a_cross_layer_features_views_sum_its_decoders(
+    family_model: Callable[[str], LoadedModel],
+) -> None:
+    """A CLT feature of layer 0 reaches layer 2 through its own decoder and the one into layer
+    1; the logits through all three. The bulk views equal the per-feature ones."""
+    model = family_model("llama")
+    tcs = published_style("clt", model.n_layers, model.d_model)
+    first, ahead = tcs[0].W_dec, tcs[0].W_dec_ahead
+    assert ahead is not None
+    got = virtual_weights_out(tcs, 0, 5, k=200)
+    into_2 = {n.index: n.weight for n in got if n.layer == 2}
+    want = (first[5] + ahead[5, 0]) @ tcs[2].W_enc
+    assert into_2
+    assert all(w == pytest.approx(float(want[i])) for i, w in into_2.items())
+    into_1 = {n.index: n.weight for n in got if n.layer == 1}
+    assert into_1
+    assert all(w == pytest.approx(float(first[5] @ tcs[1].W_enc[:, i])) for i, w in into_1.items())
+    for layer in range(tcs.n_layers):
+        tokens, rows = layer_views(model, tcs, "set", layer, top_k=4)
+        for index in (0, 5, 63):
+            want_lens = [t.token for t in logit_lens(model, tcs, layer, index, k=4)]
+            assert tokens[index]["props"]["logitLensTokens"] == want_lens
+            if layer:
+                have = rows[index]["sources"]
+                want_in = virtual_weights_in(tcs, layer, index, k=4)
+                assert [s for s, _ in have] == [
+                    FeatureKey("set", n.layer, n.index).id for n in want_in
+                ]
+                assert [w for _, w in have] == pytest.approx([n.weight for n in want_in])
+    total = first[5] + ahead[5].sum(0)
+    lens = logit_lens(model, tcs, 0, 5, k=1)
+    assert lens[0].token_id == int((total @ model.weights.W_U).argmax())

@@ -38,10 +38,11 @@ def _check(tcs: TranscoderSet, layer: int, index: int) -> None:
 def virtual_weights_in(
     tcs: TranscoderSet, layer: int, index: int, *, k: int = 10
 ) -> list[Neighbour]:
-    """Earlier features writing most into this one's encoder: W_dec[l'][j] . W_enc[l][:, i]."""
+    """Earlier features writing most into this one's encoder: W_dec[l'][j] . W_enc[l][:, i]
+    (a cross-layer feature's decoders into layers l'..l-1 summed)."""
     _check(tcs, layer, index)
     enc = tcs[layer].W_enc[:, index]
-    scores = [(source, tcs[source].W_dec @ enc) for source in range(layer)]
+    scores = [(source, _written(tcs, source, layer) @ enc) for source in range(layer)]
     return _top(scores, k)
 
 
@@ -50,9 +51,19 @@ def virtual_weights_out(
 ) -> list[Neighbour]:
     """Later features this one writes into most strongly: W_dec[l][i] . W_enc[l'][:, j]."""
     _check(tcs, layer, index)
-    dec = tcs[layer].W_dec[index]
-    scores = [(target, dec @ tcs[target].W_enc) for target in range(layer + 1, tcs.n_layers)]
+    scores = [
+        (target, _written(tcs, layer, target)[index] @ tcs[target].W_enc)
+        for target in range(layer + 1, tcs.n_layers)
+    ]
     return _top(scores, k)
+
+
+def _written(tcs: TranscoderSet, source: int, below: int) -> Float[Tensor, "d_tc d_model"]:
+    """Layer `source`'s decoders into the MLP outputs of layers source..below-1 that it writes
+    to, summed, one layer at a time."""
+    tc = tcs[source]
+    layers = [j for j in range(source, below) if j - source <= tc.n_ahead]
+    return torch.stack([tc.decoder_to(j) for j in layers]).sum(0)
 
 
 def _top(scores: list[tuple[int, Float[Tensor, " d_tc"]]], k: int) -> list[Neighbour]:
@@ -81,9 +92,10 @@ def deembedding(
 def logit_lens(
     model: LoadedModel, tcs: TranscoderSet, layer: int, index: int, *, k: int = 10
 ) -> list[TokenScore]:
-    """Output tokens a feature promotes most: W_dec[l][i] @ W_U."""
+    """Output tokens a feature promotes most: W_dec[l][i] @ W_U (every decoder row of a
+    cross-layer feature summed)."""
     _check(tcs, layer, index)
-    scores = tcs[layer].W_dec[index].to(model.dtype) @ model.weights.W_U
+    scores = _written(tcs, layer, tcs.n_layers)[index].to(model.dtype) @ model.weights.W_U
     return _tokens(model, scores, k)
 
 
