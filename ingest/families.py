@@ -25,7 +25,9 @@ class ModelFamily:
     centred: bool  # LayerNorm removes the mean over d_model; RMSNorm does not
     gain_offset: float  # the applied gain is offset + the stored weight
     post_norms: bool  # norms after attention (ln1_post) and the MLP (ln2_post)
-    qk_tracing: bool  # `qk`'s bilinear decomposition needs learned positions and no QK-norm
+    # Why `qk`'s split of a score into bilinear terms of the graph's nodes does not hold, or
+    # None where it does (learned absolute positions, no QK-norm, no attention soft-cap).
+    no_qk_tracing: str | None
     hub: tuple[str, ...]  # checkpoints of the family the docs name
     # HookedTransformer's weight processing (folded and centred LayerNorms), which the published
     # GPT-2 transcoders were trained on. Other families keep HF's weights: the engine folds the
@@ -34,18 +36,20 @@ class ModelFamily:
     processed: bool = False
 
 
+_ROTARY = "rotary position embeddings make the score depend on the relative position"
+
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     f.model_type: f
     for f in (
-        ModelFamily("gpt2", "GPT-2", True, 0.0, False, True, ("gpt2",), processed=True),
-        ModelFamily("llama", "Llama", False, 0.0, False, False, ("meta-llama/Llama-3.2-1B",)),
+        ModelFamily("gpt2", "GPT-2", True, 0.0, False, None, ("gpt2",), processed=True),
+        ModelFamily("llama", "Llama", False, 0.0, False, _ROTARY, ("meta-llama/Llama-3.2-1B",)),
         ModelFamily(
             "qwen3",
             "Qwen3",
             False,
             0.0,
             False,
-            False,
+            f"{_ROTARY}, and its QK-norm is not linear",
             (
                 "Qwen/Qwen3-0.6B",
                 "Qwen/Qwen3-1.7B",
@@ -54,7 +58,15 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
                 "Qwen/Qwen3-14B",
             ),
         ),
-        ModelFamily("gemma2", "Gemma-2", False, 1.0, True, False, ("google/gemma-2-2b",)),
+        ModelFamily(
+            "gemma2",
+            "Gemma-2",
+            False,
+            1.0,
+            True,
+            f"{_ROTARY}, and its attention soft-cap is not linear",
+            ("google/gemma-2-2b",),
+        ),
     )
 }
 

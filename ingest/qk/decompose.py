@@ -27,23 +27,15 @@ from circuitstore.ingest.model import LoadedModel
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import QKPart
 
-# Why a family's scores are no sum of bilinear terms of the graph's nodes, by model_type.
-_ROTARY = "rotary position embeddings make the score depend on the relative position"
-NOT_BILINEAR = {
-    "llama": _ROTARY,
-    "qwen3": f"{_ROTARY}, and its QK-norm is not linear",
-    "gemma2": f"{_ROTARY}, and its attention soft-cap is not linear",
-}
-
 
 def require_qk_tracing(model: LoadedModel) -> None:
     """Refuse, in one line, a model whose family the bilinear split does not hold for."""
     family = model.family
-    if family.qk_tracing:
+    if family.no_qk_tracing is None:
         return
-    why = NOT_BILINEAR.get(family.model_type, "its attention is not that of GPT-2")
     raise InputError(
-        f"QK tracing is not available for {family.label} ({model.name}): {why}; it needs "
+        f"QK tracing is not available for {family.label} ({model.name}): "
+        f"{family.no_qk_tracing}; it needs "
         "learned absolute positions and no QK-norm, as in GPT-2"
     )
 
