@@ -13,7 +13,7 @@ from circuitstore.ingest.model import LoadedModel
 from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.writer import TranscoderSetNode
 from circuitstore.schema.model import content_hash
-from circuitstore.schema.names import FeatureKey
+from circuitstore.schema.names import CLT, TRANSCODER, FeatureFamily, FeatureKey
 
 # Features per matmul: large enough to keep the matmul efficient, small enough that a chunk
 # of logit-lens scores (CHUNK x d_vocab floats) stays near 200 MB at GPT-2 scale.
@@ -37,6 +37,10 @@ def transcoder_set_info(
     set_id = f"{name}-{digest}"
     props = {
         "name": set_id,
+        # How its features are named and what it is (read back as `TranscoderSetInfo.family`;
+        # absent on sets stored before: a per-layer transcoder of GPT-2).
+        "featureFamily": features_family(tcs).key,
+        "modelFamily": model.family.model_type,
         "model": provenance["model"],
         "modelHash": provenance["model_hash"],
         "transcoders": provenance["transcoders"],
@@ -49,13 +53,20 @@ def transcoder_set_info(
     return TranscoderSetNode(set_id, props, graph_hash, graph_config)
 
 
+def features_family(tcs: TranscoderSet) -> FeatureFamily:
+    """The set's feature family: a cross-layer transcoder's features write to later layers."""
+    return CLT if tcs.cross_layer else TRANSCODER
+
+
 def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:
-    """One row per feature: its id, name and firing frequency; the views come later, per layer
-    (`layer_views`), so that the set's features exist before the first prompt."""
+    """One row per feature: its id, name (in the set's family) and firing frequency; the views
+    come later, per layer (`layer_views`), so that the set's features exist before the first
+    prompt."""
+    family = features_family(tcs)
     for layer, tc in enumerate(tcs.transcoders):
         sparsity = tc.log_feature_sparsity
         for index in range(tc.d_tc):
-            key = FeatureKey(set_id, layer, index)
+            key = FeatureKey(set_id, layer, index, family)
             props: dict[str, Any] = {
                 "transcoderSet": set_id,
                 "layer": layer,

@@ -38,7 +38,6 @@ class FeatureFamily:
     key: str
     prefix: str
     suffix: str
-    title: str
 
     def stem(self, layer: int) -> str:
         """A name's part before `[<index>]`: `mlp8tc`, `clt8`."""
@@ -65,8 +64,8 @@ class FeatureFamily:
 FEATURE_FAMILIES: dict[str, FeatureFamily] = {
     f.key: f
     for f in (
-        FeatureFamily("transcoder", "mlp", "tc", "per-layer transcoder"),
-        FeatureFamily("clt", "clt", "", "cross-layer transcoder"),
+        FeatureFamily("transcoder", "mlp", "tc"),  # one transcoder per layer
+        FeatureFamily("clt", "clt", ""),  # a cross-layer transcoder
     )
 }
 TRANSCODER = FEATURE_FAMILIES["transcoder"]

@@ -289,3 +289,18 @@ def test_qk_side_ids_and_biases() -> None:
     assert NodeId.remainder(qk_side_id(0, 1, "k", 0)) == "rem[attn0[1].k@0]"
     with pytest.raises(ValueError, match="expected q or k"):
         qk_side_id(0, 0, "v", 0)
+
+
+def test_a_stored_sets_families() -> None:
+    """A set read from the store: its families as recorded; a set stored before they were
+    recorded is GPT-2's per-layer transcoder; a family this version lacks fails where its
+    names are needed, not when the store's sets are read."""
+    from circuitstore.query.reader import TranscoderSetInfo
+
+    clt = TranscoderSetInfo("s", 2, 64, feature_family="clt", model_family="gemma2")
+    assert (clt.family, clt.model_family) == (CLT, "gemma2")
+    old = TranscoderSetInfo("s", 2, 64)
+    assert (old.feature_family, old.model_family, old.family) == ("transcoder", "gpt2", TRANSCODER)
+    future = TranscoderSetInfo("s", 2, 64, feature_family="lorsa")
+    with pytest.raises(QueryError, match="feature family 'lorsa'"):
+        _ = future.family
