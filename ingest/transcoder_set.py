@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from circuitstore.ingest.model import LoadedModel
-from circuitstore.ingest.transcoder import TranscoderSet
+from circuitstore.ingest.transcoder import Transcoder, TranscoderSet
 from circuitstore.ingest.writer import TranscoderSetNode
 from circuitstore.schema.model import content_hash
 from circuitstore.schema.names import CLT, TRANSCODER, FeatureFamily, FeatureKey
@@ -83,7 +84,9 @@ def layer_views(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One layer's input-independent views: per feature its logit-lens tokens (and, in layer 0,
     its de-embedding tokens), and the VIRTUAL_WEIGHT rows into its features from every earlier
-    layer (`target` and its `sources`, [id, weight] strongest first).
+    layer (`target` and its `sources`, [id, weight] strongest first). A feature's write is all
+    it adds to the residual stream (`written`): for a cross-layer transcoder's, its decoders
+    into every layer the reader sees.
 
     Computed in bulk (chunks of features against whole matrices) on the model's device: the
     store wants them for every feature, and at GPT-2 scale they are ~85 TFLOP in all."""
@@ -91,9 +94,13 @@ def layer_views(
     tc = tcs[layer]
     tokens: list[dict[str, Any]] = []
     virtual: list[dict[str, Any]] = []
+    # A per-layer set's are its W_dec (no copies); a CLT's, one sum per earlier layer: fewer
+    # tensors than the n(n+1)/2 decoders it holds.
+    out = written(tc)
+    into = [written(tcs[src], layer) for src in range(layer)]
     for start in range(0, tc.d_tc, CHUNK):
         stop = min(start + CHUNK, tc.d_tc)
-        lens = _top_tokens(tc.W_dec[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
+        lens = _top_tokens(out[start:stop].to(model.dtype) @ model.weights.W_U, top_k)
         deembed = None
         if layer == 0:
             deembed = _top_tokens((model.weights.W_E @ tc.W_enc[:, start:stop]).T, top_k)
@@ -103,19 +110,39 @@ def layer_views(
                 props["deembedTokens"] = [decode(t) for t in deembed[offset]]
             tokens.append({"id": FeatureKey(set_id, layer, index).id, "props": props})
         if layer > 0:
-            virtual += _virtual_rows(tcs, set_id, layer, start, stop, top_k)
+            virtual += _virtual_rows(tcs, set_id, layer, start, stop, into, top_k)
     return tokens, virtual
 
 
+def written(tc: Transcoder, before: int | None = None) -> Tensor:
+    """What a layer's features add to the residual stream that layer `before`'s MLP reads (every
+    later layer's where None): the sum of their decoders into the MLP outputs of their own layer
+    up to `before - 1`. A per-layer transcoder's is its W_dec itself."""
+    last = tc.layer + tc.n_ahead
+    if before is not None:
+        last = min(last, before - 1)
+    total = tc.W_dec
+    for layer in range(tc.layer + 1, last + 1):
+        total = total + tc.decoder_to(layer)
+    return total
+
+
 def _virtual_rows(
-    tcs: TranscoderSet, set_id: str, layer: int, start: int, stop: int, top_k: int
+    tcs: TranscoderSet,
+    set_id: str,
+    layer: int,
+    start: int,
+    stop: int,
+    decoders: list[Tensor],
+    top_k: int,
 ) -> list[dict[str, Any]]:
     """Features start..stop of `layer`, each with its top-k earlier features by
-    |W_dec[l'][j] . W_enc[l][:, i]|: a running top-k over source layers, so memory stays at one
-    (chunk x d_tc) score block whatever the depth (a concatenation of the earlier decoders
-    alone would be 0.8 GB at GPT-2 scale)."""
+    |written[l'][j] . W_enc[l][:, i]| (`decoders`: each earlier layer's `written` into this
+    one): a running top-k over source layers, so memory stays at one (chunk x d_tc) score block
+    whatever the depth (a concatenation of the earlier decoders alone would be 0.8 GB at GPT-2
+    scale)."""
     block = tcs[layer].W_enc[:, start:stop].T.contiguous()  # (chunk, d_model)
-    best = _running_top(block, [tcs[src].W_dec for src in range(layer)], top_k)
+    best = _running_top(block, decoders, top_k)
     weights, src_layer, src_index = (t.tolist() for t in best)
     return [
         {
