@@ -14,7 +14,7 @@ from circuitstore.ingest.attribution.graph import Code, Rows
 from circuitstore.ingest.attribution.heads import StrongestHeads
 from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.schema.model import PROMPT_OWN, PromptScore
-from circuitstore.schema.names import FeatureKey, NodeId
+from circuitstore.schema.names import TRANSCODER, FeatureFamily, FeatureKey, NodeId, respell
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,10 @@ def build_payload(
     run: str,
     d_tc: int,
     truncated_from: int | None = None,
+    family: FeatureFamily = TRANSCODER,
 ) -> PromptPayload:
-    """One prompt's engine output as the parameter rows of the write statements."""
+    """One prompt's engine output as the parameter rows of the write statements, its nodes'
+    ids spelled in the set's feature `family`."""
     prompt_id = NodeId.prompt(transcoder_set, record.key)
     props = _prompt_props(record, graph, prompt_id, transcoder_set, run)
     if truncated_from is not None:
@@ -73,7 +75,7 @@ def build_payload(
     return PromptPayload(
         prompt_id=prompt_id,
         prompt=props,
-        nodes=_node_rows(graph, prompt_id, transcoder_set),
+        nodes=_node_rows(graph, prompt_id, transcoder_set, family),
         edges=_edge_rows(graph, heads),
         features=_feature_rows(summary, transcoder_set),
         drives=_drives_rows(drives, transcoder_set, d_tc),
@@ -129,16 +131,18 @@ def _scores(graph: AttributionGraph) -> dict[str, float]:
     return out
 
 
-def _node_rows(graph: AttributionGraph, prompt_id: str, tset: str) -> list[list[Any]]:
+def _node_rows(
+    graph: AttributionGraph, prompt_id: str, tset: str, family: FeatureFamily
+) -> list[list[Any]]:
     """[label, props] per node: the common properties, then those its form adds (the kind
-    table's `Form.props`)."""
+    table's `Form.props`). Local ids in `family`'s spelling (the engine writes TRANSCODER's)."""
     acc = graph.accounting
     rows = Rows(graph.nodes, graph.tokens, tset)
     explained = acc.kept_abs_fraction.tolist() if acc is not None else None
     kept = acc.kept_sum.tolist() if acc is not None else None
     out = []
     for i in range(len(graph.nodes)):
-        kind, local = rows.kind(i), rows.local_id(i)
+        kind, local = rows.kind(i), respell(rows.local_id(i), family)
         props: dict[str, Any] = {
             "id": NodeId.qualified(prompt_id, local),
             "localId": local,

@@ -36,12 +36,17 @@ from circuitstore.ingest.qk import require_qk_tracing
 from circuitstore.ingest.qkstore.select import edge_traces
 from circuitstore.ingest.qkstore.write import TracedPrompt, trace_rows
 from circuitstore.ingest.transcoder import TranscoderSet
-from circuitstore.ingest.transcoder_set import feature_rows, layer_views, transcoder_set_info
+from circuitstore.ingest.transcoder_set import (
+    feature_rows,
+    features_family,
+    layer_views,
+    transcoder_set_info,
+)
 from circuitstore.ingest.writebehind import Done, write_behind
 from circuitstore.ingest.writer import PromptWriteError, StoreWriter, TranscoderSetNode
 from circuitstore.schema.apply import require_current_schema
 from circuitstore.schema.errors import InputError, StoreUnavailableError
-from circuitstore.schema.names import NodeId
+from circuitstore.schema.names import TRANSCODER, FeatureFamily, NodeId
 
 
 @dataclass
@@ -161,6 +166,7 @@ class IngestRunner:
         setup = _SetSetup(writer, info, tcs)
         try:
             job = _Job(cfg, engine, writer, catalog, record, info.id, tcs.d_tc, tcs.n_layers)
+            job.family = features_family(tcs)
             job.on_prompt = self.on_prompt
             job.before_first_write = setup
             summary = job.run(corpus)
@@ -228,6 +234,7 @@ class _Job:
     n_layers: int
     on_prompt: Callable[[int], None] | None = None
     before_first_write: Callable[[], None] | None = None
+    family: FeatureFamily = TRANSCODER  # spells the stored node ids
 
     def run(self, corpus: Corpus) -> IngestSummary:
         run = self.record.name
@@ -396,8 +403,9 @@ class _Job:
                 run=self.record.name,
                 d_tc=self.d_tc,
                 truncated_from=cut_from,
+                family=self.family,
             )
-        prompt = TracedPrompt(payload.prompt_id, record.key, self.tset)
+        prompt = TracedPrompt(payload.prompt_id, record.key, self.tset, self.family)
         return replace(payload, qk=trace_rows(prompt, traces))
 
 

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from circuitstore.ingest.model import LoadedModel
-from circuitstore.ingest.transcoder import TranscoderSet
+from circuitstore.ingest.transcoder import Transcoder, TranscoderSet
 from circuitstore.ingest.writer import TranscoderSetNode
 from circuitstore.schema.model import content_hash
-from circuitstore.schema.names import FeatureKey
+from circuitstore.schema.names import CLT, TRANSCODER, FeatureFamily, FeatureKey
 
 # Features per matmul: large enough to keep the matmul efficient, small enough that a chunk
 # of logit-lens scores (CHUNK x d_vocab floats) stays near 200 MB at GPT-2 scale.
@@ -37,6 +38,10 @@ def transcoder_set_info(
     set_id = f"{name}-{digest}"
     props = {
         "name": set_id,
+        # How its features are named and what it is (read back as `TranscoderSetInfo.family`;
+        # absent on sets stored before: a per-layer transcoder of GPT-2).
+        "featureFamily": features_family(tcs).key,
+        "modelFamily": model.family.model_type,
         "model": provenance["model"],
         "modelHash": provenance["model_hash"],
         "transcoders": provenance["transcoders"],
@@ -49,13 +54,20 @@ def transcoder_set_info(
     return TranscoderSetNode(set_id, props, graph_hash, graph_config)
 
 
+def features_family(tcs: TranscoderSet) -> FeatureFamily:
+    """The set's feature family: a cross-layer transcoder's features write to later layers."""
+    return CLT if tcs.cross_layer else TRANSCODER
+
+
 def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:
-    """One row per feature: its id, name and firing frequency; the views come later, per layer
-    (`layer_views`), so that the set's features exist before the first prompt."""
+    """One row per feature: its id, name (in the set's family) and firing frequency; the views
+    come later, per layer (`layer_views`), so that the set's features exist before the first
+    prompt."""
+    family = features_family(tcs)
     for layer, tc in enumerate(tcs.transcoders):
         sparsity = tc.log_feature_sparsity
         for index in range(tc.d_tc):
-            key = FeatureKey(set_id, layer, index)
+            key = FeatureKey(set_id, layer, index, family)
             props: dict[str, Any] = {
                 "transcoderSet": set_id,
                 "layer": layer,
@@ -70,10 +82,11 @@ def feature_rows(tcs: TranscoderSet, set_id: str) -> Iterator[dict[str, Any]]:
 def layer_views(
     model: LoadedModel, tcs: TranscoderSet, set_id: str, layer: int, top_k: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One layer's input-independent views: per feature its logit-lens tokens (its decoder rows
-    summed over every layer it writes to, by W_U; in layer 0 also its de-embedding tokens), and
-    the VIRTUAL_WEIGHT rows into its features from every earlier layer (`target` and its
-    `sources`, [id, weight] strongest first).
+    """One layer's input-independent views: per feature its logit-lens tokens (and, in layer 0,
+    its de-embedding tokens), and the VIRTUAL_WEIGHT rows into its features from every earlier
+    layer (`target` and its `sources`, [id, weight] strongest first). A feature's write is all
+    it adds to the residual stream (`written`): for a cross-layer transcoder's, its decoders
+    into every layer the reader sees.
 
     Computed in bulk (chunks of features against whole matrices) on the model's device: the
     store wants them for every feature, and at GPT-2 scale they are ~85 TFLOP in all."""
@@ -81,11 +94,14 @@ def layer_views(
     tc = tcs[layer]
     tokens: list[dict[str, Any]] = []
     virtual: list[dict[str, Any]] = []
+    # A per-layer set's are its W_dec (no copies); a CLT's, one sum per earlier layer: fewer
+    # tensors than the n(n+1)/2 decoders it holds.
+    out = written(tc)
+    into = [written(tcs[src], layer) for src in range(layer)]
     for start in range(0, tc.d_tc, CHUNK):
         stop = min(start + CHUNK, tc.d_tc)
         W_U, W_E = model.weights.W_U, model.weights.W_E  # in the weights' dtype, as tc's
-        written = _reaching(tcs, layer, tcs.n_layers)[start:stop].to(W_U.dtype)
-        lens = _top_tokens(written @ W_U, top_k)
+        lens = _top_tokens(out[start:stop].to(W_U.dtype) @ W_U, top_k)
         deembed = None
         if layer == 0:
             deembed = _top_tokens((W_E @ tc.W_enc[:, start:stop].to(W_E.dtype)).T, top_k)
@@ -95,20 +111,39 @@ def layer_views(
                 props["deembedTokens"] = [decode(t) for t in deembed[offset]]
             tokens.append({"id": FeatureKey(set_id, layer, index).id, "props": props})
         if layer > 0:
-            virtual += _virtual_rows(tcs, set_id, layer, start, stop, top_k)
+            virtual += _virtual_rows(tcs, set_id, layer, start, stop, into, top_k)
     return tokens, virtual
 
 
+def written(tc: Transcoder, before: int | None = None) -> Tensor:
+    """What a layer's features add to the residual stream that layer `before`'s MLP reads (every
+    later layer's where None): the sum of their decoders into the MLP outputs of their own layer
+    up to `before - 1`. A per-layer transcoder's is its W_dec itself."""
+    last = tc.layer + tc.n_ahead
+    if before is not None:
+        last = min(last, before - 1)
+    total = tc.W_dec
+    for layer in range(tc.layer + 1, last + 1):
+        total = total + tc.decoder_to(layer)
+    return total
+
+
 def _virtual_rows(
-    tcs: TranscoderSet, set_id: str, layer: int, start: int, stop: int, top_k: int
+    tcs: TranscoderSet,
+    set_id: str,
+    layer: int,
+    start: int,
+    stop: int,
+    decoders: list[Tensor],
+    top_k: int,
 ) -> list[dict[str, Any]]:
     """Features start..stop of `layer`, each with its top-k earlier features by
-    |W_dec[l'][j] . W_enc[l][:, i]| (a cross-layer feature's decoders into layers l'..l-1
-    summed, `_reaching`): a running top-k over source layers, so memory stays at one
-    (chunk x d_tc) score block whatever the depth (a concatenation of the earlier decoders
-    alone would be 0.8 GB at GPT-2 scale)."""
+    |written[l'][j] . W_enc[l][:, i]| (`decoders`: each earlier layer's `written` into this
+    one): a running top-k over source layers, so memory stays at one (chunk x d_tc) score block
+    whatever the depth (a concatenation of the earlier decoders alone would be 0.8 GB at GPT-2
+    scale)."""
     block = tcs[layer].W_enc[:, start:stop].T.contiguous()  # (chunk, d_model)
-    best = _running_top(block, [_reaching(tcs, src, layer) for src in range(layer)], top_k)
+    best = _running_top(block, decoders, top_k)
     weights, src_layer, src_index = (t.tolist() for t in best)
     return [
         {
@@ -117,18 +152,6 @@ def _virtual_rows(
         }
         for col, row in enumerate(zip(weights, src_layer, src_index, strict=True))
     ]
-
-
-def _reaching(tcs: TranscoderSet, source: int, below: int) -> torch.Tensor:
-    """What layer `source`'s features write into the residual stream below layer `below`'s
-    MLP (d_tc, d_model): the decoder row, plus a cross-layer transcoder's decoders into the
-    later layers before `below` (`tcs.n_layers`: every layer it writes to, as the logits see)."""
-    tc = tcs[source]
-    last = min(below - 1, source + tc.n_ahead)
-    total = tc.W_dec
-    for layer in range(source + 1, last + 1):
-        total = total + tc.decoder_to(layer)
-    return total
 
 
 def _running_top(

@@ -19,7 +19,7 @@ TRANSCODER_SETS = f"""
 MATCH (s:{L.TRANSCODER_SET})
 RETURN s.id AS id, s.nLayers AS n_layers, s.dTranscoder AS d_transcoder, s.model AS model,
        s.transcoders AS transcoders, s.modelHash AS model_hash, s.hash AS transcoders_hash,
-       s.nHeads AS n_heads
+       s.nHeads AS n_heads, s.featureFamily AS feature_family, s.modelFamily AS model_family
 ORDER BY s.id
 """
 

@@ -5,7 +5,7 @@ transcoder sets it holds, and feature names resolved against them. Every questio
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import neo4j
@@ -14,10 +14,14 @@ from circuitstore.query import cypher
 from circuitstore.query.tables import Tabular
 from circuitstore.schema.connection import translate_errors
 from circuitstore.schema.errors import NotFoundError, QueryError
+from circuitstore.schema.model import MODEL_FAMILY_BEFORE
 from circuitstore.schema.names import (
+    TRANSCODER,
+    FeatureFamily,
     FeatureKey,
     FeatureRef,
     check_range,
+    feature_family,
     head_name,
     numbered_head,
     parse_feature,
@@ -38,6 +42,21 @@ class TranscoderSetInfo(Tabular):
     model_hash: str | None = None  # every weight's hash (what `verify` checks a model against)
     transcoders_hash: str | None = None
     n_heads: int | None = None  # stored edges number their heads layer * n_heads + head
+    # What the set is ("transcoder" or "clt", `schema.names.FEATURE_FAMILIES`) and what model
+    # it reads (HF's model_type); a set stored before they were recorded is GPT-2's transcoder.
+    feature_family: str | None = None
+    model_family: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked where used (`family`): one set of a family this version lacks leaves the
+        # store's other sets readable.
+        object.__setattr__(self, "feature_family", self.feature_family or TRANSCODER.key)
+        object.__setattr__(self, "model_family", self.model_family or MODEL_FAMILY_BEFORE)
+
+    @property
+    def family(self) -> FeatureFamily:
+        """The feature family, which spells the set's feature names (`clt8[355]`)."""
+        return feature_family(self.feature_family)
 
     def head(self, number: int) -> tuple[int, int]:
         """(layer, head) of a head number stored on an ATTR edge."""
@@ -111,11 +130,13 @@ class StoreReader:
         return next(iter(sets.values()))
 
     def resolve(self, name: str, tset: str | None = None) -> tuple[FeatureRef, FeatureKey]:
-        """A feature's name parsed and checked against its transcoder set's size."""
+        """A feature's name (in any family's spelling) parsed and checked against its
+        transcoder set's size; both come back spelled in the set's family."""
         ref = parse_feature(name)
         info = self.tset(tset)
+        ref = replace(ref, family=info.family)  # spelled as the set spells it
         check_range(ref, info.n_layers, info.d_transcoder, info.id)
-        return ref, FeatureKey(info.id, ref.layer, ref.index)
+        return ref, ref.key(info.id)
 
 
 def check_top(top: int) -> None:

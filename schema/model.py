@@ -5,7 +5,11 @@ enums below. Node kinds, names and ids are in `schema.names`, the one grammar bo
 
 Model (see README "Graph model"):
 
-    (:TranscoderSet {id, name, model, modelHash, nLayers, dModel, dTranscoder, source})
+    (:TranscoderSet {id, name, featureFamily, modelFamily, model, modelHash, nLayers, dModel,
+                     dTranscoder, source})
+                                  featureFamily: "transcoder" | "clt" (`names.FEATURE_FAMILIES`);
+                                  modelFamily: the model's HF model_type ("gpt2", "llama", ...);
+                                  both absent on sets stored before them (GPT-2's transcoders)
     (:Feature {id, transcoderSet, layer, index, nActive, sumActivation, maxActivation, ...})
     (:Prompt {id, key, transcoderSet, text, tokens, nTokens, run, ...})
     (:GraphNode:Occurrence {id, prompt, layer, pos, feature, activation, preactivation})
@@ -98,6 +102,10 @@ class PromptScore(StrEnum):
         """The column name in rows and tables: `storedReplacementScore` -> `stored_replacement`
         (the graph metadata's key is this plus `_score`)."""
         return snake_case(self.value).removesuffix("_score")
+
+
+# The model family of a set stored before sets recorded theirs: every such set was GPT-2's.
+MODEL_FAMILY_BEFORE = "gpt2"
 
 
 def snake_case(name: str) -> str:

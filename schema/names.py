@@ -3,11 +3,16 @@ written, parsed and stored. Ingest (writing), query (reading), exports and the C
 they can never disagree. Pure functions and records: no database, no torch, so every malformed
 name fails before a query runs.
 
-Names follow the original transcoder work: `mlp8tc[355]` is feature 355 of layer 8 and
-`mlp8tc[355]@9` the same feature at token position 9 (also written `8:355`, `8:355@9`);
-`embed0@9` the token-plus-position embedding at 9; `mlp8err@9` layer 8's error term there;
-`bias[attn3]@9` a constant term; `logit[250]@31` a logit; `rem[<target>]` lumped mode's
-remainder of one target's input.
+Names follow the original transcoder work: `mlp8tc[355]` is feature 355 of layer 8's
+per-layer transcoder and `mlp8tc[355]@9` the same feature at token position 9; a cross-layer
+transcoder's feature read at layer 8 (writing to the MLP outputs of layers 8 and on) is
+`clt8[355]`, `clt8[355]@9` (the family table `FEATURE_FAMILIES`); either is also written `8:355`,
+`8:355@9`. `embed0@9` is the token-plus-position embedding at 9; `mlp8err@9` layer 8's error
+term there (in either family: the error of layer 8's MLP output); `bias[attn3]@9` a constant
+term; `logit[250]@31` a logit; `rem[<target>]` lumped mode's remainder of one target's input.
+
+Parsing accepts every family's spelling and yields the same reference, so a user may type
+either; rendering takes the family of the set the name belongs to.
 """
 
 from __future__ import annotations
@@ -20,11 +25,78 @@ from typing import ClassVar
 from circuitstore.schema.errors import QueryError
 from circuitstore.schema.model import Label
 
-FEATURE_FORMS = "mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos> or <layer>:<index>"
-
 # Numbers have at most 9 digits: every layer, index, position and token id fits, and a name of
 # 10,000 digits is refused by the pattern instead of reaching int().
 _N = r"\d{1,9}"
+
+
+@dataclass(frozen=True)
+class FeatureFamily:
+    """A kind of transcoder set, as its features are named: `<prefix><layer><suffix>[<index>]`.
+    `key` is what the TranscoderSet node stores as `featureFamily`."""
+
+    key: str
+    prefix: str
+    suffix: str
+
+    def stem(self, layer: int) -> str:
+        """A name's part before `[<index>]`: `mlp8tc`, `clt8`."""
+        return f"{self.prefix}{layer}{self.suffix}"
+
+    def name(self, layer: int, index: int, pos: int | None = None) -> str:
+        """`mlp8tc[355]` (`clt8[355]`), or at a position `mlp8tc[355]@9`."""
+        base = f"{self.stem(layer)}[{index}]"
+        return base if pos is None else f"{base}@{pos}"
+
+    @property
+    def form(self) -> str:
+        """The family's names as a message writes them: `mlp<layer>tc[<index>]`."""
+        return f"{self.prefix}<layer>{self.suffix}[<index>]"
+
+    @property
+    def head(self) -> str:
+        """Regex of a name's part before `[<index>]`, the layer captured (`mlp(8)tc`)."""
+        return f"{re.escape(self.prefix)}({_N}){re.escape(self.suffix)}"
+
+
+# The feature families: adding one is a row here (and its `featureFamily` at ingest). Each
+# prefix-suffix pair must differ from every other kind's local ids (`KINDS`).
+FEATURE_FAMILIES: dict[str, FeatureFamily] = {
+    f.key: f
+    for f in (
+        FeatureFamily("transcoder", "mlp", "tc"),  # one transcoder per layer
+        FeatureFamily("clt", "clt", ""),  # a cross-layer transcoder
+    )
+}
+TRANSCODER = FEATURE_FAMILIES["transcoder"]
+CLT = FEATURE_FAMILIES["clt"]
+
+
+def feature_family(key: str | None) -> FeatureFamily:
+    """The family stored as `key`; None (a set stored before families were recorded, when
+    every set was a per-layer transcoder) is `TRANSCODER`."""
+    if key is None:
+        return TRANSCODER
+    if key not in FEATURE_FAMILIES:
+        known = ", ".join(FEATURE_FAMILIES)
+        raise QueryError(f"feature family {shown(key)}: expected one of {known}")
+    return FEATURE_FAMILIES[key]
+
+
+FEATURE_FORMS = (
+    ", ".join(f"{f.form}, {f.form}@<pos>" for f in FEATURE_FAMILIES.values())
+    + " or <layer>:<index>"
+)
+# Any family's feature name before its index (`mlp8tc[`, `clt8[`), the layer captured once per
+# family: what `respell` rewrites inside any local id.
+_HEADS = re.compile("(?:" + "|".join(f.head for f in FEATURE_FAMILIES.values()) + r")\[")
+
+
+def respell(local_id: str, family: FeatureFamily) -> str:
+    """`local_id` with every feature name in it spelled in `family` (`mlp8tc[355]@9` ->
+    `clt8[355]@9`; `rem[mlp8tc[355]@9]` -> `rem[clt8[355]@9]`); the rest as it was. Only a
+    feature name holds `<prefix><digits><suffix>[`, so nothing else changes."""
+    return _HEADS.sub(lambda m: family.stem(int(next(g for g in m.groups() if g))) + "[", local_id)
 
 
 class _KindTable(type):
@@ -139,17 +211,24 @@ class KindSpec:
         return None if self.viewer is None else self.viewer.type
 
 
+# Every family's stem as a regex without groups (the kind table's local ids, and Cypher's `=~`).
+_FEATURE_STEMS = "|".join(
+    f"{re.escape(f.prefix)}{_N}{re.escape(f.suffix)}" for f in FEATURE_FAMILIES.values()
+)
+
 # The kind table: adding a node kind is a row here, a place in the engine's row layout and its
 # producer; every writer, reader and exporter works from this table.
 KINDS: dict[str, KindSpec] = {
     "feature": KindSpec(
         Label.OCCURRENCE,
-        rf"mlp{_N}tc\[{_N}\]@{_N}",
+        # Every family's spelling; the engine writes the per-layer one, which the store's
+        # writers respell in the set's family (`respell`).
+        rf"(?:{_FEATURE_STEMS})\[{_N}\]@{_N}",
         (
             Form(
                 "feature",
                 0,
-                "mlp{layer}tc[{index}]@{pos}",
+                "mlp{layer}tc[{index}]@{pos}",  # TRANSCODER's spelling: see `respell`
                 {
                     "transcoderSet": "transcoderSet",
                     "feature": "index",
@@ -234,19 +313,22 @@ def form(name: str) -> Form:
     return next(f for spec in KINDS.values() for f in spec.forms if f.name == name)
 
 
-def feature_name(layer: int, index: int, pos: int | None = None) -> str:
-    """`mlp8tc[355]`, or `mlp8tc[355]@9` at a position."""
-    base = f"mlp{layer}tc[{index}]"
-    return base if pos is None else f"{base}@{pos}"
+def feature_name(
+    layer: int, index: int, pos: int | None = None, family: FeatureFamily = TRANSCODER
+) -> str:
+    """`mlp8tc[355]`, or `mlp8tc[355]@9` at a position; in `family`'s spelling (`clt8[355]`)."""
+    return family.name(layer, index, pos)
 
 
 @dataclass(frozen=True)
 class FeatureKey:
-    """A global transcoder feature: layer and index within one transcoder set."""
+    """A global transcoder feature: layer and index within one transcoder set, named in the
+    set's family (which its identity does not include)."""
 
     transcoder_set: str
     layer: int
     index: int
+    family: FeatureFamily = field(default=TRANSCODER, compare=False)
 
     @property
     def id(self) -> str:
@@ -255,8 +337,8 @@ class FeatureKey:
 
     @property
     def name(self) -> str:
-        """The feature's name: `mlp8tc[355]`."""
-        return feature_name(self.layer, self.index)
+        """The feature's name: `mlp8tc[355]` (`clt8[355]`)."""
+        return self.family.name(self.layer, self.index)
 
 
 class NodeId:
@@ -267,9 +349,9 @@ class NodeId:
     """
 
     @staticmethod
-    def feature(layer: int, pos: int, index: int) -> str:
-        """A feature at a position: `mlp8tc[355]@9`."""
-        return feature_name(layer, index, pos)
+    def feature(layer: int, pos: int, index: int, family: FeatureFamily = TRANSCODER) -> str:
+        """A feature at a position: `mlp8tc[355]@9` (`clt8[355]@9`)."""
+        return family.name(layer, index, pos)
 
     @staticmethod
     def embedding(pos: int) -> str:
@@ -393,21 +475,29 @@ def numbered_head(number: int, n_heads: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class FeatureRef:
-    """A feature named by a user: layer and index, and a position where one was given."""
+    """A feature named by a user: layer and index, and a position where one was given. Its
+    `family` spells it (the one it was written in; the short form's is `TRANSCODER`, and a
+    reader resolving it against a set gives it the set's); two spellings of one feature are
+    the same reference."""
 
     layer: int
     index: int
     pos: int | None = None
+    family: FeatureFamily = field(default=TRANSCODER, compare=False)
 
     @property
     def name(self) -> str:
-        """The name as written, with its position where given."""
-        return feature_name(self.layer, self.index, self.pos)
+        """The name in its family, with its position where given."""
+        return self.family.name(self.layer, self.index, self.pos)
 
     @property
     def base_name(self) -> str:
         """The name without a position."""
-        return feature_name(self.layer, self.index)
+        return self.family.name(self.layer, self.index)
+
+    def key(self, transcoder_set: str) -> FeatureKey:
+        """The global feature of `transcoder_set` it names, in the same family."""
+        return FeatureKey(transcoder_set, self.layer, self.index, self.family)
 
 
 @dataclass(frozen=True)
@@ -437,7 +527,19 @@ class LocalRef:
 
 NodeRef = FeatureRef | LogitRef | LocalRef
 
-_MLP = re.compile(rf"mlp(?P<layer>{_N})tc\[(?P<index>{_N})\](?:@(?P<pos>{_N}))?")
+
+def in_family(ref: NodeRef, family: FeatureFamily) -> str:
+    """The local id `ref` names in a set of `family`: what the store holds it as, whichever
+    spelling the user typed (`8:355@9` -> `clt8[355]@9`)."""
+    if isinstance(ref, FeatureRef):
+        return family.name(ref.layer, ref.index, ref.pos)
+    return ref.name if isinstance(ref, LogitRef) else respell(ref.local_id, family)
+
+
+# One pattern per family, so each match says which family it was written in.
+_FEATURES = tuple(
+    (f, re.compile(rf"{f.head}\[({_N})\](?:@({_N}))?")) for f in FEATURE_FAMILIES.values()
+)
 _SHORT = re.compile(rf"(?P<layer>{_N}):(?P<index>{_N})(?:@(?P<pos>{_N}))?")
 _LOGIT = re.compile(rf"logit(?:\[(?P<token>{_N})\]@(?P<pos>{_N}))?")
 
@@ -452,13 +554,25 @@ def _local_ids() -> str:
 
 
 def parse_feature(text: str) -> FeatureRef:
-    """`mlp8tc[355]`, `mlp8tc[355]@9`, `8:355` (or `8:355@9`) as a :class:`FeatureRef`."""
-    cleaned = text.strip()
-    match = _MLP.fullmatch(cleaned) or _SHORT.fullmatch(cleaned)
-    if not match:
+    """`mlp8tc[355]`, `mlp8tc[355]@9`, `clt8[355]`, `clt8[355]@9`, `8:355` (or `8:355@9`)
+    as a :class:`FeatureRef`, in the family it was written in."""
+    ref = _feature(text.strip())
+    if ref is None:
         raise QueryError(f"feature {shown(text)}: expected {FEATURE_FORMS}")
-    pos = match["pos"]
-    return FeatureRef(int(match["layer"]), int(match["index"]), None if pos is None else int(pos))
+    return ref
+
+
+def _feature(cleaned: str) -> FeatureRef | None:
+    for family, pattern in _FEATURES:
+        match = pattern.fullmatch(cleaned)
+        if match:
+            layer, index, pos = match.groups()
+            return FeatureRef(int(layer), int(index), None if pos is None else int(pos), family)
+    short = _SHORT.fullmatch(cleaned)
+    if short is None:
+        return None
+    pos = short["pos"]
+    return FeatureRef(int(short["layer"]), int(short["index"]), None if pos is None else int(pos))
 
 
 def parse_node(text: str) -> NodeRef:
@@ -471,8 +585,9 @@ def parse_node(text: str) -> NodeRef:
         return LogitRef(int(logit["token"]), int(logit["pos"]))
     if re.fullmatch(_local_ids(), cleaned):  # re caches the compiled table
         return LocalRef(cleaned)
-    if _MLP.fullmatch(cleaned) or _SHORT.fullmatch(cleaned):
-        return parse_feature(cleaned)
+    feature = _feature(cleaned)
+    if feature is not None:
+        return feature
     raise QueryError(
         f"node {shown(text)}: expected a feature ({FEATURE_FORMS}), logit, "
         "logit[<token id>]@<pos>, or a node id such as embed0@<pos> or mlp<layer>err@<pos>"

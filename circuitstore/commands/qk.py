@@ -17,7 +17,14 @@ from circuitstore.query.store import CircuitStore
 from circuitstore.query.tables import node_text
 from circuitstore.schema.connection import Neo4jSettings
 from circuitstore.schema.errors import ConfigError, QueryError
-from circuitstore.schema.names import parse_head
+from circuitstore.schema.names import (
+    TRANSCODER,
+    FeatureFamily,
+    in_family,
+    parse_head,
+    parse_node,
+    respell,
+)
 
 if TYPE_CHECKING:
     from circuitstore.ingest.config import Mode
@@ -140,12 +147,13 @@ def qk(
     )
     with open_store(settings, tset) as store:
         info = store.prompt(prompt)
+        family = store.tset(info.transcoder_set).family
         done, on_edge = traced(cfg, store)
-        trace = as_record(done.trace, info, done.removals)
+        trace = as_record(done.trace, info, done.removals, family)
         if store_it:
             from circuitstore.ingest.qkstore.write import TracedPrompt, write_traces
 
-            owner = TracedPrompt(info.id, info.key, info.transcoder_set)
+            owner = TracedPrompt(info.id, info.key, info.transcoder_set, family)
             write_traces(store.driver, store.database, owner, [(done.trace, on_edge)])
     if fmt == "json":
         click.echo(trace_json(trace))
@@ -162,7 +170,8 @@ def trace_prompt(cfg: QKConfig, store: CircuitStore) -> QKTrace:
     """Trace `cfg` on its stored prompt, with the weights it was ingested with (nothing is
     written). Refuses an unknown prompt, head or edge, bad positions and other weights."""
     done = traced(cfg, store)[0]
-    return as_record(done.trace, store.prompt(cfg.prompt), done.removals)
+    info = store.prompt(cfg.prompt)
+    return as_record(done.trace, info, done.removals, store.tset(info.transcoder_set).family)
 
 
 def traced(cfg: QKConfig, store: CircuitStore) -> tuple[HeadTrace, TracedEdge | None]:
@@ -176,7 +185,9 @@ def traced(cfg: QKConfig, store: CircuitStore) -> tuple[HeadTrace, TracedEdge | 
     if cfg.edge is not None:
         found = edge_head(store, cfg.prompt, *cfg.edge)
         layer, head, query, key = found.layer, found.head, found.query_pos, found.key_pos
-        edge = TracedEdge(*cfg.edge, found.edge_weight)
+        family = store.tset(info.transcoder_set).family
+        source, target = (in_family(parse_node(x), family) for x in cfg.edge)  # as stored
+        edge = TracedEdge(source, target, found.edge_weight)
     else:
         if cfg.head is None or cfg.query is None or cfg.key is None:
             raise ConfigError("--head needs --query and --key (the positions)")
@@ -210,9 +221,19 @@ class TracedPromptLike(Protocol):
     def transcoder_set(self) -> str: ...
 
 
-def as_record(raw: RawTrace, prompt: TracedPromptLike, removals: Sequence[Removal] = ()) -> QKTrace:
+def as_record(
+    raw: RawTrace,
+    prompt: TracedPromptLike,
+    removals: Sequence[Removal] = (),
+    family: FeatureFamily = TRANSCODER,
+) -> QKTrace:
     """The ingest side's trace (and its removal checks, which the store does not keep) as the
-    record the store and the query side read."""
+    record the store and the query side read, its contributors spelled in the set's `family`
+    (the engine writes TRANSCODER's spelling)."""
+
+    def name(x: str) -> str:
+        return respell(x, family)
+
     return QKTrace(
         prompt=prompt.key,
         prompt_id=prompt.id,
@@ -227,10 +248,10 @@ def as_record(raw: RawTrace, prompt: TracedPromptLike, removals: Sequence[Remova
         probability=raw.probability,
         n_query=raw.n_query,
         n_key=raw.n_key,
-        pairs=tuple(QKTerm(q, k, v) for q, k, v in raw.pairs),
-        query_side=tuple(QKTerm(q, None, v) for q, v in raw.query_side),
-        key_side=tuple(QKTerm(None, k, v) for k, v in raw.key_side),
-        checks=tuple(QKCheck(r.node, r.predicted, r.frozen, r.observed) for r in removals),
+        pairs=tuple(QKTerm(name(q), name(k), v) for q, k, v in raw.pairs),
+        query_side=tuple(QKTerm(name(q), None, v) for q, v in raw.query_side),
+        key_side=tuple(QKTerm(None, name(k), v) for k, v in raw.key_side),
+        checks=tuple(QKCheck(name(r.node), r.predicted, r.frozen, r.observed) for r in removals),
     )
 
 

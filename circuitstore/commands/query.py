@@ -33,7 +33,9 @@ def query() -> None:
     """Ask the store: which features drive X, where X fires, how a prompt reaches its answer.
 
     Features are named as in the original work: mlp8tc[355] (layer 8, index 355),
-    mlp8tc[355]@9 (at token position 9 of a prompt) or 8:355. Prompts are named by their key.
+    mlp8tc[355]@9 (at token position 9 of a prompt) or 8:355; a cross-layer transcoder's
+    feature read at layer 8 is clt8[355] (either spelling names it). Prompts are named by their
+    key. A store holding several transcoder sets needs --transcoder-set.
     """
 
 

@@ -19,7 +19,13 @@ from circuitstore.query.prompts.records import PromptInfo, PromptSummary
 from circuitstore.query.subgraph import Node, Subgraph
 from circuitstore.query.tables import clean, readable_token
 from circuitstore.schema.errors import CircuitStoreError, NotFoundError, QueryError
-from circuitstore.schema.names import NodeKind, feature_name, parse_feature, parse_node
+from circuitstore.schema.names import (
+    FeatureFamily,
+    NodeKind,
+    parse_feature,
+    parse_node,
+    respell,
+)
 
 # Rows a list or card shows: the card is a glance (the CLI's defaults), the feature page the
 # full length.
@@ -40,6 +46,7 @@ class PromptGraph:
     target: str
     influence: dict[str, float]
     n_layers: int
+    family: FeatureFamily  # spells the set's feature names
 
     @cached_property
     def nodes(self) -> dict[str, Node]:
@@ -80,8 +87,9 @@ class GraphCache:
         if not logits:
             raise QueryError(f"prompt {info.key} has no stored logit: its graph cannot be ranked")
         target = max(logits, key=lambda n: (n.value or -math.inf, n.id)).id
-        n_layers = self.store.tset(info.transcoder_set).n_layers
-        return PromptGraph(info, summary, graph, target, graph.influence({target: 1.0}), n_layers)
+        tset = self.store.tset(info.transcoder_set)
+        influence = graph.influence({target: 1.0})
+        return PromptGraph(info, summary, graph, target, influence, tset.n_layers, tset.family)
 
 
 def dumps(value: Any) -> str:
@@ -162,7 +170,7 @@ def graph_payload(pg: PromptGraph) -> dict[str, Any]:
             "kind": [n.kind.value for n in nodes],
             "layer": [n.layer for n in nodes],
             "pos": [n.pos for n in nodes],
-            "name": [_feature(n) for n in nodes],
+            "name": [_feature(n, pg.family) for n in nodes],
             "token": [n.token for n in nodes],
             "label": [n.label for n in nodes],
             "activation": [clean(n.activation) for n in nodes],
@@ -191,10 +199,10 @@ def _prompt(pg: PromptGraph) -> dict[str, Any]:
     }
 
 
-def _feature(node: Node) -> str | None:
+def _feature(node: Node, family: FeatureFamily) -> str | None:
     if node.kind != NodeKind.FEATURE or node.layer is None or node.feature is None:
         return None
-    return feature_name(node.layer, node.feature)
+    return family.name(node.layer, node.feature)
 
 
 # -- a node's card ----------------------------------------------------------------------------
@@ -203,7 +211,7 @@ def _feature(node: Node) -> str | None:
 def node_card(store: CircuitStore, pg: PromptGraph, node_id: str) -> dict[str, Any]:
     """What the side card shows for one node of the prompt's graph."""
     parse_node(node_id)  # a malformed id is refused as such, before it is looked up
-    node = pg.nodes.get(node_id)
+    node = pg.nodes.get(respell(node_id, pg.family))  # either family's spelling
     if node is None:
         raise NotFoundError(f"{node_id} is not in the stored graph of prompt {pg.info.key}")
     card: dict[str, Any] = {
@@ -211,7 +219,7 @@ def node_card(store: CircuitStore, pg: PromptGraph, node_id: str) -> dict[str, A
         "inputs": _inputs(store, pg, node),
         "outputs": _neighbours(pg, node, "outputs"),
     }
-    name = _feature(node)
+    name = _feature(node, pg.family)
     if name is not None:
         card.update(feature_sections(store, name, CARD_TOP, CARD_TOP))
     return card
@@ -223,7 +231,7 @@ def _node(node: Node, pg: PromptGraph) -> dict[str, Any]:
         "kind": node.kind.value,
         "layer": node.layer,
         "pos": node.pos,
-        "name": _feature(node),
+        "name": _feature(node, pg.family),
         "token": node.token,
         "label": node.label,
         "activation": clean(node.activation),
@@ -255,7 +263,7 @@ def _neighbours(pg: PromptGraph, node: Node, side: str) -> list[dict[str, Any]]:
         {
             "name": other,
             "kind": nodes[other].kind.value,
-            "feature": _feature(nodes[other]),
+            "feature": _feature(nodes[other], pg.family),
             "token": nodes[other].token,
             "label": nodes[other].label,
             "total": w,
@@ -323,9 +331,9 @@ def feature_page(store: CircuitStore, name: str) -> dict[str, Any]:
     its Neuronpedia dashboard where the set has a known source set, and the prompts where it
     fires most."""
     ref = parse_feature(name)
-    base = feature_name(ref.layer, ref.index)
-    page = feature_sections(store, base, PAGE_TOP, PAGE_TOP)
     tset = store.tset()
+    base = tset.family.name(ref.layer, ref.index)
+    page = feature_sections(store, base, PAGE_TOP, PAGE_TOP)
     names = neuronpedia_names(tset)
     page["transcoderSet"] = tset.id
     page["neuronpedia"] = (

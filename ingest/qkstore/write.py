@@ -5,7 +5,7 @@ lands in the store is checked without one); `write_traces` runs them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import neo4j
@@ -13,7 +13,7 @@ import neo4j
 from circuitstore.ingest.qkstore.cypher import WRITE_QK_TRACES
 from circuitstore.schema.connection import translate_errors
 from circuitstore.schema.model import content_hash
-from circuitstore.schema.names import NodeId
+from circuitstore.schema.names import TRANSCODER, FeatureFamily, NodeId, respell
 
 if TYPE_CHECKING:  # the writer itself needs no torch
     from circuitstore.ingest.qk.decompose import RawTrace
@@ -21,11 +21,13 @@ if TYPE_CHECKING:  # the writer itself needs no torch
 
 @dataclass(frozen=True)
 class TracedPrompt:
-    """The stored prompt a trace belongs to: its id, key and transcoder set."""
+    """The stored prompt a trace belongs to: its id, key and transcoder set, and the set's
+    feature family, which spells the node ids the trace names as the store holds them."""
 
     id: str
     key: str
     transcoder_set: str
+    family: FeatureFamily = TRANSCODER
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ def trace_row(
 ) -> dict[str, Any]:
     """The write row of one trace: its properties (every kept term in lists, in rank order;
     read back as `query.qk.records.QKTrace`), and its kept marginal contributors by qualified
-    node id, which the statement links where the prompt's stored graph holds them."""
-    t = trace
+    node id, which the statement links where the prompt's stored graph holds them. The names
+    the engine wrote (TRANSCODER's spelling) are spelled in the prompt's family."""
+    t = spelled(trace, prompt.family)
     props: dict[str, Any] = {
         "prompt": prompt.id,
         "promptKey": prompt.key,
@@ -74,13 +77,28 @@ def trace_row(
         "keyValues": [float(v) for _, v in t.key_side],
     }
     if edge is not None:
-        props.update(source=edge.source, target=edge.target, edgeWeight=float(edge.weight))
+        source, target = (respell(x, prompt.family) for x in (edge.source, edge.target))
+        props.update(source=source, target=target, edgeWeight=float(edge.weight))
     return {
         "id": trace_id(prompt.id, t.layer, t.head, t.query_pos, t.key_pos, t.mode),
         "props": props,
         "query": _links(prompt.id, t.query_side),
         "key": _links(prompt.id, t.key_side),
     }
+
+
+def spelled(trace: RawTrace, family: FeatureFamily) -> RawTrace:
+    """`trace` with every contributor it names spelled in `family` (`schema.names.respell`)."""
+
+    def name(x: str) -> str:
+        return respell(x, family)
+
+    return replace(
+        trace,
+        pairs=tuple((name(q), name(k), v) for q, k, v in trace.pairs),
+        query_side=tuple((name(q), v) for q, v in trace.query_side),
+        key_side=tuple((name(k), v) for k, v in trace.key_side),
+    )
 
 
 def trace_rows(

@@ -9,6 +9,7 @@ from circuitstore.query.export.files import (
     write_viewer_graph,
 )
 from circuitstore.query.export.neuronpedia import (
+    HUB_SETS,
     cantor,
     fold_constants,
     neuronpedia_graph,
@@ -18,6 +19,7 @@ from circuitstore.query.export.neuronpedia import (
 
 __all__ = [
     "EXPORT_FORMATS",
+    "HUB_SETS",
     "VIEWER_INDEX",
     "cantor",
     "fold_constants",

@@ -11,9 +11,13 @@ feature_type, jsNodeId, clerp, influence, activation, token_prob, is_target_logi
 - `feature` of a transcoder feature is the Cantor pairing of its layer and index
   (`metadata.schema_version` 1); Neuronpedia decodes it to fetch the dashboard
   `<scan>/<layer>-<source set>/<index>`, so `scan` must be Neuronpedia's model id and
-  `feature_details.neuronpedia_source_set` its source set (`gpt2-small` and `tres-dc` for the
-  GPT-2 small transcoders, recognised here; other sets name theirs with `scan`/`source_set`,
-  else the scan is the transcoder set's id and the graph names no source set).
+  `feature_details.neuronpedia_source_set` its source set. The sets Neuronpedia hosts are
+  recognised here (`HUB_SETS`: GPT-2 small's, Gemma-2-2B's per-layer and cross-layer ones,
+  Qwen3-4B's); other sets name theirs with `scan`/`source_set`, else the scan is the
+  transcoder set's id and the graph names no source set.
+- `feature_type` of every transcoder feature is "cross layer transcoder", whichever the set's
+  family: circuit-tracer writes it for per-layer and cross-layer sets alike
+  (`frontend/graph_models.py`), and both viewers style any other type as no feature.
 - Node ids, unique by construction: a feature `<layer>_<index>_<pos>`, an MLP error
   `<layer>_error_mlp_<pos>` (circuit-tracer's own `0_<layer>_<pos>` can equal a layer-0
   feature's), a token `E_<token id>_<pos>`, a logit `<n_layers + 1>_<token id>_<pos>`.
@@ -47,7 +51,7 @@ from circuitstore.query.reader import TranscoderSetInfo
 from circuitstore.query.scores import logit_seeds
 from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import NotFoundError, QueryError
-from circuitstore.schema.names import NodeId, NodeKind, Viewer, feature_name
+from circuitstore.schema.names import NodeId, NodeKind, Viewer
 
 # The version of the feature-id convention the viewers decode (1: Cantor pairing).
 GRAPH_SCHEMA_VERSION = 1
@@ -63,15 +67,75 @@ class NeuronpediaSet:
     source_set: str | None = None
 
 
-# Transcoder sets Neuronpedia hosts: (model names, layers, features per layer) -> its names.
-KNOWN_SETS: tuple[tuple[frozenset[str], int, int, NeuronpediaSet], ...] = (
-    # GPT-2 small's transcoders (Dunefsky, Chlenski, Nanda 2024; pchlenski/gpt2-transcoders):
-    # neuronpedia.org/gpt2-small/<layer>-tres-dc/<index>.
-    (
+@dataclass(frozen=True)
+class HubSet:
+    """A transcoder set Neuronpedia hosts dashboards for, as a stored set is recognised: its
+    model (by hub name or the last part of a folder's path, any case), the set's model and
+    feature families, its layers and features per layer; where its width is not known, the
+    transcoders' own names (repo, or a folder's last part) instead."""
+
+    models: frozenset[str]
+    model_family: str
+    feature_family: str
+    n_layers: int
+    d_transcoder: int | None
+    names: NeuronpediaSet
+    transcoders: frozenset[str] | None = None
+
+    def matches(self, tset: TranscoderSetInfo) -> bool:
+        """Whether `tset` is this set."""
+        shape = (tset.model_family, tset.feature_family, tset.n_layers)
+        return (
+            _named(tset.model, self.models)
+            and shape == (self.model_family, self.feature_family, self.n_layers)
+            and self.d_transcoder in (None, tset.d_transcoder)
+            and (self.transcoders is None or _named(tset.transcoders, self.transcoders))
+        )
+
+
+def _named(given: str | None, names: frozenset[str]) -> bool:
+    """Whether a hub name or folder path names one of `names` (whole, or its last part)."""
+    name = (given or "").rstrip("/").lower()
+    return name in names or name.rsplit("/", 1)[-1] in names
+
+
+_GEMMA_2_2B = frozenset({"google/gemma-2-2b", "gemma-2-2b"})
+
+# The sets Neuronpedia hosts, by the names its graph server gives them (hijohnnylin/neuronpedia
+# apps/graph/neuronpedia_graph/server.py, TRANSCODER_SET_TO_SOURCE_URL_ARRAYS, at ebb8426):
+# dashboards at neuronpedia.org/<scan>/<layer>-<source set>/<index>. It hosts none for
+# Llama-3.2-1B's sets (its graph server has no source set for them).
+HUB_SETS: tuple[HubSet, ...] = (
+    # GPT-2 small's transcoders (Dunefsky, Chlenski, Nanda 2024; pchlenski/gpt2-transcoders).
+    HubSet(
         frozenset({"gpt2", "gpt2-small", "openai-community/gpt2"}),
+        "gpt2",
+        "transcoder",
         12,
         24576,
         NeuronpediaSet("gpt2-small", "tres-dc"),
+    ),
+    # GemmaScope's transcoders, 16k features a layer (mntss/gemma-scope-transcoders).
+    HubSet(
+        _GEMMA_2_2B,
+        "gemma2",
+        "transcoder",
+        26,
+        16384,
+        NeuronpediaSet("gemma-2-2b", "gemmascope-transcoder-16k"),
+    ),
+    # The 2.5M-feature cross-layer transcoder (mntss/clt-gemma-2-2b-2.5M: 26 layers x 98,304);
+    # the 426k one (26 x 16,384) has no dashboards.
+    HubSet(_GEMMA_2_2B, "gemma2", "clt", 26, 98304, NeuronpediaSet("gemma-2-2b", "clt-hp")),
+    # Qwen3-4B's transcoders: no source here gives their width, so the set is known by name.
+    HubSet(
+        frozenset({"qwen/qwen3-4b", "qwen3-4b"}),
+        "qwen3",
+        "transcoder",
+        36,
+        None,
+        NeuronpediaSet("qwen3-4b", "transcoder-hp"),
+        frozenset({"mwhanna/qwen3-4b-transcoders", "qwen3-4b-transcoders"}),
     ),
 )
 
@@ -79,20 +143,10 @@ KNOWN_SETS: tuple[tuple[frozenset[str], int, int, NeuronpediaSet], ...] = (
 def neuronpedia_names(
     tset: TranscoderSetInfo, scan: str | None = None, source_set: str | None = None
 ) -> NeuronpediaSet:
-    """Neuronpedia's model id and source set for `tset`: those given, else the known ones,
-    else the transcoder set's id as the scan (what circuit-tracer's viewer keys its local labels
-    by) and no source set (no dashboards)."""
-    model = (tset.model or "").rstrip("/")
-    base = model.rsplit("/", 1)[-1]
-    known = next(
-        (
-            names
-            for models, layers, width, names in KNOWN_SETS
-            if (model in models or base in models)
-            and (tset.n_layers, tset.d_transcoder) == (layers, width)
-        ),
-        None,
-    )
+    """Neuronpedia's model id and source set for `tset`: those given, else the known ones
+    (`HUB_SETS`), else the transcoder set's id as the scan (what circuit-tracer's viewer keys
+    its local labels by) and no source set (no dashboards)."""
+    known = next((hub.names for hub in HUB_SETS if hub.matches(tset)), None)
     if known is None:
         known = NeuronpediaSet(_SLUG.sub("-", tset.id).strip("-") or "model")
     return NeuronpediaSet(scan or known.scan, source_set or known.source_set)
@@ -312,7 +366,7 @@ def _fields(n: Node, tset: TranscoderSetInfo, prob: float = 0.0) -> dict[str, An
         "token_id": n.token_id,
         "logit_layer": tset.n_layers + 1,
         "cantor": cantor(n.layer or 0, n.feature or 0),
-        "name": n.label or feature_name(n.layer or 0, n.feature or 0),
+        "name": n.label or tset.family.name(n.layer or 0, n.feature or 0),
         "token": _quoted(token),
         "prob": prob,
     }

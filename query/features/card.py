@@ -10,7 +10,7 @@ from circuitstore.query.features.records import Example, FeatureCard
 from circuitstore.query.labels.records import LabelInfo
 from circuitstore.query.reader import StoreReader, check_top, unknown_feature
 from circuitstore.query.tables import Records
-from circuitstore.schema.names import feature_name
+from circuitstore.schema.names import FeatureFamily
 
 STAT_KEYS = ("nActive", "nPrompts", "sumActivation", "maxActivation", "logFrequency")
 
@@ -43,22 +43,22 @@ def feature_card(store: StoreReader, feature: str, top: int) -> FeatureCard:
         stats=stats,
         deembed_tokens=_tokens(props.get("deembedTokens")),
         logit_lens_tokens=_tokens(props.get("logitLensTokens")),
-        virtual_in=tuple(map(_weighted, virtual_in)),
-        virtual_out=tuple(map(_weighted, virtual_out)),
+        virtual_in=tuple(_weighted(r, key.family) for r in virtual_in),
+        virtual_out=tuple(_weighted(r, key.family) for r in virtual_out),
         drivers=links(store, "drivers", feature, None, top, "total", "abs").links,
         targets=links(store, "targets", feature, None, top, "total", "abs").links,
         examples=examples(store, feature, top, 8),
         label=LabelInfo.from_props(props),
         neighbour_labels={
-            feature_name(r["layer"], r["index"]): r["label"]
+            key.family.name(r["layer"], r["index"]): r["label"]
             for r in (*virtual_in, *virtual_out)
             if r["label"]
         },
     )
 
 
-def _weighted(r: dict[str, Any]) -> tuple[str, float]:
-    return feature_name(r["layer"], r["index"]), r["weight"]
+def _weighted(r: dict[str, Any], family: FeatureFamily) -> tuple[str, float]:
+    return family.name(r["layer"], r["index"]), r["weight"]
 
 
 def _tokens(value: Any) -> tuple[str, ...] | None:

@@ -47,7 +47,8 @@ def links(
     rows = store.rows(cypher.corpus_links(direction, order, sign), id=key.id, top=top)
     if not rows:
         raise unknown_feature(ref, key)
-    return Neighbours(ref.name, direction, None, tuple(map(Link.corpus, rows[0]["rows"])))
+    found = tuple(Link.corpus(r, key.family) for r in rows[0]["rows"])
+    return Neighbours(ref.name, direction, None, found)
 
 
 def _prompt_links(

@@ -10,7 +10,7 @@ from circuitstore.query.heads.records import HeadSplit
 from circuitstore.query.labels.records import LabelInfo
 from circuitstore.query.subgraph import HasSubgraph, Subgraph
 from circuitstore.query.tables import Tabular, clean, node_text, to_frame
-from circuitstore.schema.names import NodeKind, feature_name
+from circuitstore.schema.names import FeatureFamily, NodeKind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,10 +38,11 @@ class Link(Tabular):
     split: HeadSplit | None = None  # in one prompt, when asked for by head
 
     @classmethod
-    def corpus(cls, r: dict[str, Any]) -> Link:
-        """A DRIVES neighbour, from a map of `features/cypher.corpus_links`."""
+    def corpus(cls, r: dict[str, Any], family: FeatureFamily) -> Link:
+        """A DRIVES neighbour, from a map of `features/cypher.corpus_links`, named in the
+        set's `family`."""
         return cls(
-            name=feature_name(r["layer"], r["index"]),
+            name=family.name(r["layer"], r["index"]),
             kind=NodeKind.FEATURE,
             layer=r["layer"],
             pos=None,

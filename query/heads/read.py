@@ -11,7 +11,7 @@ from circuitstore.query.prompts.read import prompt_info
 from circuitstore.query.reader import StoreReader, check_top
 from circuitstore.query.tables import Records
 from circuitstore.schema.errors import QueryError
-from circuitstore.schema.names import NodeId, head_name, parse_node
+from circuitstore.schema.names import NodeId, head_name, in_family, parse_node
 
 COLUMNS = ("head", "layer", "index", "edges", "total", "sum_abs", "share")
 
@@ -53,7 +53,10 @@ class EdgeHead:
 def edge_head(store: StoreReader, prompt: str, source: str, target: str) -> EdgeHead:
     """The strongest head of the stored edge `source` -> `target` of `prompt` (local ids)."""
     info = prompt_info(store, prompt)
-    ends = {n: NodeId.qualified(info.id, parse_node(n).name) for n in (source, target)}
+    family = store.tset(info.transcoder_set).family
+    ends = {
+        n: NodeId.qualified(info.id, in_family(parse_node(n), family)) for n in (source, target)
+    }
     rows = store.rows(cypher.EDGE_HEADS, source=ends[source], target=ends[target])
     if not rows:
         raise QueryError(f"prompt {info.key} has no stored edge {source} -> {target}")

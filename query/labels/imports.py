@@ -13,7 +13,7 @@ import neo4j
 
 from circuitstore.query.labels import cypher
 from circuitstore.query.labels.files import Explanations, LabelRow, read_files
-from circuitstore.query.reader import StoreReader
+from circuitstore.query.reader import StoreReader, TranscoderSetInfo
 from circuitstore.query.tables import Tabular
 from circuitstore.schema.connection import translate_errors
 from circuitstore.schema.errors import InputError
@@ -106,7 +106,7 @@ def import_labels(
         ids = [w["id"] for w in writes]
         stored = {r["id"] for r in store.rows(cypher.STORED_FEATURES, ids=ids)}
         writes = [w for w in writes if w["id"] in stored]
-    _check_features_exist(store, writes, rows, info.id)
+    _check_features_exist(store, writes, rows, info)
     written = 0
     with (
         translate_errors(where=store.where),
@@ -132,7 +132,7 @@ def _write_batch(tx: neo4j.ManagedTransaction, chunk: list[dict[str, Any]]) -> i
 
 
 def _check_features_exist(
-    store: StoreReader, writes: list[dict[str, Any]], rows: list[LabelRow], tset: str
+    store: StoreReader, writes: list[dict[str, Any]], rows: list[LabelRow], tset: TranscoderSetInfo
 ) -> None:
     """Refuse (before any write) when a label's Feature is not in the store."""
     ids = [w["id"] for w in writes]
@@ -142,6 +142,6 @@ def _check_features_exist(
         layer, index = (int(x) for x in missing.rsplit("/", 2)[1:])
         where = next(r.where for r in rows if (r.layer, r.index) == (layer, index))
         raise InputError(
-            f"{where}: feature {FeatureKey(tset, layer, index).name} is not in the store "
-            f"(transcoder set {tset} has no Feature node for it)"
+            f"{where}: feature {tset.family.name(layer, index)} is not in the store "
+            f"(transcoder set {tset.id} has no Feature node for it)"
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from circuitstore.query.tables import Tabular
-from circuitstore.schema.names import feature_name
+from circuitstore.schema.names import FeatureFamily
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,6 @@ class LabelMatch(Tabular):
     explainer: str | None = None
 
     @classmethod
-    def from_row(cls, r: dict[str, Any]) -> LabelMatch:
-        """From a `labels/cypher.SEARCH_LABELS` row."""
-        return cls(name=feature_name(r["layer"], r["index"]), **r)
+    def from_row(cls, r: dict[str, Any], family: FeatureFamily) -> LabelMatch:
+        """From a `labels/cypher.SEARCH_LABELS` row, named in the set's `family`."""
+        return cls(name=family.name(r["layer"], r["index"]), **r)

@@ -41,7 +41,8 @@ def search(store: StoreReader, text: str, top: int, lucene: bool) -> Records[Lab
         if lucene:
             raise QueryError(f"search {shown(query)}: not a Lucene query ({exc})") from None
         raise
-    return Records(map(LabelMatch.from_row, rows), ("name", "layer", "index", "score", "label"))
+    matches = (LabelMatch.from_row(r, info.family) for r in rows)
+    return Records(matches, ("name", "layer", "index", "score", "label"))
 
 
 def lucene_words(text: str) -> str:
@@ -54,8 +55,10 @@ def lucene_words(text: str) -> str:
 def feature_labels(
     store: StoreReader, tset: str, features: Iterable[tuple[int, int]]
 ) -> dict[str, str]:
-    """The labels of the labelled ones among `features` ((layer, index) pairs), by name."""
-    keys = {FeatureKey(tset, layer, index) for layer, index in features}
+    """The labels of the labelled ones among `features` ((layer, index) pairs), by name (in
+    the set's family)."""
+    family = store.tset(tset).family
+    keys = {FeatureKey(tset, layer, index, family) for layer, index in features}
     if not keys:
         return {}
     by_id = {k.id: k.name for k in keys}

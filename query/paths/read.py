@@ -19,13 +19,13 @@ from circuitstore.query.reader import StoreReader, check_choice, check_top
 from circuitstore.query.subgraph import Edge, Node, Subgraph
 from circuitstore.schema.errors import NotFoundError, QueryError
 from circuitstore.schema.names import (
+    TRANSCODER,
     FeatureRef,
-    LocalRef,
     LogitRef,
     NodeKind,
     NodeRef,
-    feature_name,
     parse_node,
+    respell,
     shown,
 )
 
@@ -57,6 +57,7 @@ def readable(store: StoreReader, info: PromptInfo, nodes: Iterable[Node]) -> tup
         if n.kind == NodeKind.FEATURE and n.layer is not None and n.feature is not None
     ]
     labels = feature_labels(store, info.transcoder_set, features)
+    family = store.tset(info.transcoder_set).family
     out = []
     for n in nodes:
         if n.kind == NodeKind.LOGIT:
@@ -65,7 +66,7 @@ def readable(store: StoreReader, info: PromptInfo, nodes: Iterable[Node]) -> tup
             token = n.token if n.token is not None else info.token_at(n.pos)
         label = None
         if n.kind == NodeKind.FEATURE and n.layer is not None and n.feature is not None:
-            label = labels.get(feature_name(n.layer, n.feature))
+            label = labels.get(family.name(n.layer, n.feature))
         out.append(replace(n, token=token, label=label))
     return tuple(out)
 
@@ -119,19 +120,22 @@ def subgraph_scores(store: StoreReader, prompt: str, pinned: Sequence[str]) -> S
 
 
 def pinned_nodes(graph: Subgraph, pinned: Iterable[str], info: PromptInfo) -> tuple[str, ...]:
-    """`pinned`, local ids of the prompt's stored graph, once each in the order given; refuses
-    a malformed id and one the graph lacks."""
-    held = {n.id for n in graph.nodes}
-    out = tuple(dict.fromkeys(p.strip() for p in pinned))
-    for local in out:
-        if local in held:
+    """`pinned`, local ids of the prompt's stored graph (feature names in either family's
+    spelling), once each in the order given, as the graph holds them; refuses a malformed id
+    and one the graph lacks."""
+    held = {respell(n.id, TRANSCODER): n.id for n in graph.nodes}
+    out = []
+    for local in (p.strip() for p in pinned):
+        found = held.get(respell(local, TRANSCODER))
+        if found is not None:
+            out.append(found)
             continue
         try:
             parse_node(local)  # a malformed id: the message says what ids look like
         except QueryError as err:
             raise QueryError(f"{err} (pinned in prompt {info.key})") from None
         raise NotFoundError(f"node {shown(local)} is not in the stored graph of prompt {info.key}")
-    return out
+    return tuple(dict.fromkeys(out))
 
 
 def one_node(store: StoreReader, graph: Subgraph, ref: NodeRef, info: PromptInfo, role: str) -> str:
@@ -147,9 +151,10 @@ def one_node(store: StoreReader, graph: Subgraph, ref: NodeRef, info: PromptInfo
 
 def find_nodes(store: StoreReader, graph: Subgraph, ref: NodeRef, info: PromptInfo) -> list[str]:
     """The ids of the nodes of a prompt's stored graph that `ref` names (a feature without a
-    position names all its occurrences); refuses a name the graph lacks."""
+    position names all its occurrences; any family's spelling names the set's); refuses a
+    name the graph lacks."""
     if isinstance(ref, FeatureRef):
-        store.resolve(ref.name, info.transcoder_set)
+        ref = store.resolve(ref.name, info.transcoder_set)[0]  # in the set's spelling
     ids = [n.id for n in graph.nodes if _matches(n, ref)]
     if isinstance(ref, LogitRef) and ref.token_id is None:
         logits = [n for n in graph.nodes if n.kind == NodeKind.LOGIT]
@@ -168,4 +173,5 @@ def _matches(node: Node, ref: NodeRef) -> bool:
         return same and (ref.pos is None or node.pos == ref.pos)
     if isinstance(ref, LogitRef):
         return node.kind == NodeKind.LOGIT and (node.token_id, node.pos) == (ref.token_id, ref.pos)
-    return isinstance(ref, LocalRef) and node.id == ref.local_id
+    # Another node by its local id, a feature in it (`rem[mlp1tc[3]@4]`) in either spelling.
+    return respell(node.id, TRANSCODER) == respell(ref.local_id, TRANSCODER)

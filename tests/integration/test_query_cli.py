@@ -150,7 +150,8 @@ def test_exports(filled, neo4j_env, tmp_path):
     [
         (
             ["drivers", "mlp1tc[x]"],
-            "Error: feature 'mlp1tc[x]': expected mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos> or <layer>:<index>",
+            "Error: feature 'mlp1tc[x]': expected mlp<layer>tc[<index>], mlp<layer>tc[<index>]@<pos>, "
+            "clt<layer>[<index>], clt<layer>[<index>]@<pos> or <layer>:<index>",
         ),
         (["drivers", "mlp1tc[999]"], "Error: feature mlp1tc[999]: index 999 is out of range;"),
         (["examples", "mlp9tc[1]"], "Error: feature mlp9tc[1]: layer 9 is out of range;"),

@@ -5,6 +5,7 @@ the one grammar of names and node kinds in `schema.names`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,13 +19,17 @@ from circuitstore.ingest.corpus import PromptRecord
 from circuitstore.ingest.payload import PromptPayload, build_payload
 from circuitstore.schema.model import EdgeKind, Label, RelType
 from circuitstore.schema.names import (
+    CLT,
     KINDS,
+    TRANSCODER,
+    FeatureFamily,
     FeatureRef,
     LocalRef,
     LogitRef,
     NodeId,
     NodeKind,
     parse_node,
+    respell,
 )
 
 from .conftest import Tiny
@@ -56,7 +61,8 @@ def test_statements_use_the_models_labels_and_parameters(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def payload(tiny: Tiny) -> PromptPayload:
+def built(tiny: Tiny) -> Callable[[FeatureFamily], PromptPayload]:
+    """One lumped prompt's graph of the tiny model, as the payload of a set of each family."""
     engine, d_tc = tiny.engine, tiny.transcoders.d_tc
     record = PromptRecord("p1", "When Mary and John went", 3, {"topic": "ioi", "text": "dup"})
     config = AttributionConfig(mode="lumped")
@@ -65,17 +71,54 @@ def payload(tiny: Tiny) -> PromptPayload:
         drives = DrivesSink(state.nodes, state.n_features, d_tc, tiny.model.n_layers, 0.01)
         graph = engine.graph(state, config, sinks=[drives])
         heads = strongest_heads(state, graph, 3)
-    return build_payload(
-        record,
-        graph,
-        feature_summary(state.nodes, d_tc),
-        drives.result(),
-        heads,
-        transcoder_set="tiny-0123",
-        run="r",
-        d_tc=d_tc,
-        truncated_from=40,
-    )
+    summary, sums = feature_summary(state.nodes, d_tc), drives.result()
+
+    def build(family: FeatureFamily) -> PromptPayload:
+        return build_payload(
+            record,
+            graph,
+            summary,
+            sums,
+            heads,
+            transcoder_set="tiny-0123",
+            run="r",
+            d_tc=d_tc,
+            truncated_from=40,
+            family=family,
+        )
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def payload(built: Callable[[FeatureFamily], PromptPayload]) -> PromptPayload:
+    return built(TRANSCODER)
+
+
+def test_a_cross_layer_sets_payload_spells_its_features_clt(
+    built: Callable[[FeatureFamily], PromptPayload], payload: PromptPayload
+) -> None:
+    """The same graph in a CLT set: its features' ids (alone and in a remainder's) spelled
+    `clt<layer>[<index>]`, everything else (other ids, properties, edges, aggregates) as for a
+    per-layer set."""
+    clt = built(CLT)
+    assert clt.edges == payload.edges
+    assert (clt.features, clt.drives, clt.top) == (payload.features, payload.drives, payload.top)
+    renamed = 0
+    for (label, a), (label_clt, b) in zip(payload.nodes, clt.nodes, strict=True):
+        assert label == label_clt
+        assert b["localId"] == respell(a["localId"], CLT)
+        assert b["id"] == NodeId.qualified(clt.prompt_id, b["localId"])
+        rest = [{k: v for k, v in x.items() if k not in ("id", "localId")} for x in (a, b)]
+        assert repr(rest[0]) == repr(rest[1])  # repr: a NaN (no kept input) equals itself
+        if a["kind"] == NodeKind.FEATURE:
+            assert b["localId"] == CLT.name(a["layer"], a["feature"], a["pos"])
+            assert parse_node(b["localId"]) == parse_node(a["localId"])
+        renamed += a["localId"] != b["localId"]
+        if a["kind"] != NodeKind.FEATURE and not a["localId"].startswith("rem[mlp"):
+            assert a["localId"] == b["localId"]
+    assert renamed > 0
+    assert any(b["localId"].startswith("rem[clt") for _, b in clt.nodes)  # a feature's remainder
 
 
 def test_prompt_properties(payload: PromptPayload) -> None:

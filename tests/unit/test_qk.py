@@ -224,3 +224,38 @@ def test_gpt2_traces_with_every_kind_of_transcoder(
     assert any(r.node.startswith(("mlp0", "mlp1")) for r in t.removals)
     for r in t.removals:
         assert abs(r.frozen - r.predicted) <= 1e-9 * _size(t), r
+
+
+def test_a_trace_is_stored_and_shown_in_its_sets_family() -> None:
+    """The engine names a trace's contributors in the per-layer spelling; a cross-layer set's
+    store (and the `qk` command's record of it) spells every feature in them `clt`, the rest
+    as it was, so the links reach the stored nodes."""
+    from circuitstore.commands.qk import as_record
+    from circuitstore.ingest.qk.decompose import RawTrace
+    from circuitstore.ingest.qkstore.write import TracedEdge, TracedPrompt, trace_row
+    from circuitstore.schema.names import CLT, TRANSCODER
+
+    raw = RawTrace(
+        *(2, 1, 5, 3, "lumped", 1.5, 1.5, 0.4, 9, 7),
+        pairs=(("mlp1tc[4]@5", "embed0@3", 1.0), ("rem[attn2[1].q@5]", "mlp0tc[7]@3", 0.5)),
+        query_side=(("mlp1tc[4]@5", 1.2), ("bias[attn2[1].q]@5", 0.3)),
+        key_side=(("mlp0tc[7]@3", 0.9), ("rem[mlp0tc[7]@3]", 0.6)),
+    )
+    edge = TracedEdge("mlp0tc[7]@3", "mlp1tc[4]@5", 0.25)
+    row = trace_row(TracedPrompt("s/p", "p", "s", CLT), raw, edge)
+    props = row["props"]
+    assert props["pairsQuery"] == ["clt1[4]@5", "rem[attn2[1].q@5]"]
+    assert props["pairsKey"] == ["embed0@3", "clt0[7]@3"]
+    assert props["queryNodes"] == ["clt1[4]@5", "bias[attn2[1].q]@5"]
+    assert props["keyNodes"] == ["clt0[7]@3", "rem[clt0[7]@3]"]
+    assert (props["source"], props["target"]) == ("clt0[7]@3", "clt1[4]@5")
+    assert [x["node"] for x in row["key"]] == ["s/p/clt0[7]@3", "s/p/rem[clt0[7]@3]"]
+    per_layer = trace_row(TracedPrompt("s/p", "p", "s"), raw, edge)
+    assert per_layer["props"]["keyNodes"] == ["mlp0tc[7]@3", "rem[mlp0tc[7]@3]"]
+    assert per_layer["id"] == row["id"]  # the same trace, whatever the spelling
+    shown = as_record(raw, TracedPrompt("s/p", "p", "s", CLT), family=CLT)
+    assert [t.query for t in shown.query_side] == props["queryNodes"]
+    assert [t.key for t in shown.key_side] == props["keyNodes"]
+    assert as_record(raw, TracedPrompt("s/p", "p", "s"), family=TRANSCODER).pairs[0].query == (
+        "mlp1tc[4]@5"
+    )

@@ -51,7 +51,8 @@ def test_malformed_feature_fails_in_one_line_before_connecting(args, monkeypatch
     assert result.exit_code == 2
     assert result.output.strip() == (
         "Error: feature 'mlp8tc[x]': expected mlp<layer>tc[<index>], "
-        "mlp<layer>tc[<index>]@<pos> or <layer>:<index>"
+        "mlp<layer>tc[<index>]@<pos>, clt<layer>[<index>], clt<layer>[<index>]@<pos> "
+        "or <layer>:<index>"
     )
 
 

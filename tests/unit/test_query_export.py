@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from circuitstore.query.export import (
+    HUB_SETS,
     VIEWER_INDEX,
     cantor,
     fold_constants,
@@ -26,6 +27,7 @@ from circuitstore.query.qk.records import QKTerm, QKTrace
 from circuitstore.query.qk.stored import TracedEdge
 from circuitstore.query.results import Edge, Node, PromptInfo, Subgraph, TranscoderSetInfo
 from circuitstore.schema.errors import QueryError
+from circuitstore.schema.names import CLT, respell
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "neuronpedia" / "graph-schema.json").read_text()
@@ -183,6 +185,113 @@ def test_neuronpedias_names_for_the_gpt2_transcoders():
     assert other.source_set is None
     chosen = neuronpedia_names(GPT2, scan="gpt2-small", source_set="res-jb")
     assert chosen.source_set == "res-jb"
+
+
+def hub(model, families, shape, transcoders=None):
+    return TranscoderSetInfo("x", *shape, model, transcoders, None, None, None, *families)
+
+
+@pytest.mark.parametrize(
+    ("tset", "names"),
+    [
+        (hub("gpt2", ("transcoder", "gpt2"), (12, 24576)), ("gpt2-small", "tres-dc")),
+        # A set stored before families were recorded: GPT-2's per-layer transcoder.
+        (hub("openai-community/gpt2", (None, None), (12, 24576)), ("gpt2-small", "tres-dc")),
+        (hub("gpt2", ("clt", "gpt2"), (12, 24576)), None),
+        (
+            hub("google/gemma-2-2b", ("transcoder", "gemma2"), (26, 16384)),
+            ("gemma-2-2b", "gemmascope-transcoder-16k"),
+        ),
+        # A local folder of the model, by its last part, any case.
+        (
+            hub("/models/Gemma-2-2B/", ("transcoder", "gemma2"), (26, 16384)),
+            ("gemma-2-2b", "gemmascope-transcoder-16k"),
+        ),
+        (hub("google/gemma-2-2b", ("clt", "gemma2"), (26, 98304)), ("gemma-2-2b", "clt-hp")),
+        (hub("google/gemma-2-2b", ("clt", "gemma2"), (26, 16384)), None),  # the 426k CLT
+        (hub("google/gemma-2-2b", ("transcoder", "gemma2"), (26, 98304)), None),
+        (hub("google/gemma-2-2b-it", ("clt", "gemma2"), (26, 98304)), None),
+        (hub("google/gemma-2-2b", ("clt", "llama"), (26, 98304)), None),
+        (
+            hub(
+                "Qwen/Qwen3-4B",
+                ("transcoder", "qwen3"),
+                (36, 163840),
+                "mwhanna/qwen3-4b-transcoders",
+            ),
+            ("qwen3-4b", "transcoder-hp"),
+        ),
+        (
+            hub("/m/qwen3-4b", ("transcoder", "qwen3"), (36, 81920), "/w/qwen3-4b-transcoders"),
+            ("qwen3-4b", "transcoder-hp"),
+        ),
+        (hub("Qwen/Qwen3-4B", ("transcoder", "qwen3"), (36, 163840), "me/my-transcoders"), None),
+        (
+            hub("Qwen/Qwen3-4B", ("clt", "qwen3"), (36, 163840), "mwhanna/qwen3-4b-transcoders"),
+            None,
+        ),
+        (hub("meta-llama/Llama-3.2-1B", ("transcoder", "llama"), (16, 131072)), None),
+        (hub("meta-llama/Llama-3.2-1B", ("clt", "llama"), (16, 32768)), None),
+    ],
+)
+def test_neuronpedias_hub_sets_are_known_by_model_families_and_size(tset, names):
+    got = neuronpedia_names(tset)
+    if names is None:
+        assert (got.scan, got.source_set) == ("x", None)  # the set's id, no dashboards
+    else:
+        assert (got.scan, got.source_set) == names
+        assert sum(h.matches(tset) for h in HUB_SETS) == 1
+
+
+def clt_graph() -> tuple[PromptInfo, Subgraph]:
+    """`lumped_graph` as a cross-layer transcoder's store holds it: its features (alone, and
+    inside a remainder's id) spelled `clt<layer>[<index>]`."""
+    info, sub = lumped_graph()
+    nodes = tuple(Node(**{**n.as_row(), "id": respell(n.id, CLT)}) for n in sub.nodes)
+    edges = tuple(
+        Edge(respell(e.source, CLT), respell(e.target, CLT), e.weight, e.kind) for e in sub.edges
+    )
+    return info, Subgraph(sub.prompt, nodes, edges)
+
+
+def test_a_cross_layer_export_differs_only_in_its_feature_names():
+    """A CLT's graph exports as the same graph: node ids, Cantor features, types, influence,
+    links and folding as for a per-layer set; only a feature's clerp (its name) says `clt`."""
+    info, sub = lumped_graph()
+    clt_info, clt_sub = clt_graph()
+    assert {n.id for n in clt_sub.nodes} >= {"clt0[70]@2", "clt1[4]@2", "rem[clt1[4]@2]"}
+    per_layer = neuronpedia_graph(
+        info, sub, hub("google/gemma-2-2b", ("transcoder", "gemma2"), (2, 64))
+    )
+    cross = neuronpedia_graph(
+        clt_info, clt_sub, hub("google/gemma-2-2b", ("clt", "gemma2"), (2, 64))
+    )
+    validate(cross)
+    assert cross["links"] == per_layer["links"]
+    assert cross["metadata"] == per_layer["metadata"]
+    clerps = {}
+    for a, b in zip(per_layer["nodes"], cross["nodes"], strict=True):
+        assert {k: v for k, v in a.items() if k != "clerp"} == {
+            k: v for k, v in b.items() if k != "clerp"
+        }
+        clerps[a["clerp"]] = b["clerp"]
+    assert clerps["mlp1tc[4]"] == "clt1[4]"
+    assert clerps["mlp0tc[70]"] == "clt0[70]"
+    types = {n["node_id"]: n["feature_type"] for n in cross["nodes"]}
+    assert types["1_4_2"] == types["0_70_2"] == "cross layer transcoder"
+    assert types["1_error_mlp_2"] == "mlp reconstruction error"
+
+
+def test_a_hub_clt_export_opens_its_dashboards():
+    info, sub = clt_graph()
+    tset = hub("google/gemma-2-2b", ("clt", "gemma2"), (26, 98304))
+    data = neuronpedia_graph(info, sub, tset, pinned=("clt1[4]@2", "rem[clt1[4]@2]"))
+    validate(data)
+    assert data["metadata"]["scan"] == "gemma-2-2b"
+    assert data["metadata"]["feature_details"] == {"neuronpedia_source_set": "clt-hp"}
+    feature = next(n for n in data["nodes"] if n["node_id"] == "1_4_2")
+    assert neuronpedia_decode(feature["feature"]) == (1, 4)
+    assert data["qParams"]["pinnedIds"] == ["1_4_2", "1_error_mlp_2"]
 
 
 def test_without_a_source_set_no_feature_details():

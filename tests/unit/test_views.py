@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
 
-from circuitstore.ingest.model import LoadedModel
+from circuitstore.ingest.transcoder import TranscoderSet
 from circuitstore.ingest.transcoder_set import layer_views
 from circuitstore.schema.errors import InputError
 from circuitstore.schema.names import FeatureKey
 
 from .conftest import Tiny
-from .families import published_style
 from .views_oracle import (
     deembedding,
     logit_lens,
@@ -87,35 +86,52 @@ def test_bulk_token_views_equal_per_feature_views(tiny: Tiny) -> None:
                 assert "deembedTokens" not in props
 
 
-def test_a_cross_layer_features_views_sum_its_decoders(
-    family_model: Callable[[str], LoadedModel],
-) -> None:
-    """A CLT feature of layer 0 reaches layer 2 through its own decoder and the one into layer
-    1; the logits through all three. The bulk views equal the per-feature ones."""
-    model = family_model("llama")
-    tcs = published_style("clt", model.n_layers, model.d_model)
-    first, ahead = tcs[0].W_dec, tcs[0].W_dec_ahead
-    assert ahead is not None
-    got = virtual_weights_out(tcs, 0, 5, k=200)
-    into_2 = {n.index: n.weight for n in got if n.layer == 2}
-    want = (first[5] + ahead[5, 0]) @ tcs[2].W_enc
-    assert into_2
-    assert all(w == pytest.approx(float(want[i])) for i, w in into_2.items())
-    into_1 = {n.index: n.weight for n in got if n.layer == 1}
-    assert into_1
-    assert all(w == pytest.approx(float(first[5] @ tcs[1].W_enc[:, i])) for i, w in into_1.items())
-    for layer in range(tcs.n_layers):
-        tokens, rows = layer_views(model, tcs, "set", layer, top_k=4)
-        for index in (0, 5, 63):
-            want_lens = [t.token for t in logit_lens(model, tcs, layer, index, k=4)]
-            assert tokens[index]["props"]["logitLensTokens"] == want_lens
-            if layer:
-                have = rows[index]["sources"]
-                want_in = virtual_weights_in(tcs, layer, index, k=4)
-                assert [s for s, _ in have] == [
-                    FeatureKey("set", n.layer, n.index).id for n in want_in
-                ]
-                assert [w for _, w in have] == pytest.approx([n.weight for n in want_in])
-    total = first[5] + ahead[5].sum(0)
-    lens = logit_lens(model, tcs, 0, 5, k=1)
-    assert lens[0].token_id == int((total @ model.weights.W_U).argmax())
+def cross_layer(tcs: TranscoderSet, seed: int = 11) -> TranscoderSet:
+    """`tcs` as a cross-layer transcoder: each layer's features also write to every later
+    layer's MLP output."""
+    gen = torch.Generator().manual_seed(seed)
+    n = tcs.n_layers
+    return TranscoderSet(
+        tuple(
+            replace(
+                tc,
+                W_dec_ahead=None
+                if tc.layer == n - 1
+                else torch.randn(
+                    tc.d_tc, n - 1 - tc.layer, tc.d_model, generator=gen, dtype=tc.W_dec.dtype
+                )
+                * 0.3,
+            )
+            for tc in tcs.transcoders
+        ),
+        tcs.source,
+        tcs.model_name,
+    )
+
+
+def test_a_cross_layer_features_views_count_all_it_writes(tiny: Tiny) -> None:
+    """A CLT feature of layer 0 reaches layer 2's encoder through its writes to the MLP outputs
+    of layers 0 and 1, and the logits through all three: the views sum them, and the bulk rows
+    equal the per-feature reference for every feature."""
+    model, clt = tiny.model, cross_layer(tiny.transcoders)
+    assert clt.cross_layer
+    by_hand = float((clt[0].W_dec[5] + clt[0].W_dec_ahead[5, 0]) @ clt[2].W_enc[:, 7])
+    reached = {(n.layer, n.index): n.weight for n in virtual_weights_in(clt, 2, 7, k=400)}
+    assert reached[0, 5] == pytest.approx(by_hand)
+    assert by_hand != pytest.approx(float(clt[0].W_dec[5] @ clt[2].W_enc[:, 7]))
+    lens = (clt[0].W_dec[5] + clt[0].W_dec_ahead[5].sum(0)) @ model.weights.W_U
+    assert logit_lens(model, clt, 0, 5, k=1)[0].token_id == int(lens.argmax())
+    for layer in range(clt.n_layers):
+        tokens, rows = layer_views(model, clt, "set", layer, top_k=4)
+        have = {r["target"]: r["sources"] for r in rows}
+        for index in (0, 7, clt[layer].d_tc - 1):
+            want = [t.token for t in logit_lens(model, clt, layer, index, k=4)]
+            assert tokens[index]["props"]["logitLensTokens"] == want
+            if layer == 0:
+                continue
+            want_in = virtual_weights_in(clt, layer, index, k=4)
+            got = have[FeatureKey("set", layer, index).id]
+            assert [s for s, _ in got] == [FeatureKey("set", n.layer, n.index).id for n in want_in]
+            assert [w for _, w in got] == pytest.approx([n.weight for n in want_in])
+    out = virtual_weights_out(clt, 0, 5, k=400)
+    assert {(n.layer, n.index): n.weight for n in out}[2, 7] == pytest.approx(by_hand)

@@ -35,35 +35,40 @@ def _check(tcs: TranscoderSet, layer: int, index: int) -> None:
         raise InputError(f"feature {index} out of range 0..{tcs[layer].d_tc - 1} at layer {layer}")
 
 
+def writes(tcs: TranscoderSet, source: int, reader: int | None = None) -> Tensor:
+    """Layer `source`'s features' writes into the residual stream that layer `reader` reads
+    (every layer's where None): their decoders into the MLP outputs of layers source ..
+    reader - 1, one by one (a per-layer transcoder writes only its own: W_dec)."""
+    tc = tcs[source]
+    end = tcs.n_layers if reader is None else reader
+    parts = [tc.W_dec]
+    for m in range(source + 1, end):
+        ahead = m - source
+        if tc.W_dec_ahead is not None and ahead <= tc.W_dec_ahead.shape[1]:
+            parts.append(tc.W_dec_ahead[:, ahead - 1])
+    return torch.stack(parts).sum(0)
+
+
 def virtual_weights_in(
     tcs: TranscoderSet, layer: int, index: int, *, k: int = 10
 ) -> list[Neighbour]:
-    """Earlier features writing most into this one's encoder: W_dec[l'][j] . W_enc[l][:, i]
-    (a cross-layer feature's decoders into layers l'..l-1 summed)."""
+    """Earlier features writing most into this one's encoder: writes[l'->l][j] . W_enc[l][:, i]."""
     _check(tcs, layer, index)
     enc = tcs[layer].W_enc[:, index]
-    scores = [(source, _written(tcs, source, layer) @ enc) for source in range(layer)]
+    scores = [(source, writes(tcs, source, layer) @ enc) for source in range(layer)]
     return _top(scores, k)
 
 
 def virtual_weights_out(
     tcs: TranscoderSet, layer: int, index: int, *, k: int = 10
 ) -> list[Neighbour]:
-    """Later features this one writes into most strongly: W_dec[l][i] . W_enc[l'][:, j]."""
+    """Later features this one writes into most strongly: writes[l->l'][i] . W_enc[l'][:, j]."""
     _check(tcs, layer, index)
     scores = [
-        (target, _written(tcs, layer, target)[index] @ tcs[target].W_enc)
+        (target, writes(tcs, layer, target)[index] @ tcs[target].W_enc)
         for target in range(layer + 1, tcs.n_layers)
     ]
     return _top(scores, k)
-
-
-def _written(tcs: TranscoderSet, source: int, below: int) -> Float[Tensor, "d_tc d_model"]:
-    """Layer `source`'s decoders into the MLP outputs of layers source..below-1 that it writes
-    to, summed, one layer at a time."""
-    tc = tcs[source]
-    layers = [j for j in range(source, below) if j - source <= tc.n_ahead]
-    return torch.stack([tc.decoder_to(j) for j in layers]).sum(0)
 
 
 def _top(scores: list[tuple[int, Float[Tensor, " d_tc"]]], k: int) -> list[Neighbour]:
@@ -92,10 +97,9 @@ def deembedding(
 def logit_lens(
     model: LoadedModel, tcs: TranscoderSet, layer: int, index: int, *, k: int = 10
 ) -> list[TokenScore]:
-    """Output tokens a feature promotes most: W_dec[l][i] @ W_U (every decoder row of a
-    cross-layer feature summed)."""
+    """Output tokens a feature promotes most: all it writes, writes[l][i] @ W_U."""
     _check(tcs, layer, index)
-    scores = _written(tcs, layer, tcs.n_layers)[index].to(model.dtype) @ model.weights.W_U
+    scores = writes(tcs, layer)[index].to(model.dtype) @ model.weights.W_U
     return _tokens(model, scores, k)
 
 
