@@ -223,6 +223,7 @@ class AttributionEngine:
             "model": self.model.name,
             "transcoders": self.transcoders.source,
             "transcoders_hash": self.transcoders.content_hash,
+            "feature_family": "clt" if self.transcoders.cross_layer else "transcoder",
             "logit_top_k": config.logit_top_k,
             "logit_positions": config.logit_positions,
             "pruning": None if config.prune is None else config.prune.as_dict(),

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the engine imports this module's siblings; only its type is
     from circuitstore.ingest.attribution.api import AttributionEngine
 
 
-from circuitstore.schema.names import NodeKind
+from circuitstore.schema.names import CLT, TRANSCODER, FeatureFamily, NodeKind
 
 
 def _num(x: float) -> float | None:
@@ -41,6 +41,11 @@ def _node_json(rows: Rows, i: int) -> dict[str, Any]:
     return node | rows.fields(i, rows.form(i).json)
 
 
+def _family(graph: AttributionGraph) -> FeatureFamily:
+    """How the graph's feature names are spelled: its transcoders' family."""
+    return CLT if graph.metadata.get("feature_family") == "clt" else TRANSCODER
+
+
 def graph_to_json(
     graph: AttributionGraph, parts: Sequence[EdgeBreakdown | None] | None = None
 ) -> dict[str, Any]:
@@ -48,7 +53,7 @@ def graph_to_json(
     in-edges), `input_kept_abs_fraction` and `influence` to each node; with `parts` (one per
     edge, `heads.graph_by_head`), each edge that has one carries its breakdown by path."""
     nodes = graph.nodes
-    rows = Rows(nodes, graph.tokens)
+    rows = Rows(nodes, graph.tokens, family=_family(graph))
     out_nodes = [_node_json(rows, i) for i in range(len(nodes))]
     ids = [node["id"] for node in out_nodes]
     if nodes.kind.numel():
@@ -97,7 +102,7 @@ def graph_to_table(
     tokens = " ".join(repr(t) for t in graph.tokens)
     lines = [f"tokens: {tokens}", f"mode: {graph.metadata.get('mode')}"]
     counts: dict[str, int] = {}
-    rows = Rows(nodes, graph.tokens)
+    rows = Rows(nodes, graph.tokens, family=_family(graph))
     for i in range(len(nodes)):
         name = rows.form(i).name
         counts[name] = counts.get(name, 0) + 1
@@ -175,7 +180,7 @@ def write_graph_json(
     graph's size. Returns the number of edges written."""
     nodes = state.nodes
     tokens = list(state.cache.str_tokens)
-    rows = Rows(nodes, tokens)
+    rows = Rows(nodes, tokens, family=CLT if state.cross_layer else TRANSCODER)
     ids = [rows.local_id(i) for i in range(len(nodes))]
     out.write('{"tokens": ' + json.dumps(tokens) + ', "nodes": [')
     logit_rows = set((nodes.kind == Code.LOGIT).nonzero(as_tuple=True)[0].tolist())

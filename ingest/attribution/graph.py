@@ -19,7 +19,15 @@ from torch import Tensor
 
 from circuitstore.ingest.attribution.layout import BiasKind
 from circuitstore.schema.model import EdgeKind
-from circuitstore.schema.names import Form, NodeKind, form, forms
+from circuitstore.schema.names import (
+    TRANSCODER,
+    FeatureFamily,
+    Form,
+    NodeKind,
+    form,
+    forms,
+    respell,
+)
 
 
 class Code(IntEnum):
@@ -63,7 +71,14 @@ class Rows:
     """The node table's rows as the kind table reads them (`schema.names.Form`): each row's
     kind and form, and its fields by name, for local ids, stored properties and JSON fields."""
 
-    def __init__(self, nodes: NodeTable, tokens: Sequence[str] = (), transcoder_set: str = ""):
+    def __init__(
+        self,
+        nodes: NodeTable,
+        tokens: Sequence[str] = (),
+        transcoder_set: str = "",
+        family: FeatureFamily = TRANSCODER,
+    ):
+        self.family = family  # how feature names are spelled (`mlp8tc[355]`, `clt8[355]`)
         self.codes, self.layer, self.pos, self.index = (
             t.tolist() for t in (nodes.kind, nodes.layer, nodes.pos, nodes.index)
         )
@@ -83,7 +98,8 @@ class Rows:
     def local_id(self, i: int) -> str:
         """Row `i`'s local id (`mlp8tc[355]@9`)."""
         if i not in self._ids:
-            self._ids[i] = self.form(i).id_format.format_map(_Fields(self, i))
+            local = self.form(i).id_format.format_map(_Fields(self, i))
+            self._ids[i] = local if self.family is TRANSCODER else respell(local, self.family)
         return self._ids[i]
 
     def fields(self, i: int, wanted: Mapping[str, str]) -> dict[str, Any]:

@@ -174,3 +174,20 @@ def test_output_before_gemmas_post_norm_is_refused(model: LoadedModel) -> None:
         AttributionEngine(model, before)
     assert "before Gemma-2's post-MLP norm" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_cross_layer_graph_names_its_features_clt(model: LoadedModel) -> None:
+    from circuitstore.ingest.attribution.export import graph_to_json, graph_to_table
+
+    clt = AttributionEngine(model, published_style("clt", model.n_layers, model.d_model))
+    graph = clt.attribute(PROMPT, dataclasses.replace(FULL, mode="lumped"))
+    ids = [n["id"] for n in graph_to_json(graph)["nodes"] if n["type"] == "feature"]
+    assert ids
+    assert all(i.startswith("clt") for i in ids)
+    assert "mlp1tc[" not in graph_to_table(graph)
+    assert graph.metadata["feature_family"] == "clt"
+    per_layer = AttributionEngine(
+        model, published_style("resid-skip", model.n_layers, model.d_model)
+    )
+    nodes = graph_to_json(per_layer.attribute(PROMPT, FULL))["nodes"]
+    assert all(n["id"].startswith("mlp") for n in nodes if n["type"] == "feature")
