@@ -432,8 +432,7 @@ def setup_text(prompt_tokens: int) -> str:
         "group. *With float64 attention*: our graph again, with the two steps of the forward "
         "pass that our dependencies run in float32 (transformers' rotary angles, "
         "TransformerLens's attention softmax) run in float64, as circuit-tracer's "
-        "TransformerLens 2 model runs them. The tiny Gemma-2's embedding of id 0 is zero (HF "
-        "initialises the padding row so), hence no JumpReLU feature at its position 0."
+        "TransformerLens 2 model runs them."
     )
 
 
