@@ -603,6 +603,8 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_docs and args.shape != "real":  # the page's figures are the real shapes'
+        parser.error("--write-docs needs --shape real")
     shape = SHAPES[args.shape]
     if args.child == "build":
         build(args.cache, shape, args.l0)
