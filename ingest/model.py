@@ -1,14 +1,15 @@
-"""The language model, loaded through TransformerLens 4 with HookedTransformer's processing.
+"""The language model, loaded through TransformerLens 4's bridge: any family of
+`ingest.families` (GPT-2, Llama, Qwen3, Gemma-2). Families other than GPT-2 keep HF's weights,
+and `_weights` folds their norms' gains into the matrices the engine reads.
 
-Any family of `ingest.families` loads here: GPT-2, Llama, Qwen3 and Gemma-2 alike.
-
-``enable_compatibility_mode()`` folds each LayerNorm's gain and bias into the next matrices
-(fold_ln), removes the d_model mean from every matrix that writes to the residual stream
-(center_writing_weights) and from W_U (center_unembed), and folds b_V into b_O
-(fold_value_biases). After it, ``lnX.hook_normalized`` is exactly centre(x)/scale and the hooks
-reproduce a plain GPT-2 forward written with the processed weights, which is what the published
-transcoders were trained on and what the attribution engine's linear algebra assumes. The engine
-does not rely on the centring: it centres its own vectors, so the math also holds for b_V != 0.
+For GPT-2, ``enable_compatibility_mode()`` (HookedTransformer's processing) folds each
+LayerNorm's gain and bias into the next matrices (fold_ln), removes the d_model mean from every
+matrix that writes to the residual stream (center_writing_weights) and from W_U
+(center_unembed), and folds b_V into b_O (fold_value_biases). After it,
+``lnX.hook_normalized`` is exactly centre(x)/scale and the hooks reproduce a plain GPT-2 forward
+written with the processed weights, which is what the published transcoders were trained on
+and what the attribution engine's linear algebra assumes. The engine does not rely on the
+centring: it centres its own vectors, so the math also holds for b_V != 0.
 """
 
 from __future__ import annotations
@@ -295,13 +296,11 @@ def _weights(
     with torch.no_grad():
         W_O = bridge.W_O.detach().to(dtype)
         W_V = bridge.W_V.detach().to(dtype)
-        W_U = bridge.W_U.detach()
+        W_U = bridge.W_U.detach().to(held)
         if not family.processed:  # fold ln1's gain into W_V and ln_final's into W_U ourselves
             ln1 = torch.stack([_norm_params(b.ln1, family, d, dtype)[0] for b in bridge.blocks])
             W_V = W_V * ln1[:, None, :, None]
-            final = _norm_params(bridge.ln_final, family, d, dtype)[0]
-            W_U = W_U.to(held) * final.to(held)[:, None]
-        W_U = W_U.to(held)
+            W_U = W_U * _norm_params(bridge.ln_final, family, d, dtype)[0].to(held)[:, None]
         dh = int(W_V.shape[-1])
         b_V = _param(bridge, "b_V", (L, W_V.shape[1], dh), dtype)
         # Grouped-query attention: query head h reads key/value head h // (H / n_kv).

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from circuitstore.ingest.transcoder import layouts
-from circuitstore.ingest.transcoder.common import INPUT_HOOKS
-from circuitstore.ingest.transcoder.types import Activation, Transcoder, TranscoderSet
+from circuitstore.ingest.transcoder.types import INPUT_HOOKS, Activation, Transcoder, TranscoderSet
 
 BOS = "<|endoftext|>"
 _CORPUS = (

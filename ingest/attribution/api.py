@@ -28,6 +28,7 @@ from circuitstore.ingest.config import AttributionConfig, DtypeName, WeightsDtyp
 from circuitstore.ingest.device import resolve_device, use_tf32
 from circuitstore.ingest.model import LoadedModel, load_model, run_forward, tokenize, torch_dtype
 from circuitstore.ingest.transcoder import TranscoderSet, load_transcoders, validate_against
+from circuitstore.ingest.transcoder.common import output_hook
 from circuitstore.schema.errors import TranscoderLoadError
 
 
@@ -65,8 +66,7 @@ def paired(transcoders: TranscoderSet, model: LoadedModel) -> TranscoderSet:
     weights (`Transcoder.reading_normalized`). The set's identity (hash) is unchanged."""
     w = model.weights
     for tc in transcoders.transcoders:
-        out = str(tc.cfg.get("feature_output_hook", "hook_mlp_out"))
-        if model.family.post_norms and out == "mlp.hook_out":
+        if model.family.post_norms and output_hook(tc) == "mlp.hook_out":
             raise TranscoderLoadError(
                 f"{tc.source}: writes mlp.hook_out, before {model.family.label}'s post-MLP norm; "
                 "the engine needs the MLP output as the residual stream gets it (hook_mlp_out)"

@@ -29,7 +29,6 @@ from safetensors.torch import save_file
 
 from circuitstore.ingest.transcoder import gemma_scope
 from circuitstore.ingest.transcoder.common import (
-    INPUT_HOOKS,
     OUTPUT_HOOKS,
     ReadOptions,
     ct_input_hook,
@@ -40,6 +39,7 @@ from circuitstore.ingest.transcoder.common import (
 )
 from circuitstore.ingest.transcoder.tensorfile import SafetensorsFile
 from circuitstore.ingest.transcoder.types import (
+    INPUT_HOOKS,
     RELU,
     Activation,
     Transcoder,

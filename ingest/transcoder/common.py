@@ -10,25 +10,15 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from circuitstore.ingest.transcoder.types import (
-    Transcoder,
-    expected_hook_point,
-    mlp_input_hook,
-    residual_input_hook,
-)
+from circuitstore.ingest.transcoder.types import INPUT_HOOKS, Transcoder
 from circuitstore.schema.errors import TranscoderLoadError
 
 T = TypeVar("T")
 
-# circuit-tracer names hooks relative to `blocks.L.` (TransformerLens's names); ours are absolute.
-# A transcoder reads ln2's normalised output (without the norm's gain) or the MLP's input (with it).
-INPUT_HOOKS = {
-    "ln2.hook_normalized": expected_hook_point,
-    "mlp.hook_in": mlp_input_hook,
-    "hook_resid_mid": residual_input_hook,
-}
-# The MLP's output as TransformerLens names it (hook_mlp_out) and as circuit-tracer's MLP wrapper
-# does (mlp.hook_out). On Gemma-2 they differ: hook_mlp_out comes after the post-MLP RMSNorm.
+# circuit-tracer names hooks relative to `blocks.L.` (TransformerLens's names); ours are absolute
+# (the inputs: `types.INPUT_HOOKS`). The MLP's output as TransformerLens names it (hook_mlp_out)
+# and as circuit-tracer's MLP wrapper does (mlp.hook_out). On Gemma-2 they differ: hook_mlp_out
+# comes after the post-MLP RMSNorm.
 OUTPUT_HOOKS = ("hook_mlp_out", "mlp.hook_out")
 
 

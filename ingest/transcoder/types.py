@@ -37,9 +37,14 @@ def residual_input_hook(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_mid"
 
 
-# What a transcoder can read, each a function of the layer: after pairing with a model, only the
-# first and the last remain (`Transcoder.reading_normalized` rewrites the middle one).
-INPUT_HOOKS = (expected_hook_point, mlp_input_hook, residual_input_hook)
+# What a transcoder can read, by circuit-tracer's (TransformerLens's) name, each a function of the
+# layer: after pairing with a model only the first and the last remain
+# (`Transcoder.reading_normalized` rewrites the middle one).
+INPUT_HOOKS: dict[str, Callable[[int], str]] = {
+    "ln2.hook_normalized": expected_hook_point,
+    "mlp.hook_in": mlp_input_hook,
+    "hook_resid_mid": residual_input_hook,
+}
 
 
 def _relu(act: Activation, pre: Tensor) -> Tensor:  # noqa: ARG001 (one signature for the table)

@@ -75,7 +75,7 @@ def validate_against(tcs: TranscoderSet, *, n_layers: int, d_model: int) -> None
         )
     cross_layer = tcs.cross_layer
     for tc in tcs.transcoders:
-        hooks = [hook(tc.layer) for hook in INPUT_HOOKS]
+        hooks = [hook(tc.layer) for hook in INPUT_HOOKS.values()]
         if tc.hook_point not in hooks:
             raise TranscoderLoadError(
                 f"{tc.source}: hook point {tc.hook_point}, expected {' or '.join(hooks)}"
